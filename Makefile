@@ -1,0 +1,60 @@
+# Kefu: one command to run the product, one to test it. Every target sets up what it needs.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 8000
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: run test lint typecheck unit synth layer eval bench clean help
+
+help:
+	@echo "make run [PORT=8000]  serve the whole product locally on http://127.0.0.1:$(PORT)"
+	@echo "make test             lint, type-check and run every test suite (offline)"
+	@echo "make synth            synthesize the CDK app into cdk.out (no credentials needed)"
+	@echo "make eval             retrieval evaluation on the sample knowledge base"
+	@echo "make bench            benchmarks"
+
+# --- environments -------------------------------------------------------------
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip==25.3
+
+# The .pth file puts the layer's `kefu` package and the repo's own packages on the venv's path.
+$(VENV)/.run-deps: requirements.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements.txt
+	$(BIN)/python -c "import site, pathlib; pathlib.Path(site.getsitepackages()[0], 'kefu-dev.pth').write_text('$(CURDIR)/layers/kefu/python\n$(CURDIR)\n')"
+	touch $@
+
+$(VENV)/.dev-deps: requirements-dev.txt requirements.txt $(VENV)/.run-deps
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+# --- product ------------------------------------------------------------------
+run: $(VENV)/.run-deps
+	$(BIN)/python -m local --port $(PORT)
+
+eval: $(VENV)/.run-deps
+	$(BIN)/python -m kb_ingest.evaluate --sample
+
+# --- checks -------------------------------------------------------------------
+lint: $(VENV)/.dev-deps
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(VENV)/.dev-deps
+	$(BIN)/mypy
+
+test: lint typecheck layer node_modules/.installed
+	$(BIN)/pytest
+
+bench: $(VENV)/.dev-deps
+	$(BIN)/pytest tests/bench -p no:randomly -q -s
+
+clean:
+	rm -rf $(VENV) node_modules cdk.out .build .kefu .mypy_cache .pytest_cache .ruff_cache

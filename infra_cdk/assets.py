@@ -1,0 +1,18 @@
+"""The folders the CDK app packages as Lambda assets, resolved from the repository root.
+
+Resolved from this file, not the working directory, so the app synthesizes the same from the CLI,
+from pytest and from any folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# Filled by `make layer` (layers/build_layer.py): wheels for Python 3.12 on arm64, plus `kefu`.
+SHARED_LAYER_DIR = REPO_ROOT / ".build" / "layer"
+CHAT_FUNCTION_DIR = REPO_ROOT / "functions" / "chat"
+
+# Never part of a function asset.
+CODE_EXCLUDES = ["__pycache__", "*.pyc", ".pytest_cache", ".mypy_cache", "tests"]

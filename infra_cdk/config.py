@@ -1,0 +1,117 @@
+"""The typed stage config, read from the CDK context.
+
+`cdk.json` holds one entry per stage under the `stages` context key; `-c stage=prod` picks one
+(`dev` when not given). Every per-stage difference lives here and reaches the constructs as plain
+parameters, so no construct ever asks which stage it is in.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from aws_cdk import aws_logs as logs
+from constructs import Construct
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+STAGE_CONTEXT_KEY = "stage"
+STAGES_CONTEXT_KEY = "stages"
+DEFAULT_STAGE = "dev"
+
+# The retention periods CloudWatch Logs accepts, in days.
+_RETENTION_BY_DAYS: dict[int, logs.RetentionDays] = {
+    1: logs.RetentionDays.ONE_DAY,
+    3: logs.RetentionDays.THREE_DAYS,
+    5: logs.RetentionDays.FIVE_DAYS,
+    7: logs.RetentionDays.ONE_WEEK,
+    14: logs.RetentionDays.TWO_WEEKS,
+    30: logs.RetentionDays.ONE_MONTH,
+    60: logs.RetentionDays.TWO_MONTHS,
+    90: logs.RetentionDays.THREE_MONTHS,
+    120: logs.RetentionDays.FOUR_MONTHS,
+    150: logs.RetentionDays.FIVE_MONTHS,
+    180: logs.RetentionDays.SIX_MONTHS,
+    365: logs.RetentionDays.ONE_YEAR,
+    400: logs.RetentionDays.THIRTEEN_MONTHS,
+    545: logs.RetentionDays.EIGHTEEN_MONTHS,
+    731: logs.RetentionDays.TWO_YEARS,
+    1096: logs.RetentionDays.THREE_YEARS,
+    1827: logs.RetentionDays.FIVE_YEARS,
+    2192: logs.RetentionDays.SIX_YEARS,
+    2557: logs.RetentionDays.SEVEN_YEARS,
+    2922: logs.RetentionDays.EIGHT_YEARS,
+    3288: logs.RetentionDays.NINE_YEARS,
+    3653: logs.RetentionDays.TEN_YEARS,
+}
+
+
+class StageConfigError(ValueError):
+    """The CDK context does not describe a usable stage."""
+
+
+class StageConfig(BaseModel):
+    """Everything that differs between two deployments of Kefu."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9-]{0,19}$")
+    # Both optional: without them the stack is environment-agnostic and synth needs no credentials.
+    account: str | None = Field(default=None, pattern=r"^\d{12}$")
+    region: str | None = Field(default=None, pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")
+    # "private" (isolated subnets, VPC endpoints, no egress) arrives in a later issue.
+    profile: Literal["public", "private"] = "public"
+    log_retention_days: int = 30
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    chat_memory_mb: int = Field(default=1024, ge=128, le=10240)
+    # A REST API gives up on its integration after 29 s: a longer Lambda timeout buys nothing.
+    chat_timeout_seconds: int = Field(default=29, ge=3, le=29)
+    # A foundation model id, or a cross-region inference profile id such as "us.anthropic…".
+    bedrock_model_id: str = Field(
+        default="anthropic.claude-3-5-haiku-20241022-v1:0", pattern=r"^[a-z0-9-]+(\.[\w.:-]+)+$"
+    )
+    bedrock_embedding_model_id: str = Field(
+        default="amazon.titan-embed-text-v2:0", pattern=r"^[a-z0-9-]+(\.[\w.:-]+)+$"
+    )
+    api_throttling_rate_limit: float = Field(default=50, gt=0)
+    api_throttling_burst_limit: int = Field(default=100, gt=0)
+    api_key_required: bool = True
+    # Origins allowed to call the API from a browser (the web chat page).
+    cors_allow_origins: tuple[str, ...] = Field(default=("*",), min_length=1)
+    # Keep the sessions table, its key and the logs when the stack is deleted.
+    retain_data: bool = False
+    # API Gateway execution logging needs one CloudWatch role per account and region; turn this off
+    # where the account already has one.
+    api_gateway_cloudwatch_role: bool = True
+
+    @field_validator("log_retention_days")
+    @classmethod
+    def _known_retention(cls, days: int) -> int:
+        if days not in _RETENTION_BY_DAYS:
+            allowed = ", ".join(str(d) for d in _RETENTION_BY_DAYS)
+            raise ValueError(f"CloudWatch Logs keeps logs for one of {allowed} days, not {days}")
+        return days
+
+    @property
+    def log_retention(self) -> logs.RetentionDays:
+        return _RETENTION_BY_DAYS[self.log_retention_days]
+
+    @property
+    def stack_name(self) -> str:
+        return f"KefuService-{self.name}"
+
+
+def stage_config_from_context(scope: Construct) -> StageConfig:
+    """Read the stage picked with `-c stage=<name>` from the `stages` context of `cdk.json`."""
+    stage = scope.node.try_get_context(STAGE_CONTEXT_KEY) or DEFAULT_STAGE
+    stages: Any = scope.node.try_get_context(STAGES_CONTEXT_KEY)
+    if not isinstance(stages, dict) or not stages:
+        raise StageConfigError(
+            f"no '{STAGES_CONTEXT_KEY}' in the CDK context: run through the CDK CLI from the "
+            "repository root (it reads cdk.json), or pass the context to the App"
+        )
+    if stage not in stages:
+        known = ", ".join(sorted(stages))
+        raise StageConfigError(f"unknown stage {stage!r}: cdk.json defines {known}")
+    try:
+        return StageConfig.model_validate({"name": stage, **stages[stage]})
+    except ValidationError as exc:
+        raise StageConfigError(f"stage {stage!r} in cdk.json is invalid:\n{exc}") from exc

@@ -1,0 +1,253 @@
+"""The customer-facing chat API: API Gateway REST API in front of the chat Lambda."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from aws_cdk import Acknowledgment, Duration, RemovalPolicy, Validations
+from aws_cdk import aws_apigateway as apigw
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from constructs import Construct
+
+from infra_cdk.constructs.bedrock_access import (
+    CHAT_MODEL_ACTIONS,
+    EMBEDDING_MODEL_ACTIONS,
+    cross_region_model_findings,
+    model_invoke_statements,
+)
+from infra_cdk.constructs.service_function import LogLevel, ServiceFunction
+
+CHAT_SERVICE_NAME = "kefu-chat"
+API_VERSION_PATH = "v1"
+# What a browser may send on a cross-origin call: JSON bodies and the API key.
+CORS_ALLOW_HEADERS = ["Content-Type", "X-Api-Key"]
+
+
+class ChatApi(Construct):
+    """`POST /v1/chat`, `GET /v1/health` and `GET /v1/openapi.json`, all served by the chat Lambda.
+
+    The function answers from Bedrock and keeps conversations in the sessions table (granted by
+    the stack). Callers present an API key (usage plan with throttling); the stage throttles
+    everyone, logs access as JSON, and traces with X-Ray.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        stage_name: str,
+        code_dir: Path,
+        layer: lambda_.ILayerVersion,
+        sessions_table: dynamodb.ITable,
+        bedrock_model_id: str,
+        bedrock_embedding_model_id: str,
+        memory_mb: int,
+        timeout: Duration,
+        log_level: LogLevel,
+        log_retention: logs.RetentionDays,
+        removal_policy: RemovalPolicy,
+        throttling_rate_limit: float,
+        throttling_burst_limit: int,
+        api_key_required: bool,
+        cors_allow_origins: Sequence[str],
+        create_cloudwatch_role: bool,
+    ) -> None:
+        super().__init__(scope, construct_id)
+
+        chat = ServiceFunction(
+            self,
+            "ChatFunction",
+            service_name=CHAT_SERVICE_NAME,
+            description="Kefu chat: answers customers from the knowledge base",
+            code_dir=code_dir,
+            handler="handler.lambda_handler",
+            layers=[layer],
+            environment={
+                "KEFU_STAGE": stage_name,
+                "KEFU_MODEL": "bedrock",
+                "KEFU_EMBEDDER": "bedrock",
+                "KEFU_INDEX": "opensearch",
+                "KEFU_SESSIONS": "dynamodb",
+                "KEFU_SESSIONS_TABLE": sessions_table.table_name,
+                "KEFU_BEDROCK_MODEL_ID": bedrock_model_id,
+                "KEFU_BEDROCK_EMBEDDING_MODEL_ID": bedrock_embedding_model_id,
+                # With a proxy integration the function writes the CORS headers itself.
+                "KEFU_CORS_ALLOW_ORIGINS": json.dumps(list(cors_allow_origins)),
+            },
+            memory_mb=memory_mb,
+            timeout=timeout,
+            log_level=log_level,
+            log_retention=log_retention,
+            removal_policy=removal_policy,
+        )
+        self.function = chat.function
+        self.api_key: apigw.IApiKey | None = None
+        self._allow_bedrock(
+            chat, model_id=bedrock_model_id, embedding_model_id=bedrock_embedding_model_id
+        )
+
+        access_logs = logs.LogGroup(
+            self, "AccessLogs", retention=log_retention, removal_policy=removal_policy
+        )
+        self.api = apigw.RestApi(
+            self,
+            "RestApi",
+            rest_api_name=f"kefu-{stage_name}",
+            description="Kefu customer-service chat API",
+            endpoint_types=[apigw.EndpointType.REGIONAL],
+            api_key_source_type=apigw.ApiKeySourceType.HEADER,
+            cloud_watch_role=create_cloudwatch_role,
+            # The account-wide role serves every API in the region: never delete it with us.
+            cloud_watch_role_removal_policy=RemovalPolicy.RETAIN,
+            deploy_options=apigw.StageOptions(
+                stage_name=stage_name,
+                access_log_destination=apigw.LogGroupLogDestination(access_logs),
+                access_log_format=apigw.AccessLogFormat.json_with_standard_fields(
+                    caller=True,
+                    http_method=True,
+                    ip=True,
+                    protocol=True,
+                    request_time=True,
+                    resource_path=True,
+                    response_length=True,
+                    status=True,
+                    user=True,
+                ),
+                # Execution logs for errors only, and never request or response bodies: they hold
+                # what customers typed.
+                logging_level=apigw.MethodLoggingLevel.ERROR,
+                data_trace_enabled=False,
+                metrics_enabled=True,
+                tracing_enabled=True,
+                throttling_rate_limit=throttling_rate_limit,
+                throttling_burst_limit=throttling_burst_limit,
+            ),
+        )
+
+        integration = apigw.LambdaIntegration(self.function)
+        version = self.api.root.add_resource(
+            API_VERSION_PATH,
+            default_cors_preflight_options=apigw.CorsOptions(
+                allow_origins=list(cors_allow_origins),
+                allow_methods=["GET", "POST", "OPTIONS"],
+                allow_headers=CORS_ALLOW_HEADERS,
+                max_age=Duration.hours(1),
+            ),
+        )
+        methods = [
+            version.add_resource("chat").add_method(
+                "POST", integration, api_key_required=api_key_required
+            ),
+            version.add_resource("health").add_method("GET", integration),
+            version.add_resource("openapi.json").add_method("GET", integration),
+        ]
+        self._add_cors_to_gateway_errors(cors_allow_origins)
+
+        if api_key_required:
+            self._add_api_key(
+                stage_name=stage_name,
+                rate_limit=throttling_rate_limit,
+                burst_limit=throttling_burst_limit,
+            )
+
+        # The stack publishes the URL under a stable output name; drop the L2's hashed duplicate.
+        self.api.node.try_remove_child("Endpoint")
+        self._acknowledge_public_api(methods)
+
+    def _allow_bedrock(
+        self, chat: ServiceFunction, *, model_id: str, embedding_model_id: str
+    ) -> None:
+        statements = [
+            *model_invoke_statements(self, model_id=model_id, actions=CHAT_MODEL_ACTIONS),
+            *model_invoke_statements(
+                self, model_id=embedding_model_id, actions=EMBEDDING_MODEL_ACTIONS
+            ),
+        ]
+        for statement in statements:
+            chat.role.add_to_principal_policy(statement)
+        for finding in {
+            *cross_region_model_findings(self, model_id=model_id),
+            *cross_region_model_findings(self, model_id=embedding_model_id),
+        }:
+            Validations.of(chat.role).acknowledge(
+                Acknowledgment(
+                    id=finding,
+                    reason="A cross-region inference profile routes to its foundation model in "
+                    "several regions; the statement only allows calls made through that one "
+                    "profile (bedrock:InferenceProfileArn condition).",
+                )
+            )
+
+    def _add_cors_to_gateway_errors(self, cors_allow_origins: Sequence[str]) -> None:
+        # Errors API Gateway answers itself (a missing API key, throttling) never reach the
+        # function: without these headers a browser hides them from the page. A gateway response
+        # carries one static origin, so this only applies when exactly one is allowed.
+        if len(cors_allow_origins) != 1:
+            return
+        headers = {
+            "Access-Control-Allow-Origin": f"'{cors_allow_origins[0]}'",
+            "Access-Control-Allow-Headers": "'" + ",".join(CORS_ALLOW_HEADERS) + "'",
+        }
+        for response_type in (apigw.ResponseType.DEFAULT_4_XX, apigw.ResponseType.DEFAULT_5_XX):
+            self.api.add_gateway_response(
+                f"Cors{response_type.response_type}", type=response_type, response_headers=headers
+            )
+
+    def _add_api_key(self, *, stage_name: str, rate_limit: float, burst_limit: int) -> None:
+        plan = self.api.add_usage_plan(
+            "UsagePlan",
+            name=f"kefu-{stage_name}",
+            description="Kefu chat clients",
+            throttle=apigw.ThrottleSettings(rate_limit=rate_limit, burst_limit=burst_limit),
+            api_stages=[apigw.UsagePlanPerApiStage(api=self.api, stage=self.api.deployment_stage)],
+        )
+        self.api_key = self.api.add_api_key(
+            "ApiKey", description=f"Kefu chat client key ({stage_name})"
+        )
+        plan.add_api_key(self.api_key)
+
+    def _acknowledge_public_api(self, methods: Sequence[apigw.Method]) -> None:
+        for method in methods:
+            Validations.of(method).acknowledge(
+                Acknowledgment(
+                    id="AwsSolutions-APIG4",
+                    reason="A public customer-service chat: anonymous customers use it from the "
+                    "web page, so there is no user to authorize. Chat clients are identified by "
+                    "API key and usage plan; health and the OpenAPI document are public.",
+                ),
+                Acknowledgment(
+                    id="AwsSolutions-COG4",
+                    reason="Customers are anonymous visitors, not Cognito users; chat access is "
+                    "by API key and usage plan.",
+                ),
+            )
+        Validations.of(self.api).acknowledge(
+            Acknowledgment(
+                id="AwsSolutions-APIG2",
+                reason="Request bodies are validated once, at the edge of the chat Lambda, by the "
+                "same pydantic models that define the OpenAPI document and the JSON errors; a "
+                "second schema in API Gateway would drift from them.",
+            )
+        )
+        Validations.of(self.api.deployment_stage).acknowledge(
+            Acknowledgment(
+                id="AwsSolutions-APIG3",
+                reason="WAF is not part of this issue yet; the stage and usage plan throttle "
+                "every caller in the meantime.",
+            )
+        )
+        cloudwatch_role = self.api.node.try_find_child("CloudWatchRole")
+        if cloudwatch_role is not None:
+            Validations.of(cloudwatch_role).acknowledge(
+                Acknowledgment(
+                    id="AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/"
+                    "service-role/AmazonAPIGatewayPushToCloudWatchLogs]",
+                    reason="The account-level role API Gateway needs for execution logging; AWS's "
+                    "managed policy is the documented one for it.",
+                )
+            )

@@ -1,0 +1,126 @@
+"""The one place that decides how a Kefu Lambda function runs.
+
+Every function construct builds its Lambda through `ServiceFunction`, so the runtime, the
+architecture, JSON logs, X-Ray tracing, the log group's retention, the Powertools settings and a
+least-privilege role are the same everywhere and change in one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Literal
+
+from aws_cdk import Acknowledgment, Duration, RemovalPolicy, Validations
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from constructs import Construct
+
+from infra_cdk.assets import CODE_EXCLUDES
+
+# The shared layer is built for exactly this target (layers/build_layer.py): change them together.
+LAMBDA_RUNTIME = lambda_.Runtime.PYTHON_3_12
+LAMBDA_ARCHITECTURE = lambda_.Architecture.ARM_64
+METRICS_NAMESPACE = "Kefu"
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+
+# Lambda's own level names differ from Python's for warnings.
+_LAMBDA_LOG_LEVELS: dict[str, lambda_.ApplicationLogLevel] = {
+    "DEBUG": lambda_.ApplicationLogLevel.DEBUG,
+    "INFO": lambda_.ApplicationLogLevel.INFO,
+    "WARNING": lambda_.ApplicationLogLevel.WARN,
+    "ERROR": lambda_.ApplicationLogLevel.ERROR,
+}
+
+
+def powertools_environment(*, service_name: str, log_level: LogLevel) -> dict[str, str]:
+    """The variables Powertools reads for its Logger, Tracer and Metrics."""
+    return {
+        "POWERTOOLS_SERVICE_NAME": service_name,
+        "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
+        "POWERTOOLS_LOG_LEVEL": log_level,
+        # Events and responses carry what customers typed: keep them out of logs and traces.
+        "POWERTOOLS_LOGGER_LOG_EVENT": "false",
+        "POWERTOOLS_TRACER_CAPTURE_RESPONSE": "false",
+    }
+
+
+class ServiceFunction(Construct):
+    """A Python 3.12 arm64 Lambda with Kefu's defaults, its own log group and its own role."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        service_name: str,
+        description: str,
+        code_dir: Path,
+        handler: str,
+        layers: Sequence[lambda_.ILayerVersion],
+        environment: Mapping[str, str],
+        memory_mb: int,
+        timeout: Duration,
+        log_level: LogLevel,
+        log_retention: logs.RetentionDays,
+        removal_policy: RemovalPolicy,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        if not code_dir.is_dir():
+            raise FileNotFoundError(
+                f"{service_name}: the function code folder {code_dir} is missing"
+            )
+
+        self.log_group = logs.LogGroup(
+            self, "LogGroup", retention=log_retention, removal_policy=removal_policy
+        )
+        # An explicit role instead of AWSLambdaBasicExecutionRole: it may write to its own log
+        # group only, not create and write any log group in the account.
+        self.role = iam.Role(
+            self,
+            "Role",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description=f"Execution role of the {service_name} function",
+        )
+        self.log_group.grant_write(self.role)
+
+        self.function = lambda_.Function(
+            self,
+            "Function",
+            description=description,
+            runtime=LAMBDA_RUNTIME,
+            architecture=LAMBDA_ARCHITECTURE,
+            code=lambda_.Code.from_asset(str(code_dir), exclude=CODE_EXCLUDES),
+            handler=handler,
+            layers=list(layers),
+            environment={
+                **powertools_environment(service_name=service_name, log_level=log_level),
+                **environment,
+            },
+            memory_size=memory_mb,
+            timeout=timeout,
+            tracing=lambda_.Tracing.ACTIVE,
+            logging_format=lambda_.LoggingFormat.JSON,
+            application_log_level_v2=_LAMBDA_LOG_LEVELS[log_level],
+            system_log_level_v2=lambda_.SystemLogLevel.WARN,
+            log_group=self.log_group,
+            role=self.role,
+        )
+
+        Validations.of(self.function).acknowledge(
+            Acknowledgment(
+                id="AwsSolutions-L1",
+                reason="Pinned to Python 3.12 on purpose: the shared layer's compiled wheels "
+                "(pydantic-core) are built for cp312/arm64 by layers/build_layer.py; moving to a "
+                "newer runtime is a change to both together.",
+            )
+        )
+        Validations.of(self.role).acknowledge(
+            Acknowledgment(
+                id="AwsSolutions-IAM5[Resource::*]",
+                reason="X-Ray's PutTraceSegments and PutTelemetryRecords (added by active tracing) "
+                "support no resource-level permissions; '*' is the only possible resource.",
+            )
+        )

@@ -1,0 +1,68 @@
+"""The Kefu service in one account and region."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_cdk import CfnOutput, Duration, Environment, RemovalPolicy, Stack, Tags
+from constructs import Construct
+
+from infra_cdk.assets import CHAT_FUNCTION_DIR, SHARED_LAYER_DIR
+from infra_cdk.config import StageConfig
+from infra_cdk.constructs.chat_api import ChatApi
+from infra_cdk.constructs.session_store import SessionStore
+from infra_cdk.constructs.shared_layer import SharedLayer
+
+
+class KefuServiceStack(Stack):
+    """The chat API, its function and the sessions it keeps, for one stage."""
+
+    def __init__(
+        self, scope: Construct, construct_id: str, *, config: StageConfig, **kwargs: Any
+    ) -> None:
+        env = None
+        if config.account or config.region:
+            env = Environment(account=config.account, region=config.region)
+        super().__init__(
+            scope,
+            construct_id,
+            env=env,
+            description=f"Kefu AI customer service ({config.name}, {config.profile} profile)",
+            termination_protection=config.retain_data,
+            **kwargs,
+        )
+        Tags.of(self).add("kefu:stage", config.name)
+        removal_policy = RemovalPolicy.RETAIN if config.retain_data else RemovalPolicy.DESTROY
+
+        layer = SharedLayer(self, "SharedLayer", layer_dir=SHARED_LAYER_DIR)
+        sessions = SessionStore(self, "Sessions", removal_policy=removal_policy)
+        chat = ChatApi(
+            self,
+            "ChatApi",
+            stage_name=config.name,
+            code_dir=CHAT_FUNCTION_DIR,
+            layer=layer.layer,
+            sessions_table=sessions.table,
+            bedrock_model_id=config.bedrock_model_id,
+            bedrock_embedding_model_id=config.bedrock_embedding_model_id,
+            memory_mb=config.chat_memory_mb,
+            timeout=Duration.seconds(config.chat_timeout_seconds),
+            log_level=config.log_level,
+            log_retention=config.log_retention,
+            removal_policy=removal_policy,
+            throttling_rate_limit=config.api_throttling_rate_limit,
+            throttling_burst_limit=config.api_throttling_burst_limit,
+            api_key_required=config.api_key_required,
+            cors_allow_origins=config.cors_allow_origins,
+            create_cloudwatch_role=config.api_gateway_cloudwatch_role,
+        )
+        sessions.grant_read_write(chat.function)
+
+        CfnOutput(self, "ApiUrl", value=chat.api.url, description="Base URL of the chat API")
+        if chat.api_key is not None:
+            CfnOutput(
+                self,
+                "ApiKeyId",
+                value=chat.api_key.key_id,
+                description="aws apigateway get-api-key --include-value --api-key <this id>",
+            )

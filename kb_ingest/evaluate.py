@@ -1,0 +1,194 @@
+"""Retrieval evaluation with the chat pipeline's own retrieval and answer-or-decline decision.
+
+    python -m kb_ingest.evaluate --kb KB.jsonl --queries Q.jsonl [--calibrate DEV.jsonl] [--json]
+    python -m kb_ingest.evaluate --sample     # the bundled sample KB and its evaluation set
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from kb_ingest import SAMPLE_KB
+from kb_ingest.pipeline import ingest
+from kefu.adapters.embedded_index import EmbeddedIndex
+from kefu.bootstrap import build_embedder
+from kefu.models import SearchHit
+from kefu.retrieval import Retriever, Thresholds
+from kefu.settings import Settings
+from kefu.text import detect_language
+
+RANK_DEPTH = 10
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    query: str
+    expected_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Scored:
+    query: Query
+    hits: tuple[SearchHit, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    name: str
+    covered: int
+    uncovered: int
+    hit_at_1: float
+    hit_at_5: float
+    mrr: float
+    in_scope_accuracy: float
+    oos_recall: float | None
+    oos_precision: float | None
+    faq_threshold: float
+
+
+def load_queries(path: Path) -> list[Query]:
+    queries = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            row = json.loads(line)
+            queries.append(Query(str(row["query"]), row.get("expected_id")))
+    return queries
+
+
+def score(retriever: Retriever, queries: Sequence[Query], tenant: str) -> list[Scored]:
+    """Retrieve for every query exactly as a chat turn does (language detected, tenant filter)."""
+    return [
+        Scored(
+            q,
+            tuple(
+                retriever.search(
+                    q.query, language=detect_language(q.query), tenant=tenant, limit=RANK_DEPTH
+                )
+            ),
+        )
+        for q in queries
+    ]
+
+
+def report(name: str, retriever: Retriever, scored: Sequence[Scored]) -> Report:
+    covered = [s for s in scored if s.query.expected_id is not None]
+    uncovered = [s for s in scored if s.query.expected_id is None]
+    hit1 = hit5 = rr = correct = 0.0
+    for s in covered:
+        faq_ids = [h.chunk.id for h in s.hits if h.chunk.kind == "faq"]
+        if s.query.expected_id in faq_ids:
+            rank = faq_ids.index(s.query.expected_id) + 1
+            hit1 += rank == 1
+            hit5 += rank <= 5
+            rr += 1 / rank
+        decision = retriever.decide_on(list(s.hits))
+        correct += decision.kind == "faq" and decision.hits[0].chunk.id == s.query.expected_id
+    declined_uncovered = sum(retriever.decide_on(list(s.hits)).kind == "decline" for s in uncovered)
+    declined_all = declined_uncovered + sum(
+        retriever.decide_on(list(s.hits)).kind == "decline" for s in covered
+    )
+    n = max(len(covered), 1)
+    return Report(
+        name=name,
+        covered=len(covered),
+        uncovered=len(uncovered),
+        hit_at_1=hit1 / n,
+        hit_at_5=hit5 / n,
+        mrr=rr / n,
+        in_scope_accuracy=correct / n,
+        oos_recall=declined_uncovered / len(uncovered) if uncovered else None,
+        oos_precision=(declined_uncovered / declined_all if declined_all else None)
+        if uncovered
+        else None,
+        faq_threshold=retriever.thresholds.faq,
+    )
+
+
+def calibrate(retriever: Retriever, scored: Sequence[Scored]) -> Thresholds:
+    """The FAQ threshold that best balances answering covered and declining uncovered questions."""
+    candidates = sorted({round(h.dense, 3) for s in scored for h in s.hits[:1]})
+    best, best_value = retriever.thresholds, -1.0
+    for value in candidates:
+        trial = replace(retriever.thresholds, faq=value)
+        probe = Retriever(embedder=retriever.embedder, index=retriever.index, thresholds=trial)
+        r = report("calibration", probe, scored)
+        objective = (r.in_scope_accuracy + r.oos_recall) / 2 if r.oos_recall is not None else (
+            r.in_scope_accuracy
+        )
+        if objective > best_value:
+            best, best_value = trial, objective
+    return best
+
+
+def evaluate(
+    name: str,
+    kb_paths: Sequence[Path],
+    queries: Path,
+    *,
+    settings: Settings,
+    dev: Path | None = None,
+) -> Report:
+    embedder = build_embedder(settings)
+    index = EmbeddedIndex(":memory:")
+    ingest(kb_paths, index=index, embedder=embedder, tenant=settings.tenant)
+    retriever = Retriever(embedder=embedder, index=index)
+    if dev is not None:
+        thresholds = calibrate(retriever, score(retriever, load_queries(dev), settings.tenant))
+        retriever = Retriever(embedder=embedder, index=index, thresholds=thresholds)
+    return report(name, retriever, score(retriever, load_queries(queries), settings.tenant))
+
+
+def _pct(value: float | None) -> str:
+    return "   -  " if value is None else f"{100 * value:5.1f}%"
+
+
+def render(reports: Sequence[Report]) -> str:
+    header = (
+        f"{'set':<14}{'covered':>8}{'uncov.':>8}{'hit@1':>8}{'hit@5':>8}{'MRR':>7}"
+        f"{'answered right':>16}{'OOS recall':>12}{'OOS prec.':>11}{'threshold':>11}"
+    )
+    rows = [
+        f"{r.name:<14}{r.covered:>8}{r.uncovered:>8}{_pct(r.hit_at_1):>8}{_pct(r.hit_at_5):>8}"
+        f"{r.mrr:>7.3f}{_pct(r.in_scope_accuracy):>16}{_pct(r.oos_recall):>12}"
+        f"{_pct(r.oos_precision):>11}{r.faq_threshold:>11.3f}"
+        for r in reports
+    ]
+    return "\n".join([header, *rows])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m kb_ingest.evaluate", description=__doc__)
+    parser.add_argument("--kb", type=Path, nargs="+", help="knowledge-base files or folders")
+    parser.add_argument("--queries", type=Path, help="evaluation queries (JSONL)")
+    parser.add_argument("--calibrate", type=Path, help="tune the decline threshold on these")
+    parser.add_argument("--sample", action="store_true", help="the bundled sample KB")
+    parser.add_argument("--embedder", choices=["e5", "hashing"], default=None)
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    args = parser.parse_args(argv)
+
+    settings = Settings(**({"embedder": args.embedder} if args.embedder else {}))  # type: ignore[arg-type]
+    reports: list[Report] = []
+    if args.sample:
+        kb = [SAMPLE_KB / "faq", SAMPLE_KB / "docs"]
+        dev = SAMPLE_KB / "eval" / "dev_queries.jsonl" if args.calibrate else None
+        reports.append(
+            evaluate("sample", kb, SAMPLE_KB / "eval" / "queries.jsonl", settings=settings, dev=dev)
+        )
+    if args.kb and args.queries:
+        reports.append(
+            evaluate(args.queries.parent.name or "custom", args.kb, args.queries,
+                     settings=settings, dev=args.calibrate)
+        )
+    if not reports:
+        parser.error("give --sample, or --kb and --queries")
+    print(json.dumps([asdict(r) for r in reports], indent=2) if args.json else render(reports))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

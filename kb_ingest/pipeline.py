@@ -1,0 +1,115 @@
+"""The indexing pipeline: files to chunks to vectors to the index, skipping what is unchanged."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from kb_ingest.loaders import LOADERS, load
+from kefu.models import Chunk, fingerprint
+from kefu.ports import Embedder, KnowledgeIndex
+
+if TYPE_CHECKING:
+    from kefu.ports import Vectors
+
+EMBED_BATCH = 64
+
+
+@dataclass(slots=True)
+class IngestReport:
+    files: int = 0
+    entries: int = 0
+    chunks_written: int = 0
+    chunks_unchanged: int = 0
+    chunks_removed: int = 0
+    seconds: float = 0.0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    version: str = ""
+
+    def summary(self) -> str:
+        lines = [
+            f"files {self.files}, chunks {self.entries} "
+            f"({self.chunks_written} written, {self.chunks_unchanged} unchanged, "
+            f"{self.chunks_removed} removed), {self.seconds:.1f} s, KB version {self.version}"
+        ]
+        lines += [f"  failed: {name}: {reason}" for name, reason in self.failures]
+        return "\n".join(lines)
+
+
+def expand(paths: Iterable[Path]) -> list[Path]:
+    """Files as given, and the readable files under each folder, in a stable order."""
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files += sorted(
+                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in LOADERS
+            )
+        else:
+            files.append(path)
+    return files
+
+
+def embed_chunks(embedder: Embedder, chunks: Sequence[Chunk]) -> list[Vectors]:
+    """Per chunk, its content's vector then one per question key, embedded in batches."""
+    passages = [(i, c.content) for i, c in enumerate(chunks)]
+    questions = [(i, key) for i, c in enumerate(chunks) for key in c.keys]
+    rows: dict[int, list[Vectors]] = {i: [] for i in range(len(chunks))}
+    for texts, encode in (
+        (passages, embedder.embed_passages),
+        (questions, embedder.embed_queries),
+    ):
+        for start in range(0, len(texts), EMBED_BATCH):
+            batch = texts[start : start + EMBED_BATCH]
+            vectors = encode([text for _, text in batch])
+            for (owner, _), vector in zip(batch, vectors, strict=True):
+                rows[owner].append(vector)
+    return [np.vstack(rows[i]) for i in range(len(chunks))]
+
+
+def ingest(
+    paths: Iterable[Path],
+    *,
+    index: KnowledgeIndex,
+    embedder: Embedder,
+    tenant: str = "default",
+    prune: bool = False,
+) -> IngestReport:
+    """Index every chunk of `paths`; with `prune`, remove the tenant's chunks no file produced.
+
+    A file that cannot be read is reported and skipped; the others still land.
+    """
+    started = time.perf_counter()
+    report = IngestReport()
+    chunks: list[Chunk] = []
+    for path in expand(paths):
+        try:
+            loaded = load(path, tenant=tenant)
+        except (ValueError, OSError) as exc:
+            report.failures.append((path.name, str(exc)))
+            continue
+        report.files += 1
+        chunks += loaded
+    report.entries = len(chunks)
+
+    existing = index.fingerprints(tenant)
+    changed = [c for c in chunks if existing.get(c.id) != fingerprint(c)]
+    report.chunks_unchanged = len(chunks) - len(changed)
+    for start in range(0, len(changed), 256):
+        batch = changed[start : start + 256]
+        index.upsert(batch, embed_chunks(embedder, batch))
+    report.chunks_written = len(changed)
+
+    if prune and not report.failures:
+        stale = sorted(set(existing) - {c.id for c in chunks})
+        if stale:
+            index.delete(stale)
+        report.chunks_removed = len(stale)
+    report.version = index.version
+    report.seconds = time.perf_counter() - started
+    return report

@@ -1,0 +1,277 @@
+"""The embedded knowledge index: SQLite FTS5 for BM25, NumPy for vectors, one file on disk.
+
+Every chunk has a content row (its heading and text) and, for an FAQ entry, one row per
+question; each row holds a vector and lexical tokens. A search scores every row of the tenant
+and language by cosine similarity, and asks FTS5 for the best BM25 rows. A chunk's dense score
+blends its best question with its content; its lexical score is its best BM25 row, relative to
+the best of the search. The fused score adds the two.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from kefu.models import Chunk, SearchHit, fingerprint
+from kefu.text import tokenize
+
+if TYPE_CHECKING:
+    from kefu.ports import SearchQuery, Vectors
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS chunks (
+    id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS keys (
+    rowid INTEGER PRIMARY KEY,
+    chunk_id TEXT NOT NULL,
+    is_question INTEGER NOT NULL,
+    lang TEXT NOT NULL,
+    tenant TEXT NOT NULL,
+    vector BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS keys_by_chunk ON keys (chunk_id);
+CREATE VIRTUAL TABLE IF NOT EXISTS keys_fts USING fts5 (tokens, lang UNINDEXED, tenant UNINDEXED);
+"""
+
+# How many BM25 keys to fetch; chunks outside them get no lexical credit.
+_LEXICAL_CANDIDATES = 50
+
+
+class EmbeddedIndex:
+    """A `KnowledgeIndex` persisted to one SQLite file (or `:memory:`)."""
+
+    def __init__(
+        self, path: Path | str, *, lexical_weight: float = 0.1, content_weight: float = 1.0
+    ) -> None:
+        if isinstance(path, Path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(_SCHEMA)
+        self._lock = threading.RLock()
+        self._lexical_weight = lexical_weight
+        self._content_weight = content_weight
+        self._loaded = False
+        self._matrix: Vectors = np.zeros((0, 0), dtype=np.float32)
+        self._key_rowids: np.ndarray = np.zeros(0, dtype=np.int64)
+        self._key_chunk: np.ndarray = np.zeros(0, dtype=np.int64)
+        self._key_is_question: np.ndarray = np.zeros(0, dtype=bool)
+        self._key_lang: np.ndarray = np.zeros(0, dtype=object)
+        self._key_tenant: np.ndarray = np.zeros(0, dtype=object)
+        self._chunks: list[Chunk] = []
+        self._row_of_rowid: dict[int, int] = {}
+
+    # -- writes ------------------------------------------------------------------------------
+    def upsert(self, chunks: Sequence[Chunk], key_vectors: Sequence[Vectors]) -> None:
+        if len(chunks) != len(key_vectors):
+            raise ValueError("one vector matrix per chunk")
+        with self._lock:
+            changed = False
+            self._db.execute("BEGIN")
+            try:
+                for chunk, vectors in zip(chunks, key_vectors, strict=True):
+                    if vectors.shape[0] != 1 + len(chunk.keys):
+                        raise ValueError(f"chunk {chunk.id}: one vector for content and per key")
+                    digest = fingerprint(chunk)
+                    row = self._db.execute(
+                        "SELECT fingerprint FROM chunks WHERE id = ?", (chunk.id,)
+                    ).fetchone()
+                    if row and row[0] == digest:
+                        continue
+                    self._delete_locked([chunk.id])
+                    self._insert_locked(chunk, digest, vectors)
+                    changed = True
+                if changed:
+                    self._bump_version_locked()
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            if changed:
+                self._loaded = False
+
+    def delete(self, chunk_ids: Sequence[str]) -> None:
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                removed = self._delete_locked(chunk_ids)
+                if removed:
+                    self._bump_version_locked()
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            if removed:
+                self._loaded = False
+
+    def fingerprints(self, tenant: str) -> dict[str, str]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, fingerprint FROM chunks WHERE tenant = ?",
+                (tenant,),
+            ).fetchall()
+        return {str(chunk_id): str(digest) for chunk_id, digest in rows}
+
+    def _insert_locked(self, chunk: Chunk, digest: str, vectors: Vectors) -> None:
+        body = json.dumps(asdict(chunk), ensure_ascii=False)
+        self._db.execute(
+            "INSERT INTO chunks (id, tenant, fingerprint, body) VALUES (?, ?, ?, ?)",
+            (chunk.id, chunk.tenant, digest, body),
+        )
+        unit = np.asarray(vectors, dtype=np.float32)
+        texts = [chunk.content, *chunk.keys]
+        for number, (text, vector) in enumerate(zip(texts, unit, strict=True)):
+            cursor = self._db.execute(
+                "INSERT INTO keys (chunk_id, is_question, lang, tenant, vector) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (chunk.id, int(number > 0), chunk.lang, chunk.tenant, vector.tobytes()),
+            )
+            lexical = " ".join(tokenize(text))
+            self._db.execute(
+                "INSERT INTO keys_fts (rowid, tokens, lang, tenant) VALUES (?, ?, ?, ?)",
+                (cursor.lastrowid, lexical, chunk.lang, chunk.tenant),
+            )
+
+    def _delete_locked(self, chunk_ids: Sequence[str]) -> int:
+        removed = 0
+        for chunk_id in chunk_ids:
+            rowids = [r[0] for r in self._db.execute("SELECT rowid FROM keys WHERE chunk_id = ?", (chunk_id,))]
+            self._db.executemany("DELETE FROM keys_fts WHERE rowid = ?", [(r,) for r in rowids])
+            self._db.execute("DELETE FROM keys WHERE chunk_id = ?", (chunk_id,))
+            removed += self._db.execute("DELETE FROM chunks WHERE id = ?", (chunk_id,)).rowcount
+        return removed
+
+    def _bump_version_locked(self) -> None:
+        self._db.execute(
+            "INSERT INTO meta (key, value) VALUES ('version', '1') "
+            "ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1"
+        )
+
+    # -- reads -------------------------------------------------------------------------------
+    @property
+    def version(self) -> str:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'version'").fetchone()
+            return str(row[0]) if row else "0"
+
+    def count(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0])
+
+    def get_meta(self, key: str) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+            return str(row[0]) if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+    def _ensure_loaded_locked(self) -> None:
+        if self._loaded:
+            return
+        chunk_rows = self._db.execute("SELECT id, body FROM chunks ORDER BY id").fetchall()
+        position = {chunk_id: i for i, (chunk_id, _) in enumerate(chunk_rows)}
+        self._chunks = [_chunk_from_json(body) for _, body in chunk_rows]
+        key_rows = self._db.execute(
+            "SELECT rowid, chunk_id, lang, tenant, vector, is_question FROM keys ORDER BY rowid"
+        ).fetchall()
+        self._key_rowids = np.fromiter((r[0] for r in key_rows), dtype=np.int64, count=len(key_rows))
+        self._key_chunk = np.fromiter(
+            (position[r[1]] for r in key_rows), dtype=np.int64, count=len(key_rows)
+        )
+        self._key_is_question = np.array([bool(r[5]) for r in key_rows], dtype=bool)
+        self._key_lang = np.array([r[2] for r in key_rows], dtype=object)
+        self._key_tenant = np.array([r[3] for r in key_rows], dtype=object)
+        if key_rows:
+            self._matrix = np.vstack([np.frombuffer(r[4], dtype=np.float32) for r in key_rows])
+        else:
+            self._matrix = np.zeros((0, 0), dtype=np.float32)
+        self._row_of_rowid = {int(rowid): i for i, rowid in enumerate(self._key_rowids)}
+        self._loaded = True
+
+    def search(self, query: SearchQuery) -> list[SearchHit]:
+        with self._lock:
+            self._ensure_loaded_locked()
+            matrix, chunks = self._matrix, self._chunks
+            key_chunk, rowids_of = self._key_chunk, self._row_of_rowid
+            is_question = self._key_is_question
+            allowed = self._key_tenant == query.tenant
+            if query.language is not None:
+                allowed &= self._key_lang == query.language
+            lexical_rows = self._lexical_locked(query)
+        if not chunks or not allowed.any():
+            return []
+
+        dense_keys = matrix @ np.asarray(query.vector, dtype=np.float32)
+        dense_keys = np.where(allowed, dense_keys, -np.inf)
+        content = np.full(len(chunks), -np.inf, dtype=np.float32)
+        content[key_chunk[~is_question]] = dense_keys[~is_question]
+        question = np.full(len(chunks), -np.inf, dtype=np.float32)
+        np.maximum.at(question, key_chunk[is_question], dense_keys[is_question])
+        # An FAQ entry is judged on its closest question and on what its answer says.
+        w = self._content_weight
+        dense = np.where(np.isfinite(question), (question + w * content) / (1 + w), content)
+
+        lexical = np.zeros(len(chunks), dtype=np.float32)
+        if lexical_rows:
+            best = max(score for _, score in lexical_rows)
+            for rowid, score in lexical_rows:
+                chunk_index = key_chunk[rowids_of[rowid]]
+                lexical[chunk_index] = max(lexical[chunk_index], score / best)
+
+        fused = dense + self._lexical_weight * lexical
+        limit = min(query.limit, int(np.isfinite(fused).sum()))
+        if limit <= 0:
+            return []
+        top = np.argpartition(-fused, limit - 1)[:limit]
+        top = top[np.argsort(-fused[top], kind="stable")]
+        return [
+            SearchHit(
+                chunk=chunks[i],
+                score=float(fused[i]),
+                dense=float(dense[i]),
+                lexical=float(lexical[i]),
+            )
+            for i in top
+        ]
+
+    def _lexical_locked(self, query: SearchQuery) -> list[tuple[int, float]]:
+        tokens = sorted(set(tokenize(query.text)))
+        if not tokens:
+            return []
+        match = " OR ".join('"' + token.replace('"', '""') + '"' for token in tokens)
+        sql = "SELECT rowid, -bm25(keys_fts) FROM keys_fts WHERE keys_fts MATCH ? AND tenant = ?"
+        params: list[object] = [match, query.tenant]
+        if query.language is not None:
+            sql += " AND lang = ?"
+            params.append(query.language)
+        sql += " ORDER BY bm25(keys_fts) LIMIT ?"
+        params.append(_LEXICAL_CANDIDATES)
+        return [(int(r[0]), float(r[1])) for r in self._db.execute(sql, params)]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def _chunk_from_json(body: str) -> Chunk:
+    data = json.loads(body)
+    data["keys"] = tuple(data["keys"])
+    return Chunk(**data)

@@ -1,0 +1,146 @@
+"""The REST API: routes, validation and the mapping of errors to HTTP, in one place."""
+
+from __future__ import annotations
+
+import json
+from functools import partial
+from http import HTTPStatus
+from typing import Annotated, Any
+
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, CORSConfig, Response
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.params import Body
+from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.shared.json_encoder import Encoder
+
+from kefu import __version__
+from kefu.bootstrap import get_chat_service
+from kefu.errors import DependencyUnavailable, IndexNotReady
+from kefu.models import (
+    MAX_MESSAGE_CHARS,
+    ChatRequest,
+    ChatResponse,
+    ErrorResponse,
+    HealthResponse,
+)
+from kefu.observability import logger, metrics
+
+app = APIGatewayRestResolver(
+    enable_validation=True,
+    cors=CORSConfig(max_age=600),
+    # Chinese answers travel as UTF-8, not as \uXXXX escapes.
+    serializer=partial(json.dumps, separators=(",", ":"), ensure_ascii=False, cls=Encoder),
+)
+
+_ERROR_BODY = {"application/json": {"model": ErrorResponse}}
+_ERRORS: dict[int, Any] = {
+    400: {"description": "The body is not valid JSON", "content": _ERROR_BODY},
+    415: {"description": "The body is not sent as JSON", "content": _ERROR_BODY},
+    422: {"description": "The body does not match the schema", "content": _ERROR_BODY},
+    503: {"description": "A dependency is unavailable; retry", "content": _ERROR_BODY},
+}
+
+
+def _error(status: HTTPStatus, code: str, message: str) -> Response[Any]:
+    return Response(
+        status_code=status.value,
+        content_type="application/json",
+        body={"error": {"code": code, "message": message}},
+    )
+
+
+def require_json(app: APIGatewayRestResolver, next_middleware: NextMiddleware) -> Response[Any]:
+    """A body that is not JSON is refused before validation tries to read it as a form."""
+    event = app.current_event
+    content_type = (event.headers or {}).get("content-type", "") or ""
+    if event.body and content_type and not content_type.lower().startswith("application/json"):
+        return _error(
+            HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "Send the body as JSON with Content-Type: application/json.",
+        )
+    return next_middleware(app)
+
+
+app.use(middlewares=[require_json])
+
+
+@app.post(
+    "/v1/chat",
+    summary="Send a customer message and get the answer",
+    responses={200: {"description": "The answer"}, **_ERRORS},
+)
+def chat(request: Annotated[ChatRequest, Body(embed=False)]) -> ChatResponse:
+    response = get_chat_service().handle(request)
+    metrics.add_dimension(name="outcome", value=response.outcome)
+    metrics.add_metric(name="ChatTurns", unit=MetricUnit.Count, value=1)
+    return response
+
+
+@app.get("/v1/health", summary="Liveness check")
+def health() -> HealthResponse:
+    return HealthResponse(status="ok", version=__version__)
+
+
+@app.get("/v1/openapi.json", include_in_schema=False)
+def openapi() -> Response[str]:
+    schema = app.get_openapi_json_schema(
+        title="Kefu customer service API",
+        version=__version__,
+        description="Chat with the AI customer-service agent; it answers from the knowledge base.",
+    )
+    return Response(status_code=200, content_type="application/json", body=schema)
+
+
+@app.exception_handler(RequestValidationError)
+def invalid_request(exc: RequestValidationError) -> Response[Any]:
+    errors = exc.errors()
+    if any(error.get("type") == "json_invalid" for error in errors):
+        return _error(HTTPStatus.BAD_REQUEST, "malformed_json", "The request body is not valid JSON.")
+    return _error(HTTPStatus.UNPROCESSABLE_ENTITY, "invalid_request", _describe(errors))
+
+
+@app.not_found
+def not_found(_: NotFoundError) -> Response[Any]:
+    event = app.current_event
+    return _error(
+        HTTPStatus.NOT_FOUND, "not_found", f"No route for {event.http_method} {event.path}."
+    )
+
+
+@app.exception_handler(IndexNotReady)
+def index_not_ready(exc: IndexNotReady) -> Response[Any]:
+    return _error(HTTPStatus.SERVICE_UNAVAILABLE, "index_not_ready", str(exc))
+
+
+@app.exception_handler(DependencyUnavailable)
+def dependency_unavailable(exc: DependencyUnavailable) -> Response[Any]:
+    logger.exception("dependency unavailable")
+    return _error(
+        HTTPStatus.SERVICE_UNAVAILABLE,
+        "temporarily_unavailable",
+        "The service is temporarily unavailable; please retry.",
+    )
+
+
+def _describe(errors: Any) -> str:
+    """One readable sentence per problem, naming the field: `message: too long (max 2000)`."""
+    messages = []
+    for error in errors:
+        location = [str(part) for part in error.get("loc", ()) if part not in ("body", "request")]
+        field = ".".join(location) or "body"
+        kind = error.get("type", "")
+        if kind == "string_too_long" and field == "message":
+            text = f"must be at most {MAX_MESSAGE_CHARS} characters"
+        elif kind == "string_pattern_mismatch" and field == "session_id":
+            text = "must be a session id returned by this service (8-64 letters, digits, - or _)"
+        elif kind == "missing":
+            text = "is required"
+        elif kind == "extra_forbidden":
+            text = "is not a known field"
+        else:
+            text = str(error.get("msg", "is invalid"))
+        messages.append(f"{field}: {text}")
+    return "; ".join(messages) or "The request is invalid."

@@ -1,0 +1,86 @@
+"""The composition root: reads the settings and builds the service graph, once per process."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from functools import lru_cache
+
+from kefu.chat import ChatService
+from kefu.errors import ConfigurationError
+from kefu.ports import ChatModel, Embedder, KnowledgeIndex, SessionStore
+from kefu.retrieval import DEFAULT_THRESHOLDS, Retriever, Thresholds
+from kefu.settings import Settings
+
+
+def build_embedder(settings: Settings) -> Embedder:
+    if settings.embedder == "e5":
+        from kefu.adapters.embedders import E5Embedder
+
+        return E5Embedder()
+    if settings.embedder == "hashing":
+        from kefu.adapters.embedders import HashingEmbedder
+
+        return HashingEmbedder()
+    raise ConfigurationError(f"embedder {settings.embedder!r} is not available yet")
+
+
+def build_index(settings: Settings) -> KnowledgeIndex:
+    if settings.index == "embedded":
+        from kefu.adapters.embedded_index import EmbeddedIndex
+
+        return EmbeddedIndex(settings.index_path)
+    raise ConfigurationError(f"index {settings.index!r} is not available yet")
+
+
+def build_sessions(settings: Settings) -> SessionStore:
+    if settings.sessions == "sqlite":
+        from kefu.adapters.sessions import SqliteSessionStore
+
+        return SqliteSessionStore(settings.sessions_path)
+    if not settings.sessions_table:
+        raise ConfigurationError("KEFU_SESSIONS_TABLE is required with KEFU_SESSIONS=dynamodb")
+    from kefu.adapters.sessions import DynamoDBSessionStore
+
+    return DynamoDBSessionStore(
+        settings.sessions_table, ttl=timedelta(hours=settings.session_ttl_hours)
+    )
+
+
+def build_model(settings: Settings) -> ChatModel:
+    if settings.model == "extractive":
+        from kefu.adapters.extractive import ExtractiveModel
+
+        return ExtractiveModel()
+    raise ConfigurationError(f"model {settings.model!r} is not available yet")
+
+
+def build_retriever(settings: Settings, *, embedder: Embedder, index: KnowledgeIndex) -> Retriever:
+    base = DEFAULT_THRESHOLDS.get(embedder.name, DEFAULT_THRESHOLDS["hashing-v1"])
+    thresholds = Thresholds(
+        faq=settings.faq_threshold if settings.faq_threshold is not None else base.faq,
+        passage=(
+            settings.passage_threshold if settings.passage_threshold is not None else base.passage
+        ),
+    )
+    return Retriever(embedder=embedder, index=index, thresholds=thresholds)
+
+
+def build_chat_service(settings: Settings) -> ChatService:
+    embedder = build_embedder(settings)
+    index = build_index(settings)
+    return ChatService(
+        retriever=build_retriever(settings, embedder=embedder, index=index),
+        model=build_model(settings),
+        sessions=build_sessions(settings),
+        tenant=settings.tenant,
+    )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
+
+
+@lru_cache(maxsize=1)
+def get_chat_service() -> ChatService:
+    return build_chat_service(get_settings())

@@ -1,0 +1,147 @@
+"""The chat turn: from a validated customer message to a persisted, answered turn."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from kefu.errors import DependencyUnavailable
+from kefu.models import ChatRequest, ChatResponse, Session, Source, Turn
+from kefu.observability import logger
+from kefu.ports import AnswerContext, ChatModel, SessionStore
+from kefu.replies import AI_DISCLOSURE, DECLINE, HANDOVER, RETRIEVAL_DOWN, asks_for_human
+from kefu.retrieval import Decision, Retriever
+from kefu.text import Language, detect_language
+
+# Short-term memory handed to the model: the last turns of the conversation.
+HISTORY_WINDOW = 10
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class ChatService:
+    """Answers one customer message within its conversation."""
+
+    def __init__(
+        self,
+        *,
+        retriever: Retriever,
+        model: ChatModel,
+        sessions: SessionStore,
+        tenant: str = "default",
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.retriever = retriever
+        self.model = model
+        self.sessions = sessions
+        self.tenant = tenant
+        self.clock = clock
+
+    def handle(self, request: ChatRequest) -> ChatResponse:
+        session_id = request.session_id or new_id()
+        session = self.sessions.get(session_id) or Session(session_id=session_id)
+        language: Language = request.language or detect_language(request.message)
+        first_turn = not session.turns
+
+        if asks_for_human(request.message):
+            response = self._hand_over(session_id, language)
+        else:
+            response = self._answer(session, request.message, language)
+
+        if first_turn:
+            response = response.model_copy(
+                update={"answer": f"{AI_DISCLOSURE[language]}\n\n{response.answer}"}
+            )
+        turn = Turn(
+            turn_id=response.turn_id,
+            message=request.message,
+            answer=response.answer,
+            language=language,
+            outcome=response.outcome,
+            intent=response.intent,
+            at=self.clock(),
+            sources=tuple(source.id for source in response.sources),
+        )
+        handed_over = session.handed_over or response.outcome == "handed_over"
+        self.sessions.append(session_id, turn, handed_over=handed_over)
+        logger.info(
+            "chat turn",
+            extra={
+                "session_id": session_id,
+                "turn_id": turn.turn_id,
+                "outcome": turn.outcome,
+                "intent": turn.intent,
+                "language": language,
+                "confidence": response.confidence,
+            },
+        )
+        return response
+
+    def _hand_over(self, session_id: str, language: Language) -> ChatResponse:
+        return ChatResponse(
+            session_id=session_id,
+            turn_id=new_id(),
+            answer=HANDOVER[language],
+            language=language,
+            sources=[],
+            intent="human_agent",
+            confidence=1.0,
+            outcome="handed_over",
+            model="rules",
+        )
+
+    def _answer(self, session: Session, message: str, language: Language) -> ChatResponse:
+        turn_id = new_id()
+        try:
+            decision = self.retriever.decide(message, language=language, tenant=self.tenant)
+        except DependencyUnavailable:
+            logger.exception("retrieval unavailable; declining with a hand-over offer")
+            return ChatResponse(
+                session_id=session.session_id,
+                turn_id=turn_id,
+                answer=RETRIEVAL_DOWN[language],
+                language=language,
+                sources=[],
+                intent="unknown",
+                confidence=0.0,
+                outcome="declined",
+                model="rules",
+            )
+
+        sources = _sources(decision)
+        if decision.kind == "decline":
+            answer, model_name, intent = DECLINE[language], "rules", "unknown"
+        elif decision.kind == "faq":
+            best = decision.hits[0].chunk
+            answer, model_name, intent = best.text, "faq", best.category or "general"
+        else:
+            context = AnswerContext(
+                question=message,
+                language=language,
+                hits=decision.hits,
+                history=session.turns[-HISTORY_WINDOW:],
+            )
+            reply = self.model.answer(context)
+            answer, model_name = reply.text, reply.model
+            intent = decision.hits[0].chunk.category or "general"
+        return ChatResponse(
+            session_id=session.session_id,
+            turn_id=turn_id,
+            answer=answer,
+            language=language,
+            sources=[] if decision.kind == "decline" else sources,
+            intent=intent,
+            confidence=decision.confidence,
+            outcome="declined" if decision.kind == "decline" else "answered",
+            model=model_name,
+        )
+
+
+def _sources(decision: Decision) -> list[Source]:
+    return [
+        Source(id=hit.chunk.id, title=hit.chunk.title, score=round(hit.score, 4))
+        for hit in decision.hits
+    ]

@@ -1,0 +1,17 @@
+"""Domain exceptions. The API maps them to HTTP responses in one place (kefu.api)."""
+
+
+class KefuError(Exception):
+    """Base of every error the service raises on purpose."""
+
+
+class DependencyUnavailable(KefuError):
+    """An outside system (session store, index, model) failed or timed out."""
+
+
+class ConfigurationError(KefuError):
+    """The settings ask for something that cannot be built."""
+
+
+class IndexNotReady(KefuError):
+    """The knowledge index has no content yet: ingest a knowledge base first."""

@@ -1,0 +1,130 @@
+"""The API's request and response bodies, and the domain records the pipeline passes around."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from kefu.text import Language
+
+MAX_MESSAGE_CHARS = 2000
+SESSION_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{7,63}$"
+
+Outcome = Literal["answered", "declined", "handed_over"]
+ChunkKind = Literal["faq", "passage"]
+
+Message = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_MESSAGE_CHARS)
+]
+
+
+class ChatRequest(BaseModel):
+    """What a customer sends: one message, in a new or a continuing session."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    session_id: str | None = Field(
+        default=None,
+        pattern=SESSION_ID_PATTERN,
+        description="Continue this conversation; omit to start a new one.",
+    )
+    message: Message = Field(description="The customer's message, 1 to 2,000 characters.")
+    language: Language | None = Field(
+        default=None, description="Answer in this language; detected from the message if omitted."
+    )
+
+
+class Source(BaseModel):
+    id: str
+    title: str
+    score: float
+
+
+class ChatResponse(BaseModel):
+    session_id: str
+    turn_id: str
+    answer: str
+    language: Language
+    sources: list[Source]
+    intent: str
+    confidence: float = Field(ge=0.0, le=1.0)
+    outcome: Outcome
+    model: str
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok"]
+    version: str
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """One retrievable unit of the knowledge base: an FAQ entry or a passage of a document.
+
+    A customer's question is matched against the chunk's `content` (its title, section and
+    text) and, for an FAQ entry, against its `keys`: the standard and similar questions.
+    `text` is what an answer is built from.
+    """
+
+    id: str
+    kind: ChunkKind
+    lang: Language
+    title: str
+    text: str
+    keys: tuple[str, ...]
+    category: str = ""
+    source: str = ""
+    section: str = ""
+    tenant: str = "default"
+
+    @property
+    def content(self) -> str:
+        heading = " > ".join(part for part in (self.title, self.section) if part)
+        return f"{heading}\n{self.text}" if heading else self.text
+
+
+def fingerprint(chunk: Chunk) -> str:
+    """A content hash: an unchanged chunk is neither re-embedded nor rewritten."""
+    payload = json.dumps(asdict(chunk), ensure_ascii=False, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class SearchHit:
+    chunk: Chunk
+    score: float
+    dense: float
+    lexical: float
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    turn_id: str
+    message: str
+    answer: str
+    language: Language
+    outcome: Outcome
+    intent: str
+    at: datetime
+    sources: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class Session:
+    session_id: str
+    turns: list[Turn] = field(default_factory=list)
+    handed_over: bool = False

@@ -1,0 +1,98 @@
+"""The interfaces between the chat pipeline and the outside systems it uses."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from kefu.models import Chunk, SearchHit, Session, Turn
+from kefu.text import Language
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    Vectors = npt.NDArray[np.float32]
+
+
+class Embedder(Protocol):
+    """Turns text into unit-length float32 vectors.
+
+    Questions (a customer's, or an FAQ entry's standard and similar questions) are matched
+    symmetrically and go through `embed_queries`; document passages through `embed_passages`.
+    """
+
+    name: str
+    dim: int
+
+    def embed_queries(self, texts: Sequence[str]) -> Vectors: ...
+
+    def embed_passages(self, texts: Sequence[str]) -> Vectors: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SearchQuery:
+    text: str
+    vector: Vectors
+    language: Language | None = None
+    tenant: str = "default"
+    limit: int = 5
+
+
+class KnowledgeIndex(Protocol):
+    """Hybrid (lexical + vector) search over knowledge-base chunks."""
+
+    def upsert(self, chunks: Sequence[Chunk], key_vectors: Sequence[Vectors]) -> None:
+        """Add or replace chunks.
+
+        `key_vectors[i]` holds the vector of `chunks[i].content` in row 0, then one row per key.
+        """
+        ...
+
+    def delete(self, chunk_ids: Sequence[str]) -> None: ...
+
+    def fingerprints(self, tenant: str) -> dict[str, str]:
+        """The content fingerprint of every chunk the tenant has, by chunk id."""
+        ...
+
+    def search(self, query: SearchQuery) -> list[SearchHit]: ...
+
+    def count(self) -> int: ...
+
+    @property
+    def version(self) -> str:
+        """Changes whenever the content changes (the answer cache keys on it)."""
+        ...
+
+
+class SessionStore(Protocol):
+    """Conversation memory, one record per session."""
+
+    def get(self, session_id: str) -> Session | None: ...
+
+    def append(self, session_id: str, turn: Turn, *, handed_over: bool) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerContext:
+    """Everything a chat model needs to answer one customer message."""
+
+    question: str
+    language: Language
+    hits: Sequence[SearchHit]
+    history: Sequence[Turn]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelAnswer:
+    text: str
+    model: str
+
+
+class ChatModel(Protocol):
+    """Writes an answer from the retrieved context. Never called for uncovered questions."""
+
+    name: str
+
+    def answer(self, context: AnswerContext) -> ModelAnswer: ...

@@ -1,0 +1,36 @@
+"""The one settings model. It reads `KEFU_*` from the environment and is validated at cold start."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="KEFU_", frozen=True, extra="ignore")
+
+    stage: str = "local"
+    tenant: str = "default"
+    model: Literal["extractive", "bedrock"] = "extractive"
+    embedder: Literal["e5", "hashing", "bedrock"] = "e5"
+    index: Literal["embedded", "opensearch"] = "embedded"
+    sessions: Literal["sqlite", "dynamodb"] = "sqlite"
+
+    data_dir: Path = Field(default=Path(".kefu"), description="Where the local stack keeps state.")
+    sessions_table: str | None = None
+    session_ttl_hours: int = Field(default=72, gt=0)
+    bedrock_model_id: str = "anthropic.claude-3-5-haiku-20241022-v1:0"
+
+    faq_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+    passage_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+
+    @property
+    def index_path(self) -> Path:
+        return self.data_dir / f"index-{self.embedder}.sqlite3"
+
+    @property
+    def sessions_path(self) -> Path:
+        return self.data_dir / "sessions.sqlite3"

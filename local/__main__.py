@@ -1,0 +1,54 @@
+"""`python -m local [--port 8000]`: ingest the sample knowledge base and serve the product."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m local", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    args = parser.parse_args(argv)
+
+    # Powertools reads its own settings from the environment; give local mode quiet defaults.
+    os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "kefu-chat")
+    os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "Kefu")
+    os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
+    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+
+    from kb_ingest import SAMPLE_KB
+    from kb_ingest.pipeline import ingest
+    from kefu.bootstrap import get_chat_service, get_settings
+    from local.server import make_server
+
+    settings = get_settings()
+    service = get_chat_service()
+    retriever = service.retriever
+    if settings.index == "embedded":
+        print(f"Indexing the sample knowledge base with {retriever.embedder.name} …", flush=True)
+        report = ingest(
+            [SAMPLE_KB / "faq", SAMPLE_KB / "docs"],
+            index=retriever.index,
+            embedder=retriever.embedder,
+            tenant=settings.tenant,
+            prune=True,
+        )
+        print(report.summary(), flush=True)
+
+    server = make_server(args.host, args.port)
+    host, port = server.server_address[:2]
+    print(f"Kefu is serving on http://{host}:{port}  (chat page at /, API under /v1)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

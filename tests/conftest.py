@@ -1,0 +1,84 @@
+"""Shared test setup: no network but loopback, no real AWS, a small purpose-built KB."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+_real_connect = socket.socket.connect
+
+
+def _loopback_only(self: socket.socket, address: Any) -> Any:
+    if self.family in (socket.AF_INET, socket.AF_INET6):
+        host = address[0]
+        try:
+            loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            raise ConnectionRefusedError(f"tests may only reach loopback, not {host}")
+    return _real_connect(self, address)
+
+
+@pytest.fixture(autouse=True)
+def _isolated(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every test: sockets only to loopback, fake AWS credentials, quiet Powertools."""
+    monkeypatch.setattr(socket.socket, "connect", _loopback_only)
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "POWERTOOLS_SERVICE_NAME": "kefu-chat",
+        "POWERTOOLS_METRICS_NAMESPACE": "Kefu",
+        "POWERTOOLS_TRACE_DISABLED": "true",
+        "POWERTOOLS_LOG_LEVEL": "WARNING",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    yield
+
+
+@pytest.fixture
+def mini_kb_paths() -> list[Path]:
+    return [FIXTURES / "mini_faq.jsonl", FIXTURES / "mini-policy.en.md"]
+
+
+@pytest.fixture
+def mini_index(mini_kb_paths: list[Path]) -> Any:
+    """The small fixture KB in an in-memory embedded index, with the hashing embedder."""
+    from kb_ingest.pipeline import ingest
+    from kefu.adapters.embedded_index import EmbeddedIndex
+    from kefu.adapters.embedders import HashingEmbedder
+
+    index = EmbeddedIndex(":memory:")
+    ingest(mini_kb_paths, index=index, embedder=HashingEmbedder())
+    return index
+
+
+@pytest.fixture
+def retriever(mini_index: Any) -> Any:
+    from kefu.adapters.embedders import HashingEmbedder
+    from kefu.retrieval import Retriever, Thresholds
+
+    return Retriever(
+        embedder=HashingEmbedder(), index=mini_index, thresholds=Thresholds(faq=0.4, passage=0.3)
+    )
+
+
+@pytest.fixture
+def chat_service(retriever: Any) -> Any:
+    from kefu.adapters.extractive import ExtractiveModel
+    from kefu.adapters.sessions import SqliteSessionStore
+    from kefu.chat import ChatService
+
+    return ChatService(
+        retriever=retriever, model=ExtractiveModel(), sessions=SqliteSessionStore(":memory:")
+    )

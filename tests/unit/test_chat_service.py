@@ -1,0 +1,118 @@
+from datetime import UTC, datetime
+from typing import Any
+
+from kefu.adapters.extractive import ExtractiveModel
+from kefu.adapters.sessions import SqliteSessionStore
+from kefu.chat import ChatService
+from kefu.errors import DependencyUnavailable
+from kefu.models import ChatRequest
+from kefu.replies import AI_DISCLOSURE, DECLINE, HANDOVER, RETRIEVAL_DOWN
+
+
+def ask(service: ChatService, message: str, **kwargs: Any):
+    return service.handle(ChatRequest(message=message, **kwargs))
+
+
+def test_an_english_question_is_answered_from_the_matching_faq(chat_service: ChatService) -> None:
+    reply = ask(chat_service, "How long does a refund take?")
+    assert reply.outcome == "answered"
+    assert reply.sources[0].id == "refund-01-en"
+    assert reply.answer.endswith("after the warehouse checks the return.")
+    assert reply.language == "en"
+    assert reply.intent == "refunds"
+    assert reply.model == "faq"
+
+
+def test_a_chinese_question_is_answered_in_chinese(chat_service: ChatService) -> None:
+    reply = ask(chat_service, "退款多久到账？")
+    assert reply.outcome == "answered"
+    assert reply.sources[0].id == "refund-01-zh"
+    assert reply.language == "zh"
+    assert "1–3 个工作日" in reply.answer
+
+
+def test_the_first_answer_discloses_the_ai_and_a_follow_up_does_not(
+    chat_service: ChatService,
+) -> None:
+    first = ask(chat_service, "忘记密码了")
+    assert first.answer.startswith(AI_DISCLOSURE["zh"])
+    follow_up = ask(chat_service, "快递几天到", session_id=first.session_id)
+    assert follow_up.session_id == first.session_id
+    assert not follow_up.answer.startswith(AI_DISCLOSURE["zh"])
+    assert follow_up.sources[0].id == "ship-01-zh"
+
+
+def test_the_conversation_is_remembered_turn_by_turn(chat_service: ChatService) -> None:
+    first = ask(chat_service, "forgot my password")
+    ask(chat_service, "when will my parcel arrive", session_id=first.session_id)
+    session = chat_service.sessions.get(first.session_id)
+    assert session is not None
+    assert [turn.message for turn in session.turns] == [
+        "forgot my password",
+        "when will my parcel arrive",
+    ]
+    assert session.turns[0].sources[0] == "account-01-en"
+
+
+def test_an_unknown_session_id_starts_that_conversation(chat_service: ChatService) -> None:
+    reply = ask(chat_service, "forgot my password", session_id="client-chosen-id-1")
+    assert reply.session_id == "client-chosen-id-1"
+    assert reply.answer.startswith(AI_DISCLOSURE["en"])
+
+
+def test_an_uncovered_question_is_declined_with_a_human_offered(chat_service: ChatService) -> None:
+    reply = ask(chat_service, "Write me a poem about the sea")
+    assert reply.outcome == "declined"
+    assert reply.sources == []
+    assert reply.answer.endswith(DECLINE["en"])
+    assert "human" in reply.answer
+
+
+def test_asking_for_a_human_hands_over_in_either_language(chat_service: ChatService) -> None:
+    for message, language in (("转人工", "zh"), ("I want to talk to a real person", "en")):
+        reply = ask(chat_service, message)
+        assert reply.outcome == "handed_over"
+        assert reply.answer.endswith(HANDOVER[language])
+        session = chat_service.sessions.get(reply.session_id)
+        assert session is not None
+        assert session.handed_over
+
+
+def test_a_question_only_a_policy_document_covers_is_answered_from_its_passage(
+    chat_service: ChatService,
+) -> None:
+    reply = ask(chat_service, "Is damage from water or drops covered under warranty?")
+    assert reply.outcome == "answered"
+    assert reply.sources[0].id == "mini-policy.en.md#002"
+    assert reply.model == "extractive"
+    assert "Warranty Policy · Not covered" in reply.answer
+
+
+def test_the_requested_language_overrides_detection(chat_service: ChatService) -> None:
+    reply = ask(chat_service, "refund timing", language="zh")
+    assert reply.language == "zh"
+    assert reply.answer.startswith(AI_DISCLOSURE["zh"])
+
+
+class _BrokenIndex:
+    version = "0"
+
+    def search(self, query: Any) -> Any:
+        raise DependencyUnavailable("index down")
+
+
+def test_retrieval_down_degrades_to_an_apology_and_keeps_the_message(retriever: Any) -> None:
+    retriever.index = _BrokenIndex()
+    sessions = SqliteSessionStore(":memory:")
+    service = ChatService(
+        retriever=retriever,
+        model=ExtractiveModel(),
+        sessions=sessions,
+        clock=lambda: datetime(2026, 1, 1, tzinfo=UTC),
+    )
+    reply = ask(service, "How long does a refund take?")
+    assert reply.outcome == "declined"
+    assert reply.answer.endswith(RETRIEVAL_DOWN["en"])
+    stored = sessions.get(reply.session_id)
+    assert stored is not None
+    assert stored.turns[0].message == "How long does a refund take?"

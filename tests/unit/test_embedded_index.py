@@ -1,0 +1,109 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kefu.adapters.embedded_index import EmbeddedIndex
+from kefu.adapters.embedders import HashingEmbedder
+from kefu.models import Chunk
+from kefu.ports import SearchQuery
+
+EMBEDDER = HashingEmbedder()
+
+
+def faq(chunk_id: str, question: str, answer: str, *, lang: str = "en", tenant: str = "default"):
+    return Chunk(
+        id=chunk_id,
+        kind="faq",
+        lang=lang,  # type: ignore[arg-type]
+        title=question,
+        text=answer,
+        keys=(question,),
+        tenant=tenant,
+    )
+
+
+def vectors(chunk: Chunk) -> np.ndarray:
+    return np.vstack(
+        [EMBEDDER.embed_passages([chunk.content]), EMBEDDER.embed_queries(list(chunk.keys))]
+    )
+
+
+def put(index: EmbeddedIndex, *chunks: Chunk) -> None:
+    index.upsert(list(chunks), [vectors(c) for c in chunks])
+
+
+def ask(index: EmbeddedIndex, text: str, **kwargs) -> list[str]:
+    query = SearchQuery(text=text, vector=EMBEDDER.embed_queries([text])[0], **kwargs)
+    return [hit.chunk.id for hit in index.search(query)]
+
+
+REFUND = faq("refund", "How long does a refund take?", "1-3 business days.")
+PASSWORD = faq("password", "How do I reset my password?", "Use the SMS code.")
+REFUND_ZH = faq("refund-zh", "退款多久到账？", "1–3 个工作日。", lang="zh")
+
+
+def test_the_matching_entry_ranks_first_with_both_scores() -> None:
+    index = EmbeddedIndex(":memory:")
+    put(index, REFUND, PASSWORD, REFUND_ZH)
+    query = SearchQuery(text="refund take long", vector=EMBEDDER.embed_queries(["refund take long"])[0])
+    hits = index.search(query)
+    assert hits[0].chunk == REFUND
+    assert hits[0].lexical == 1.0
+    assert hits[0].dense > hits[1].dense
+
+
+def test_language_and_tenant_filters_exclude_other_content() -> None:
+    index = EmbeddedIndex(":memory:")
+    other_tenant = faq("t2-refund", "How long does a refund take?", "Ask us.", tenant="acme")
+    put(index, REFUND, REFUND_ZH, other_tenant)
+    assert ask(index, "退款多久", language="zh") == ["refund-zh"]
+    assert "refund-zh" not in ask(index, "refund", language="en")
+    assert ask(index, "refund", tenant="acme") == ["t2-refund"]
+    assert ask(index, "refund", tenant="nobody") == []
+
+
+def test_the_index_persists_to_its_file(tmp_path: Path) -> None:
+    path = tmp_path / "kb" / "index.sqlite3"
+    index = EmbeddedIndex(path)
+    put(index, REFUND, PASSWORD)
+    index.close()
+
+    reopened = EmbeddedIndex(path)
+    assert reopened.count() == 2
+    assert ask(reopened, "reset my password")[0] == "password"
+
+
+def test_an_unchanged_chunk_keeps_the_version_and_a_changed_one_replaces_it() -> None:
+    index = EmbeddedIndex(":memory:")
+    put(index, REFUND)
+    version = index.version
+    put(index, REFUND)
+    assert index.version == version
+
+    changed = faq("refund", "How long does a refund take?", "Within 24 hours now.")
+    put(index, changed)
+    assert index.version != version
+    assert index.count() == 1
+    query = SearchQuery(text="refund", vector=EMBEDDER.embed_queries(["refund"])[0])
+    assert index.search(query)[0].chunk.text == "Within 24 hours now."
+
+
+def test_deleted_chunks_are_no_longer_found() -> None:
+    index = EmbeddedIndex(":memory:")
+    put(index, REFUND, PASSWORD)
+    index.delete(["refund"])
+    assert ask(index, "refund take long") == ["password"]
+    assert index.fingerprints("default").keys() == {"password"}
+
+
+def test_a_vector_count_that_does_not_match_the_keys_is_refused_and_changes_nothing() -> None:
+    index = EmbeddedIndex(":memory:")
+    with pytest.raises(ValueError, match="one vector"):
+        index.upsert([REFUND], [EMBEDDER.embed_queries(["only one row"])])
+    assert index.count() == 0
+    assert index.version == "0"
+
+
+def test_an_empty_index_finds_nothing() -> None:
+    assert ask(EmbeddedIndex(":memory:"), "anything") == []

@@ -1,0 +1,46 @@
+from typing import Any
+
+from kefu.models import Chunk, SearchHit
+from kefu.retrieval import Retriever, Thresholds
+
+
+class _Unused:
+    name = "unused"
+    dim = 0
+
+
+def hit(chunk_id: str, kind: str, dense: float) -> SearchHit:
+    chunk = Chunk(
+        id=chunk_id, kind=kind, lang="en", title=chunk_id, text="", keys=()  # type: ignore[arg-type]
+    )
+    return SearchHit(chunk=chunk, score=dense, dense=dense, lexical=0.0)
+
+
+RETRIEVER = Retriever(
+    embedder=_Unused(),  # type: ignore[arg-type]
+    index=_Unused(),  # type: ignore[arg-type]
+    thresholds=Thresholds(faq=0.8, passage=0.7),
+)
+
+
+def test_a_confident_faq_match_answers_directly() -> None:
+    decision = RETRIEVER.decide_on([hit("faq-1", "faq", 0.85), hit("doc#1", "passage", 0.9)])
+    assert decision.kind == "faq"
+    assert decision.hits[0].chunk.id == "faq-1"
+    assert decision.confidence == 0.85
+
+
+def test_passages_answer_when_no_faq_is_close_enough() -> None:
+    decision = RETRIEVER.decide_on([hit("doc#1", "passage", 0.75), hit("faq-1", "faq", 0.79)])
+    assert decision.kind == "passages"
+    assert [h.chunk.id for h in decision.hits] == ["doc#1"]
+
+
+def test_nothing_close_enough_is_declined() -> None:
+    assert RETRIEVER.decide_on([hit("faq-1", "faq", 0.6), hit("doc#1", "passage", 0.5)]).kind == (
+        "decline"
+    )
+    empty: list[Any] = []
+    decision = RETRIEVER.decide_on(empty)
+    assert decision.kind == "decline"
+    assert decision.confidence == 0.0
