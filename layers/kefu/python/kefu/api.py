@@ -11,7 +11,6 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, CORSConf
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.params import Body
-from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.shared.json_encoder import Encoder
 
@@ -51,22 +50,6 @@ def _error(status: HTTPStatus, code: str, message: str) -> Response[Any]:
     )
 
 
-def require_json(app: APIGatewayRestResolver, next_middleware: NextMiddleware) -> Response[Any]:
-    """A body that is not JSON is refused before validation tries to read it as a form."""
-    event = app.current_event
-    content_type = (event.headers or {}).get("content-type", "") or ""
-    if event.body and content_type and not content_type.lower().startswith("application/json"):
-        return _error(
-            HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "Send the body as JSON with Content-Type: application/json.",
-        )
-    return next_middleware(app)
-
-
-app.use(middlewares=[require_json])
-
-
 @app.post(
     "/v1/chat",
     summary="Send a customer message and get the answer",
@@ -96,6 +79,13 @@ def openapi() -> Response[str]:
 
 @app.exception_handler(RequestValidationError)
 def invalid_request(exc: RequestValidationError) -> Response[Any]:
+    content_type = app.current_event.headers.get("content-type", "") or ""
+    if content_type and not content_type.lower().startswith("application/json"):
+        return _error(
+            HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "Send the body as JSON with Content-Type: application/json.",
+        )
     errors = exc.errors()
     if any(error.get("type") == "json_invalid" for error in errors):
         return _error(HTTPStatus.BAD_REQUEST, "malformed_json", "The request body is not valid JSON.")

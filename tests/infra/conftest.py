@@ -1,0 +1,51 @@
+"""Each stage is synthesized once per session (jsii takes seconds to start), on first use."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.infra.synth import STAGE_NAMES, SynthesizedStage, synthesize
+
+# A global cross-region inference profile: the widest Bedrock permission the app can grant.
+GLOBAL_PROFILE_MODEL_ID = "global.anthropic.claude-haiku-4-5-20251001-v1:0"
+
+
+@pytest.fixture(scope="session")
+def _synthesized() -> dict[str, SynthesizedStage]:
+    return {}
+
+
+def _stage(
+    name: str, cache: dict[str, SynthesizedStage], factory: pytest.TempPathFactory
+) -> SynthesizedStage:
+    if name not in cache:
+        cache[name] = synthesize(name, factory.mktemp(f"cdk-{name}"))
+    return cache[name]
+
+
+@pytest.fixture(scope="session")
+def dev(
+    _synthesized: dict[str, SynthesizedStage], tmp_path_factory: pytest.TempPathFactory
+) -> SynthesizedStage:
+    """The default stage, as `cdk synth` without `-c stage=` gives it."""
+    return _stage("dev", _synthesized, tmp_path_factory)
+
+
+@pytest.fixture(scope="session", params=STAGE_NAMES)
+def each_stage(
+    request: pytest.FixtureRequest,
+    _synthesized: dict[str, SynthesizedStage],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> SynthesizedStage:
+    """Every stage defined in cdk.json, for what must hold in all of them."""
+    return _stage(request.param, _synthesized, tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def global_profile(tmp_path_factory: pytest.TempPathFactory) -> SynthesizedStage:
+    """The dev stage answering through a global cross-region inference profile."""
+    return synthesize(
+        "dev",
+        tmp_path_factory.mktemp("cdk-global-profile"),
+        overrides={"bedrock_model_id": GLOBAL_PROFILE_MODEL_ID},
+    )

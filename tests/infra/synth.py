@@ -1,0 +1,94 @@
+"""Synthesize the CDK app the way `cdk synth -c stage=<name>` does, and find things in it.
+
+The same context as cdk.json, the cdk-nag plugin and CDK's built-in template validation all run:
+a finding that is not acknowledged fails the synthesis, as it fails `cdk synth`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# Before the first jsii import: quiets the Node.js end-of-life banner.
+os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
+
+from aws_cdk import App
+from aws_cdk.assertions import Match, Template
+
+from infra_cdk.app import build_app
+from infra_cdk.assets import REPO_ROOT
+from infra_cdk.config import StageConfig, stage_config_from_context
+
+CHAT_SERVICE = "kefu-chat"
+
+
+def cdk_json_context() -> dict[str, Any]:
+    context: dict[str, Any] = json.loads((REPO_ROOT / "cdk.json").read_text())["context"]
+    return context
+
+
+STAGE_NAMES = sorted(cdk_json_context()["stages"])
+
+
+@dataclass(frozen=True)
+class SynthesizedStage:
+    config: StageConfig
+    app: App
+    template_file: Path
+    template_json: dict[str, Any]
+    template: Template
+
+    @property
+    def resources(self) -> dict[str, Any]:
+        resources: dict[str, Any] = self.template_json["Resources"]
+        return resources
+
+    def only_logical_id(self, resource_type: str, props: Any = None) -> str:
+        """The logical id of the one matching resource, found rather than hard-coded."""
+        found = self.template.find_resources(
+            resource_type, {"Properties": props} if props is not None else None
+        )
+        assert len(found) == 1, f"expected one {resource_type}, found {sorted(found)}"
+        return next(iter(found))
+
+    def chat_function_id(self) -> str:
+        return self.only_logical_id(
+            "AWS::Lambda::Function",
+            {
+                "Environment": {
+                    "Variables": Match.object_like({"POWERTOOLS_SERVICE_NAME": CHAT_SERVICE})
+                }
+            },
+        )
+
+    def staged_asset(self, code: dict[str, Any]) -> Path:
+        """The folder the cloud assembly uploads for a Lambda `Code` or layer `Content`."""
+        asset_hash = code["S3Key"].removesuffix(".zip")
+        manifest_file = self.template_file.with_name(f"{self.config.stack_name}.assets.json")
+        manifest = json.loads(manifest_file.read_text())
+        return self.template_file.parent / manifest["files"][asset_hash]["source"]["path"]
+
+
+def synthesize(
+    stage: str, outdir: Path, *, overrides: dict[str, Any] | None = None
+) -> SynthesizedStage:
+    context = cdk_json_context()
+    if overrides:
+        stages = context["stages"]
+        context["stages"] = {**stages, stage: {**stages[stage], **overrides}}
+    app = build_app(context={**context, "stage": stage}, outdir=str(outdir))
+    config = stage_config_from_context(app)
+    assembly = app.synth()
+    artifact = assembly.get_stack_by_name(config.stack_name)
+    template_file = Path(assembly.directory) / artifact.template_file
+    template_json: dict[str, Any] = json.loads(template_file.read_text())
+    return SynthesizedStage(
+        config=config,
+        app=app,
+        template_file=template_file,
+        template_json=template_json,
+        template=Template.from_json(template_json),
+    )

@@ -1,0 +1,169 @@
+"""The REST API customers reach: routes, API key, throttling, logging and CORS."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from aws_cdk.assertions import Match
+
+from tests.infra.synth import SynthesizedStage
+
+ROUTES = [("POST", "/v1/chat"), ("GET", "/v1/health"), ("GET", "/v1/openapi.json")]
+
+
+def api_resource_id(stage: SynthesizedStage, path: str) -> str:
+    """The logical id of the API resource at `path`, walked from the API's root."""
+    api_id = stage.only_logical_id("AWS::ApiGateway::RestApi")
+    parent: dict[str, Any] = {"Fn::GetAtt": [api_id, "RootResourceId"]}
+    for part in path.strip("/").split("/"):
+        parent = {
+            "Ref": stage.only_logical_id(
+                "AWS::ApiGateway::Resource", {"ParentId": parent, "PathPart": part}
+            )
+        }
+    resource_id: str = parent["Ref"]
+    return resource_id
+
+
+def method(stage: SynthesizedStage, http_method: str, path: str) -> dict[str, Any]:
+    method_id = stage.only_logical_id(
+        "AWS::ApiGateway::Method",
+        {"HttpMethod": http_method, "ResourceId": {"Ref": api_resource_id(stage, path)}},
+    )
+    properties: dict[str, Any] = stage.resources[method_id]["Properties"]
+    return properties
+
+
+@pytest.mark.parametrize(("http_method", "path"), ROUTES)
+def test_each_route_is_proxied_to_the_chat_function(
+    each_stage: SynthesizedStage, http_method: str, path: str
+) -> None:
+    function_id = each_stage.chat_function_id()
+
+    integration = method(each_stage, http_method, path)["Integration"]
+
+    assert integration["Type"] == "AWS_PROXY"
+    assert integration["IntegrationHttpMethod"] == "POST"
+    assert {"Fn::GetAtt": [function_id, "Arn"]} in integration["Uri"]["Fn::Join"][1]
+    # API Gateway may invoke the function for exactly this route.
+    each_stage.template.has_resource_properties(
+        "AWS::Lambda::Permission",
+        {
+            "Action": "lambda:InvokeFunction",
+            "Principal": "apigateway.amazonaws.com",
+            "FunctionName": {"Fn::GetAtt": [function_id, "Arn"]},
+            "SourceArn": {
+                "Fn::Join": [
+                    "",
+                    Match.array_with([Match.string_like_regexp(f"/{http_method}{path}$")]),
+                ]
+            },
+        },
+    )
+
+
+def test_chat_needs_an_api_key_while_health_and_openapi_are_public(
+    each_stage: SynthesizedStage,
+) -> None:
+    assert each_stage.config.api_key_required, "every stage in cdk.json protects /v1/chat"
+
+    assert method(each_stage, "POST", "/v1/chat")["ApiKeyRequired"] is True
+    assert method(each_stage, "GET", "/v1/health").get("ApiKeyRequired", False) is False
+    assert method(each_stage, "GET", "/v1/openapi.json").get("ApiKeyRequired", False) is False
+
+
+def test_api_keys_belong_to_a_usage_plan_throttled_like_the_stage(
+    each_stage: SynthesizedStage,
+) -> None:
+    config = each_stage.config
+    api_id = each_stage.only_logical_id("AWS::ApiGateway::RestApi")
+    stage_id = each_stage.only_logical_id("AWS::ApiGateway::Stage")
+    plan_id = each_stage.only_logical_id(
+        "AWS::ApiGateway::UsagePlan",
+        {
+            "ApiStages": [{"ApiId": {"Ref": api_id}, "Stage": {"Ref": stage_id}}],
+            "Throttle": {
+                "RateLimit": config.api_throttling_rate_limit,
+                "BurstLimit": config.api_throttling_burst_limit,
+            },
+        },
+    )
+    key_id = each_stage.only_logical_id("AWS::ApiGateway::ApiKey", {"Enabled": True})
+
+    each_stage.template.has_resource_properties(
+        "AWS::ApiGateway::UsagePlanKey",
+        {"KeyId": {"Ref": key_id}, "KeyType": "API_KEY", "UsagePlanId": {"Ref": plan_id}},
+    )
+    each_stage.template.has_output("ApiKeyId", {"Value": {"Ref": key_id}})
+
+
+def test_the_stage_throttles_traces_and_logs_access_but_never_bodies(
+    each_stage: SynthesizedStage,
+) -> None:
+    config = each_stage.config
+    stage = each_stage.resources[each_stage.only_logical_id("AWS::ApiGateway::Stage")]
+    properties = stage["Properties"]
+
+    assert properties["StageName"] == config.name
+    assert properties["TracingEnabled"] is True
+    assert properties["MethodSettings"] == [
+        {
+            "HttpMethod": "*",
+            "ResourcePath": "/*",
+            "LoggingLevel": "ERROR",
+            "DataTraceEnabled": False,
+            "MetricsEnabled": True,
+            "ThrottlingRateLimit": config.api_throttling_rate_limit,
+            "ThrottlingBurstLimit": config.api_throttling_burst_limit,
+        }
+    ]
+    access_log = properties["AccessLogSetting"]
+    assert '"status":"$context.status"' in access_log["Format"]
+    access_log_group = next(
+        part["Ref"] for part in access_log["DestinationArn"]["Fn::Join"][1] if "Ref" in part
+    )
+    assert each_stage.resources[access_log_group]["Type"] == "AWS::Logs::LogGroup"
+    assert (
+        each_stage.resources[access_log_group]["Properties"]["RetentionInDays"]
+        == config.log_retention_days
+    )
+
+
+def test_browsers_may_call_the_api_from_the_allowed_origins(each_stage: SynthesizedStage) -> None:
+    origins = each_stage.config.cors_allow_origins
+    preflight = method(each_stage, "OPTIONS", "/v1/chat")
+    headers = preflight["Integration"]["IntegrationResponses"][0]["ResponseParameters"]
+
+    assert headers["method.response.header.Access-Control-Allow-Origin"] == f"'{origins[0]}'"
+    assert "X-Api-Key" in headers["method.response.header.Access-Control-Allow-Headers"]
+    assert "POST" in headers["method.response.header.Access-Control-Allow-Methods"]
+    # API Gateway's own errors (a missing key, throttling) must be readable by the page too.
+    if len(origins) == 1:
+        for response_type in ("DEFAULT_4XX", "DEFAULT_5XX"):
+            each_stage.template.has_resource_properties(
+                "AWS::ApiGateway::GatewayResponse",
+                {
+                    "ResponseType": response_type,
+                    "ResponseParameters": Match.object_like(
+                        {"gatewayresponse.header.Access-Control-Allow-Origin": f"'{origins[0]}'"}
+                    ),
+                },
+            )
+
+
+def test_the_api_url_is_an_output_with_a_stable_name(each_stage: SynthesizedStage) -> None:
+    api_id = each_stage.only_logical_id("AWS::ApiGateway::RestApi")
+    stage_id = each_stage.only_logical_id("AWS::ApiGateway::Stage")
+
+    each_stage.template.has_output(
+        "ApiUrl",
+        {
+            "Value": {
+                "Fn::Join": [
+                    "",
+                    Match.array_with([{"Ref": api_id}, ".execute-api.", {"Ref": stage_id}, "/"]),
+                ]
+            }
+        },
+    )

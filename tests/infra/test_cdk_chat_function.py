@@ -1,0 +1,131 @@
+"""The chat Lambda: runtime, layer, logs, configuration and its own permissions."""
+
+from __future__ import annotations
+
+import json
+
+from aws_cdk.assertions import Match
+
+from tests.infra.synth import CHAT_SERVICE, SynthesizedStage
+
+
+def test_the_chat_function_runs_python_3_12_on_arm64_with_the_shared_layer(
+    each_stage: SynthesizedStage,
+) -> None:
+    layer_id = each_stage.only_logical_id("AWS::Lambda::LayerVersion")
+    config = each_stage.config
+
+    each_stage.template.has_resource_properties(
+        "AWS::Lambda::Function",
+        {
+            "Runtime": "python3.12",
+            "Architectures": ["arm64"],
+            "Handler": "handler.lambda_handler",
+            "Layers": [{"Ref": layer_id}],
+            "MemorySize": config.chat_memory_mb,
+            "Timeout": config.chat_timeout_seconds,
+            "TracingConfig": {"Mode": "Active"},
+        },
+    )
+    each_stage.template.has_resource_properties(
+        "AWS::Lambda::LayerVersion",
+        {"CompatibleRuntimes": ["python3.12"], "CompatibleArchitectures": ["arm64"]},
+    )
+
+
+def test_the_chat_function_logs_json_to_its_own_log_group_kept_as_the_stage_says(
+    each_stage: SynthesizedStage,
+) -> None:
+    config = each_stage.config
+    function = each_stage.resources[each_stage.chat_function_id()]["Properties"]
+    log_group_id = function["LoggingConfig"]["LogGroup"]["Ref"]
+
+    assert function["LoggingConfig"] == {
+        "LogFormat": "JSON",
+        "ApplicationLogLevel": {"WARNING": "WARN"}.get(config.log_level, config.log_level),
+        "SystemLogLevel": "WARN",
+        "LogGroup": {"Ref": log_group_id},
+    }
+    log_group = each_stage.resources[log_group_id]
+    assert log_group["Properties"]["RetentionInDays"] == config.log_retention_days
+    assert log_group["DeletionPolicy"] == ("Retain" if config.retain_data else "Delete")
+
+
+def test_the_chat_function_is_configured_from_the_stage(each_stage: SynthesizedStage) -> None:
+    config = each_stage.config
+    table_id = each_stage.only_logical_id("AWS::DynamoDB::Table")
+
+    each_stage.template.has_resource_properties(
+        "AWS::Lambda::Function",
+        {
+            "Environment": {
+                "Variables": {
+                    "KEFU_STAGE": config.name,
+                    "KEFU_MODEL": "bedrock",
+                    "KEFU_EMBEDDER": "bedrock",
+                    "KEFU_INDEX": "opensearch",
+                    "KEFU_SESSIONS": "dynamodb",
+                    "KEFU_SESSIONS_TABLE": {"Ref": table_id},
+                    "KEFU_BEDROCK_MODEL_ID": config.bedrock_model_id,
+                    "KEFU_BEDROCK_EMBEDDING_MODEL_ID": config.bedrock_embedding_model_id,
+                    "KEFU_CORS_ALLOW_ORIGINS": json.dumps(list(config.cors_allow_origins)),
+                    "POWERTOOLS_SERVICE_NAME": CHAT_SERVICE,
+                    "POWERTOOLS_METRICS_NAMESPACE": "Kefu",
+                    "POWERTOOLS_LOG_LEVEL": config.log_level,
+                    # What customers type stays out of logs and traces.
+                    "POWERTOOLS_LOGGER_LOG_EVENT": "false",
+                    "POWERTOOLS_TRACER_CAPTURE_RESPONSE": "false",
+                }
+            }
+        },
+    )
+
+
+def test_the_layer_ships_kefu_and_arm64_wheels_without_bytecode(dev: SynthesizedStage) -> None:
+    layer = dev.resources[dev.only_logical_id("AWS::Lambda::LayerVersion")]
+    site = dev.staged_asset(layer["Properties"]["Content"]) / "python"
+
+    assert (site / "kefu" / "__init__.py").is_file()
+    assert (site / "aws_lambda_powertools").is_dir()
+    compiled = [path.name for path in site.glob("pydantic_core/*.so")]
+    assert compiled, "pydantic-core's compiled module is missing from the layer"
+    assert all("cpython-312-aarch64-linux-gnu" in name for name in compiled), compiled
+    assert not list(site.rglob("__pycache__"))
+
+
+def test_the_chat_function_role_writes_only_its_own_log_group(
+    each_stage: SynthesizedStage,
+) -> None:
+    function = each_stage.resources[each_stage.chat_function_id()]["Properties"]
+    role_id = function["Role"]["Fn::GetAtt"][0]
+    log_group_id = function["LoggingConfig"]["LogGroup"]["Ref"]
+
+    # No AWSLambdaBasicExecutionRole: it may create and write any log group in the account.
+    assert "ManagedPolicyArns" not in each_stage.resources[role_id]["Properties"]
+    each_stage.template.has_resource_properties(
+        "AWS::IAM::Policy",
+        {
+            "Roles": [{"Ref": role_id}],
+            "PolicyDocument": {
+                "Statement": Match.array_with(
+                    [
+                        {
+                            "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+                            "Effect": "Allow",
+                            "Resource": {"Fn::GetAtt": [log_group_id, "Arn"]},
+                        }
+                    ]
+                )
+            },
+        },
+    )
+
+
+def test_nothing_but_x_ray_is_granted_on_every_resource(each_stage: SynthesizedStage) -> None:
+    # X-Ray has no resource-level permissions; anything else on "*" would be a real wildcard.
+    for policy in each_stage.template.find_resources("AWS::IAM::Policy").values():
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+            if statement["Resource"] == "*":
+                actions = statement["Action"]
+                actions = [actions] if isinstance(actions, str) else actions
+                assert all(action.startswith("xray:") for action in actions), statement

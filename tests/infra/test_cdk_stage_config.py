@@ -1,0 +1,72 @@
+"""The stage config: what cdk.json may say, and how a mistake is reported."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from aws_cdk import App
+
+from infra_cdk.config import StageConfig, StageConfigError, stage_config_from_context
+from infra_cdk.stacks.service_stack import KefuServiceStack
+from tests.infra.synth import STAGE_NAMES, cdk_json_context
+
+
+def config_for(context: dict[str, Any]) -> StageConfig:
+    return stage_config_from_context(App(context=context))
+
+
+@pytest.mark.parametrize("name", STAGE_NAMES)
+def test_every_stage_in_cdk_json_is_valid(name: str) -> None:
+    config = config_for({**cdk_json_context(), "stage": name})
+
+    assert config.name == name
+    assert config.stack_name == f"KefuService-{name}"
+
+
+def test_dev_is_the_stage_when_none_is_given() -> None:
+    assert config_for(cdk_json_context()).name == "dev"
+
+
+def test_the_stages_in_cdk_json_need_no_account_to_synthesize() -> None:
+    for name in STAGE_NAMES:
+        config = config_for({**cdk_json_context(), "stage": name})
+        assert config.account is None, f"{name}: an account in cdk.json ties synth to it"
+
+
+def test_an_unknown_stage_names_the_known_ones() -> None:
+    with pytest.raises(StageConfigError, match=r"unknown stage 'qa': cdk\.json defines dev"):
+        config_for({**cdk_json_context(), "stage": "qa"})
+
+
+def test_without_stages_the_error_says_where_they_come_from() -> None:
+    with pytest.raises(StageConfigError, match=r"cdk\.json"):
+        config_for({})
+
+
+@pytest.mark.parametrize(
+    ("override", "complaint"),
+    [
+        ({"log_retention_days": 31}, "CloudWatch Logs keeps logs for one of"),
+        ({"chat_timeout_seconds": 60}, "chat_timeout_seconds"),
+        ({"profile": "hybrid"}, "profile"),
+        ({"account": "not-an-account"}, "account"),
+        ({"bedrock_model_id": "claude"}, "bedrock_model_id"),
+        ({"api_key_requried": False}, "api_key_requried"),  # a typo is an error, not a default
+    ],
+)
+def test_a_bad_stage_is_refused_with_the_field_named(
+    override: dict[str, Any], complaint: str
+) -> None:
+    context = cdk_json_context()
+    context["stages"]["dev"] = {**context["stages"]["dev"], **override}
+
+    with pytest.raises(StageConfigError, match=complaint):
+        config_for(context)
+
+
+def test_a_stage_with_account_and_region_gets_an_explicit_environment() -> None:
+    config = StageConfig(name="pinned", account="123456789012", region="eu-central-1")
+    stack = KefuServiceStack(App(), config.stack_name, config=config)
+
+    assert (stack.account, stack.region) == ("123456789012", "eu-central-1")
