@@ -4,6 +4,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
+STAGE ?= dev
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export PYTHONDONTWRITEBYTECODE := 1
 
@@ -42,6 +43,14 @@ run: $(VENV)/.run-deps
 eval: $(VENV)/.run-deps
 	$(BIN)/python -m kb_ingest.evaluate --sample
 
+# --- infrastructure -----------------------------------------------------------
+# The Lambda layer for arm64 / Python 3.12, built with pip alone (no Docker); a no-op when unchanged.
+layer: | $(BIN)/python
+	$(BIN)/python layers/build_layer.py
+
+synth: $(VENV)/.dev-deps layer node_modules/.installed
+	./node_modules/.bin/cdk synth -q -c stage=$(STAGE)
+
 # --- checks -------------------------------------------------------------------
 lint: $(VENV)/.dev-deps
 	$(BIN)/ruff check .
@@ -51,7 +60,7 @@ typecheck: $(VENV)/.dev-deps
 	$(BIN)/mypy
 
 test: lint typecheck layer node_modules/.installed
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadgroup
 
 bench: $(VENV)/.dev-deps
 	$(BIN)/pytest tests/bench -p no:randomly -q -s

@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     overrides = {"embedder": args.embedder} if args.embedder else {}
-    settings = Settings(**overrides)  # type: ignore[arg-type]
+    settings = Settings(**overrides)
     tenant = args.tenant or settings.tenant
     report = ingest(
         args.paths,

@@ -57,7 +57,9 @@ def split_markdown(text: str, *, fallback_title: str) -> Document:
     return Document(title=title, passages=tuple(passages))
 
 
-def split_long(text: str, *, limit: int = MAX_PASSAGE_CHARS, overlap: int = OVERLAP_CHARS) -> list[str]:
+def split_long(
+    text: str, *, limit: int = MAX_PASSAGE_CHARS, overlap: int = OVERLAP_CHARS
+) -> list[str]:
     """Pieces of at most `limit` characters, cut at sentence ends, each overlapping the last."""
     if len(text) <= limit:
         return [text]
@@ -65,14 +67,16 @@ def split_long(text: str, *, limit: int = MAX_PASSAGE_CHARS, overlap: int = OVER
     pieces: list[str] = []
     current = ""
     for sentence in sentences:
-        while len(sentence) > limit:  # one sentence longer than a piece: cut it hard
-            pieces.append((current + sentence[: limit - len(current)]).strip())
-            sentence = sentence[limit - len(current) :]
-            current = ""
-        if len(current) + len(sentence) > limit and current:
-            pieces.append(current.strip())
-            current = current[-overlap:] if overlap else ""
-        current += sentence if sentence[-1:] in "。！？；\n" else sentence + " "
+        rest = sentence
+        while len(current) + len(rest) > limit:
+            if current.strip():
+                pieces.append(current.strip())
+                current = current[-overlap:] if overlap else ""
+            if len(current) + len(rest) > limit:  # one sentence longer than a piece: cut it
+                room = limit - len(current)
+                pieces.append((current + rest[:room]).strip())
+                current, rest = "", rest[room:]
+        current += rest if rest[-1:] in "。！？；\n" else rest + " "
     if current.strip():
         pieces.append(current.strip())
     return pieces

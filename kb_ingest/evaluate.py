@@ -1,7 +1,7 @@
 """Retrieval evaluation with the chat pipeline's own retrieval and answer-or-decline decision.
 
-    python -m kb_ingest.evaluate --kb KB.jsonl --queries Q.jsonl [--calibrate DEV.jsonl] [--json]
-    python -m kb_ingest.evaluate --sample     # the bundled sample KB and its evaluation set
+python -m kb_ingest.evaluate --kb KB.jsonl --queries Q.jsonl [--calibrate DEV.jsonl] [--json]
+python -m kb_ingest.evaluate --sample     # the bundled sample KB and its evaluation set
 """
 
 from __future__ import annotations
@@ -117,8 +117,10 @@ def calibrate(retriever: Retriever, scored: Sequence[Scored]) -> Thresholds:
         trial = replace(retriever.thresholds, faq=value)
         probe = Retriever(embedder=retriever.embedder, index=retriever.index, thresholds=trial)
         r = report("calibration", probe, scored)
-        objective = (r.in_scope_accuracy + r.oos_recall) / 2 if r.oos_recall is not None else (
-            r.in_scope_accuracy
+        objective = (
+            (r.in_scope_accuracy + r.oos_recall) / 2
+            if r.oos_recall is not None
+            else (r.in_scope_accuracy)
         )
         if objective > best_value:
             best, best_value = trial, objective
@@ -171,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
 
-    settings = Settings(**({"embedder": args.embedder} if args.embedder else {}))  # type: ignore[arg-type]
+    settings = Settings(**({"embedder": args.embedder} if args.embedder else {}))
     reports: list[Report] = []
     if args.sample:
         kb = [SAMPLE_KB / "faq", SAMPLE_KB / "docs"]
@@ -181,8 +183,13 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.kb and args.queries:
         reports.append(
-            evaluate(args.queries.parent.name or "custom", args.kb, args.queries,
-                     settings=settings, dev=args.calibrate)
+            evaluate(
+                args.queries.parent.name or "custom",
+                args.kb,
+                args.queries,
+                settings=settings,
+                dev=args.calibrate,
+            )
         )
     if not reports:
         parser.error("give --sample, or --kb and --queries")

@@ -39,8 +39,10 @@ def main(argv: list[str] | None = None) -> int:
         print(report.summary(), flush=True)
 
     server = make_server(args.host, args.port)
-    host, port = server.server_address[:2]
-    print(f"Kefu is serving on http://{host}:{port}  (chat page at /, API under /v1)", flush=True)
+    port = server.server_address[1]
+    print(
+        f"Kefu is serving on http://{args.host}:{port}  (chat page at /, API under /v1)", flush=True
+    )
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +12,23 @@ import pytest
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
+# Powertools reads these when `kefu.observability` is first imported, as the Lambda runtime does.
+os.environ.update(
+    POWERTOOLS_SERVICE_NAME="kefu-chat",
+    POWERTOOLS_METRICS_NAMESPACE="Kefu",
+    POWERTOOLS_TRACE_DISABLED="true",
+    POWERTOOLS_LOG_LEVEL="WARNING",
+)
+
 _real_connect = socket.socket.connect
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under xdist, keep each expensive session fixture (local stack, CDK synth) on one worker."""
+    for item in items:
+        for group in ("e2e", "infra"):
+            if f"tests/{group}/" in item.nodeid:
+                item.add_marker(pytest.mark.xdist_group(group))
 
 
 def _loopback_only(self: socket.socket, address: Any) -> Any:
@@ -28,22 +44,17 @@ def _loopback_only(self: socket.socket, address: Any) -> Any:
 
 
 @pytest.fixture(autouse=True)
-def _isolated(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Every test: sockets only to loopback, fake AWS credentials, quiet Powertools."""
+def _isolated(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test: sockets only to loopback, and fake AWS credentials."""
     monkeypatch.setattr(socket.socket, "connect", _loopback_only)
     for name, value in {
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_SESSION_TOKEN": "testing",
         "AWS_DEFAULT_REGION": "us-east-1",
-        "POWERTOOLS_SERVICE_NAME": "kefu-chat",
-        "POWERTOOLS_METRICS_NAMESPACE": "Kefu",
-        "POWERTOOLS_TRACE_DISABLED": "true",
-        "POWERTOOLS_LOG_LEVEL": "WARNING",
     }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
-    yield
 
 
 @pytest.fixture

@@ -29,8 +29,15 @@ def test_a_question_gets_the_full_response_shape(invoke: Invoke) -> None:
     assert response["statusCode"] == 200
     reply = body(response)
     assert set(reply) == {
-        "session_id", "turn_id", "answer", "language", "sources",
-        "intent", "confidence", "outcome", "model",
+        "session_id",
+        "turn_id",
+        "answer",
+        "language",
+        "sources",
+        "intent",
+        "confidence",
+        "outcome",
+        "model",
     }
     assert reply["outcome"] == "answered"
     assert reply["sources"][0]["id"] == "refund-01-en"

@@ -49,3 +49,16 @@ def global_profile(tmp_path_factory: pytest.TempPathFactory) -> SynthesizedStage
         tmp_path_factory.mktemp("cdk-global-profile"),
         overrides={"bedrock_model_id": GLOBAL_PROFILE_MODEL_ID},
     )
+
+
+@pytest.fixture(scope="session")
+def keyless(tmp_path_factory: pytest.TempPathFactory) -> SynthesizedStage:
+    """The dev stage with no API key and two allowed origins."""
+    return synthesize(
+        "dev",
+        tmp_path_factory.mktemp("cdk-keyless"),
+        overrides={
+            "api_key_required": False,
+            "cors_allow_origins": ["https://support.example.com", "https://help.example.com"],
+        },
+    )

@@ -64,12 +64,33 @@ class SynthesizedStage:
             },
         )
 
+    def chat_role_id(self) -> str:
+        role_id: str = self.resources[self.chat_function_id()]["Properties"]["Role"]["Fn::GetAtt"][
+            0
+        ]
+        return role_id
+
+    def role_statements(self, role_id: str) -> list[dict[str, Any]]:
+        """Every statement of the policies attached to a role, with Action and Resource as lists."""
+        statements = []
+        for policy in self.template.find_resources("AWS::IAM::Policy").values():
+            if {"Ref": role_id} in policy["Properties"]["Roles"]:
+                for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+                    statements.append(
+                        {**statement, **{k: _as_list(statement[k]) for k in ("Action", "Resource")}}
+                    )
+        return statements
+
     def staged_asset(self, code: dict[str, Any]) -> Path:
         """The folder the cloud assembly uploads for a Lambda `Code` or layer `Content`."""
         asset_hash = code["S3Key"].removesuffix(".zip")
         manifest_file = self.template_file.with_name(f"{self.config.stack_name}.assets.json")
         manifest = json.loads(manifest_file.read_text())
         return self.template_file.parent / manifest["files"][asset_hash]["source"]["path"]
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
 
 
 def synthesize(

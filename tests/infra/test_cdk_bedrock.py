@@ -16,14 +16,10 @@ ACCOUNT = {"Ref": "AWS::AccountId"}
 
 
 def bedrock_statements(stage: SynthesizedStage) -> list[dict[str, Any]]:
-    function = stage.resources[stage.chat_function_id()]["Properties"]
-    role_ref = {"Ref": function["Role"]["Fn::GetAtt"][0]}
     return [
         statement
-        for policy in stage.template.find_resources("AWS::IAM::Policy").values()
-        if role_ref in policy["Properties"]["Roles"]
-        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
-        if str(statement["Action"]).startswith(("bedrock:", "['bedrock:"))
+        for statement in stage.role_statements(stage.chat_role_id())
+        if all(action.startswith("bedrock:") for action in statement["Action"])
     ]
 
 
@@ -56,26 +52,22 @@ def test_inference_profiles_are_told_apart_from_foundation_models(
 def test_a_foundation_model_is_granted_in_the_stack_region_only(dev: SynthesizedStage) -> None:
     model_id = dev.config.bedrock_model_id
     assert inference_profile_base_model(model_id) is None, "dev answers with a foundation model"
+    model_arn = joined("arn:", PARTITION, ":bedrock:", REGION, f"::foundation-model/{model_id}")
 
-    assert {
-        "Action": CHAT_ACTIONS,
-        "Effect": "Allow",
-        "Resource": joined(
-            "arn:", PARTITION, ":bedrock:", REGION, f"::foundation-model/{model_id}"
-        ),
-    } in bedrock_statements(dev)
+    statements = bedrock_statements(dev)
+
+    assert {"Action": CHAT_ACTIONS, "Effect": "Allow", "Resource": [model_arn]} in statements
 
 
 def test_the_embedding_model_may_be_invoked_but_not_streamed(each_stage: SynthesizedStage) -> None:
     model_id = each_stage.config.bedrock_embedding_model_id
+    model_arn = joined("arn:", PARTITION, ":bedrock:", REGION, f"::foundation-model/{model_id}")
 
-    assert {
-        "Action": "bedrock:InvokeModel",
-        "Effect": "Allow",
-        "Resource": joined(
-            "arn:", PARTITION, ":bedrock:", REGION, f"::foundation-model/{model_id}"
-        ),
-    } in bedrock_statements(each_stage)
+    statements = bedrock_statements(each_stage)
+
+    assert {"Action": ["bedrock:InvokeModel"], "Effect": "Allow", "Resource": [model_arn]} in (
+        statements
+    )
 
 
 def test_an_inference_profile_opens_its_model_everywhere_but_only_through_the_profile(
@@ -89,7 +81,7 @@ def test_an_inference_profile_opens_its_model_everywhere_but_only_through_the_pr
 
     statements = bedrock_statements(global_profile)
 
-    assert {"Action": CHAT_ACTIONS, "Effect": "Allow", "Resource": profile_arn} in statements
+    assert {"Action": CHAT_ACTIONS, "Effect": "Allow", "Resource": [profile_arn]} in statements
     assert {
         "Action": CHAT_ACTIONS,
         "Effect": "Allow",
@@ -112,7 +104,6 @@ def test_no_stage_may_call_any_other_model(each_stage: SynthesizedStage) -> None
 
     assert statements
     for statement in statements:
-        resources = statement["Resource"]
-        for resource in resources if isinstance(resources, list) else [resources]:
+        for resource in statement["Resource"]:
             tail = resource["Fn::Join"][1][-1]
             assert tail.rsplit("/", 1)[-1] in allowed, resource

@@ -120,9 +120,11 @@ def test_the_stage_throttles_traces_and_logs_access_but_never_bodies(
     ]
     access_log = properties["AccessLogSetting"]
     assert '"status":"$context.status"' in access_log["Format"]
-    access_log_group = next(
-        part["Ref"] for part in access_log["DestinationArn"]["Fn::Join"][1] if "Ref" in part
-    )
+    [access_log_group] = [
+        part["Ref"]
+        for part in access_log["DestinationArn"]["Fn::Join"][1]
+        if isinstance(part, dict) and part.get("Ref") in each_stage.resources
+    ]
     assert each_stage.resources[access_log_group]["Type"] == "AWS::Logs::LogGroup"
     assert (
         each_stage.resources[access_log_group]["Properties"]["RetentionInDays"]
@@ -167,3 +169,28 @@ def test_the_api_url_is_an_output_with_a_stable_name(each_stage: SynthesizedStag
             }
         },
     )
+
+
+def test_a_stage_without_api_keys_has_no_key_plan_or_key_output(keyless: SynthesizedStage) -> None:
+    assert method(keyless, "POST", "/v1/chat").get("ApiKeyRequired", False) is False
+    assert keyless.template.find_resources("AWS::ApiGateway::ApiKey") == {}
+    assert keyless.template.find_resources("AWS::ApiGateway::UsagePlan") == {}
+    assert "ApiKeyId" not in keyless.template_json["Outputs"]
+
+
+def test_with_several_origins_the_preflight_echoes_the_allowed_one(
+    keyless: SynthesizedStage,
+) -> None:
+    preflight = method(keyless, "OPTIONS", "/v1/chat")
+    response = preflight["Integration"]["IntegrationResponses"][0]
+
+    first, *others = keyless.config.cors_allow_origins
+
+    # One static header cannot name two origins: the first is the default, the template switches
+    # to the caller's origin when it is one of the others.
+    assert response["ResponseParameters"]["method.response.header.Access-Control-Allow-Origin"] == (
+        f"'{first}'"
+    )
+    for origin in others:
+        assert f'$origin == "{origin}"' in response["ResponseTemplates"]["application/json"]
+    assert keyless.template.find_resources("AWS::ApiGateway::GatewayResponse") == {}

@@ -125,7 +125,7 @@ def test_nothing_but_x_ray_is_granted_on_every_resource(each_stage: SynthesizedS
     # X-Ray has no resource-level permissions; anything else on "*" would be a real wildcard.
     for policy in each_stage.template.find_resources("AWS::IAM::Policy").values():
         for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
-            if statement["Resource"] == "*":
+            if "*" in (resources := statement["Resource"]) or resources == "*":
                 actions = statement["Action"]
                 actions = [actions] if isinstance(actions, str) else actions
                 assert all(action.startswith("xray:") for action in actions), statement

@@ -38,7 +38,7 @@ def test_cdk_nag_finds_nothing_left_unacknowledged(each_stage: SynthesizedStage)
 
     findings = [
         f"{violation.rule_name} ({violation.severity}) at "
-        + ", ".join(resource.construct_path for resource in violation.violating_resources)
+        + ", ".join(str(resource.construct_path) for resource in violation.violating_resources)
         for violation in report.violations
     ]
     assert findings == []
@@ -63,7 +63,7 @@ def test_every_acknowledgment_silences_a_real_finding(
         outdir=str(tmp_path_factory.mktemp("cdk-unacknowledged")),
     )
     findings = [
-        (violation.rule_name, resource.construct_path)
+        (violation.rule_name, str(resource.construct_path))
         for violation in AwsSolutionsChecks().validate_scope(bare).violations
         for resource in violation.violating_resources
     ]

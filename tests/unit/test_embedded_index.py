@@ -46,7 +46,9 @@ REFUND_ZH = faq("refund-zh", "退款多久到账？", "1–3 个工作日。", l
 def test_the_matching_entry_ranks_first_with_both_scores() -> None:
     index = EmbeddedIndex(":memory:")
     put(index, REFUND, PASSWORD, REFUND_ZH)
-    query = SearchQuery(text="refund take long", vector=EMBEDDER.embed_queries(["refund take long"])[0])
+    query = SearchQuery(
+        text="refund take long", vector=EMBEDDER.embed_queries(["refund take long"])[0]
+    )
     hits = index.search(query)
     assert hits[0].chunk == REFUND
     assert hits[0].lexical == 1.0

@@ -90,7 +90,7 @@ def test_long_chinese_text_without_spaces_is_cut_at_sentence_ends_with_overlap()
 
 
 def test_an_unsupported_file_is_named(tmp_path: Path) -> None:
-    with pytest.raises(UnsupportedFile, match="unsupported format .exe"):
+    with pytest.raises(UnsupportedFile, match=r"unsupported format \.exe"):
         load(tmp_path / "virus.exe")
 
 
@@ -102,9 +102,14 @@ def test_ingest_reports_a_broken_file_and_still_indexes_the_rest(
     index = EmbeddedIndex(":memory:")
     report = ingest([*mini_kb_paths, broken], index=index, embedder=HashingEmbedder())
     assert report.files == 2
-    assert report.failures == [("broken.jsonl", "broken.jsonl line 1: not an FAQ entry "
-                                "(Expecting property name enclosed in double quotes: "
-                                "line 1 column 2 (char 1))")]
+    assert report.failures == [
+        (
+            "broken.jsonl",
+            "broken.jsonl line 1: not an FAQ entry "
+            "(Expecting property name enclosed in double quotes: "
+            "line 1 column 2 (char 1))",
+        )
+    ]
     assert index.count() == report.entries == 8
 
 

@@ -11,7 +11,12 @@ class _Unused:
 
 def hit(chunk_id: str, kind: str, dense: float) -> SearchHit:
     chunk = Chunk(
-        id=chunk_id, kind=kind, lang="en", title=chunk_id, text="", keys=()  # type: ignore[arg-type]
+        id=chunk_id,
+        kind=kind,
+        lang="en",
+        title=chunk_id,
+        text="",
+        keys=(),  # type: ignore[arg-type]
     )
     return SearchHit(chunk=chunk, score=dense, dense=dense, lexical=0.0)
 

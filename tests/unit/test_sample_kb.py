@@ -2,16 +2,22 @@
 
 import json
 from collections import Counter
-from pathlib import Path
 
 from kb_ingest import SAMPLE_KB
-from kb_ingest.loaders import load_markdown
+from kb_ingest.loaders import load, load_markdown
 from kb_ingest.pipeline import expand
-from kb_ingest.loaders import load
 
 CATEGORIES = {
-    "shipping", "returns", "refunds", "payment", "orders",
-    "account", "products", "promotions", "invoices", "after_sales",
+    "shipping",
+    "returns",
+    "refunds",
+    "payment",
+    "orders",
+    "account",
+    "products",
+    "promotions",
+    "invoices",
+    "after_sales",
 }
 
 

@@ -88,7 +88,9 @@ def invalid_request(exc: RequestValidationError) -> Response[Any]:
         )
     errors = exc.errors()
     if any(error.get("type") == "json_invalid" for error in errors):
-        return _error(HTTPStatus.BAD_REQUEST, "malformed_json", "The request body is not valid JSON.")
+        return _error(
+            HTTPStatus.BAD_REQUEST, "malformed_json", "The request body is not valid JSON."
+        )
     return _error(HTTPStatus.UNPROCESSABLE_ENTITY, "invalid_request", _describe(errors))
 
 

@@ -147,7 +147,10 @@ class EmbeddedIndex:
     def _delete_locked(self, chunk_ids: Sequence[str]) -> int:
         removed = 0
         for chunk_id in chunk_ids:
-            rowids = [r[0] for r in self._db.execute("SELECT rowid FROM keys WHERE chunk_id = ?", (chunk_id,))]
+            rowids = [
+                r[0]
+                for r in self._db.execute("SELECT rowid FROM keys WHERE chunk_id = ?", (chunk_id,))
+            ]
             self._db.executemany("DELETE FROM keys_fts WHERE rowid = ?", [(r,) for r in rowids])
             self._db.execute("DELETE FROM keys WHERE chunk_id = ?", (chunk_id,))
             removed += self._db.execute("DELETE FROM chunks WHERE id = ?", (chunk_id,)).rowcount
@@ -192,7 +195,9 @@ class EmbeddedIndex:
         key_rows = self._db.execute(
             "SELECT rowid, chunk_id, lang, tenant, vector, is_question FROM keys ORDER BY rowid"
         ).fetchall()
-        self._key_rowids = np.fromiter((r[0] for r in key_rows), dtype=np.int64, count=len(key_rows))
+        self._key_rowids = np.fromiter(
+            (r[0] for r in key_rows), dtype=np.int64, count=len(key_rows)
+        )
         self._key_chunk = np.fromiter(
             (position[r[1]] for r in key_rows), dtype=np.int64, count=len(key_rows)
         )

@@ -44,7 +44,7 @@ class HashingEmbedder:
                 bucket = int.from_bytes(digest[:4], "little") % self.dim
                 out[row, bucket] += 1.0 if digest[4] & 1 else -1.0
         norms = np.linalg.norm(out, axis=1, keepdims=True)
-        return out / np.where(norms == 0, 1.0, norms)
+        return (out / np.where(norms == 0, 1.0, norms)).astype(np.float32)
 
     def embed_queries(self, texts: Sequence[str]) -> Vectors:
         return self._embed(texts)
@@ -80,7 +80,7 @@ class E5Embedder:
     def _as_matrix(vectors: Any, count: int) -> Vectors:
         matrix = np.asarray(vectors, dtype=np.float32).reshape(count, -1)
         norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-        return matrix / np.where(norms == 0, 1.0, norms)
+        return (matrix / np.where(norms == 0, 1.0, norms)).astype(np.float32)
 
     def embed_queries(self, texts: Sequence[str]) -> Vectors:
         if not texts:
