@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from kb_ingest import SAMPLE_KB
+from kb_ingest import SAMPLE_KB, SAMPLE_KB_PATHS
 from kb_ingest.pipeline import ingest
 from kefu.adapters.embedded_index import EmbeddedIndex
 from kefu.bootstrap import build_embedder
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings(**({"embedder": args.embedder} if args.embedder else {}))
     reports: list[Report] = []
     if args.sample:
-        kb = [SAMPLE_KB / "faq", SAMPLE_KB / "docs"]
+        kb = list(SAMPLE_KB_PATHS)
         dev = SAMPLE_KB / "eval" / "dev_queries.jsonl" if args.calibrate else None
         reports.append(
             evaluate("sample", kb, SAMPLE_KB / "eval" / "queries.jsonl", settings=settings, dev=dev)

@@ -28,7 +28,11 @@ def _language_of(path: Path, text: str) -> Language:
 
 
 def load_faq_jsonl(path: Path, *, tenant: str = "default") -> list[Chunk]:
-    """FAQ entries, one JSON object a line: id, questions (standard first), answer, category."""
+    """FAQ entries, one JSON object a line: id, questions (standard first), answer, category.
+
+    A line with `"kind": "out_of_scope"` holds example messages the service declines; it has
+    no answer.
+    """
     chunks: list[Chunk] = []
     seen: set[str] = set()
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
@@ -38,10 +42,11 @@ def load_faq_jsonl(path: Path, *, tenant: str = "default") -> list[Chunk]:
             entry = json.loads(line)
             entry_id = str(entry["id"])
             questions = tuple(str(q).strip() for q in entry["questions"] if str(q).strip())
-            answer = str(entry["answer"]).strip()
+            out_of_scope = entry.get("kind") == "out_of_scope"
+            answer = "" if out_of_scope else str(entry["answer"]).strip()
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             raise InvalidFile(f"{path.name} line {number}: not an FAQ entry ({exc})") from exc
-        if not questions or not answer:
+        if not questions or not (answer or out_of_scope):
             raise InvalidFile(f"{path.name} line {number}: an FAQ entry needs questions and answer")
         if entry_id in seen:
             raise InvalidFile(f"{path.name} line {number}: duplicate id {entry_id!r}")
@@ -50,7 +55,7 @@ def load_faq_jsonl(path: Path, *, tenant: str = "default") -> list[Chunk]:
         chunks.append(
             Chunk(
                 id=entry_id,
-                kind="faq",
+                kind="out_of_scope" if out_of_scope else "faq",
                 lang=lang,
                 title=questions[0],
                 text=answer,

@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
 
-    from kb_ingest import SAMPLE_KB
+    from kb_ingest import SAMPLE_KB_PATHS
     from kb_ingest.pipeline import ingest
     from kefu.bootstrap import get_chat_service, get_settings
     from local.server import make_server
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     if settings.index == "embedded":
         print(f"Indexing the sample knowledge base with {retriever.embedder.name} …", flush=True)
         report = ingest(
-            [SAMPLE_KB / "faq", SAMPLE_KB / "docs"],
+            SAMPLE_KB_PATHS,
             index=retriever.index,
             embedder=retriever.embedder,
             tenant=settings.tenant,

@@ -15,8 +15,8 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.shared.json_encoder import Encoder
 
 from kefu import __version__
-from kefu.bootstrap import get_chat_service
-from kefu.errors import DependencyUnavailable, IndexNotReady
+from kefu.bootstrap import get_chat_service, get_settings
+from kefu.errors import ConfigurationError, DependencyUnavailable, IndexNotReady
 from kefu.models import (
     MAX_MESSAGE_CHARS,
     ChatRequest,
@@ -26,9 +26,10 @@ from kefu.models import (
 )
 from kefu.observability import logger, metrics
 
+_origins = get_settings().cors_allow_origins
 app = APIGatewayRestResolver(
     enable_validation=True,
-    cors=CORSConfig(max_age=600),
+    cors=CORSConfig(allow_origin=_origins[0], extra_origins=_origins[1:], max_age=600),
     # Chinese answers travel as UTF-8, not as \uXXXX escapes.
     serializer=partial(json.dumps, separators=(",", ":"), ensure_ascii=False, cls=Encoder),
 )
@@ -105,6 +106,16 @@ def not_found(_: NotFoundError) -> Response[Any]:
 @app.exception_handler(IndexNotReady)
 def index_not_ready(exc: IndexNotReady) -> Response[Any]:
     return _error(HTTPStatus.SERVICE_UNAVAILABLE, "index_not_ready", str(exc))
+
+
+@app.exception_handler(ConfigurationError)
+def not_configured(exc: ConfigurationError) -> Response[Any]:
+    logger.exception("the service cannot be built from its settings")
+    return _error(
+        HTTPStatus.SERVICE_UNAVAILABLE,
+        "not_configured",
+        "The service is not fully configured yet; please try again later.",
+    )
 
 
 @app.exception_handler(DependencyUnavailable)

@@ -16,7 +16,9 @@ MAX_MESSAGE_CHARS = 2000
 SESSION_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{7,63}$"
 
 Outcome = Literal["answered", "declined", "handed_over"]
-ChunkKind = Literal["faq", "passage"]
+# An out-of-scope chunk holds examples of messages customer service does not handle: matching
+# one closer than any FAQ entry is a reason to decline.
+ChunkKind = Literal["faq", "passage", "out_of_scope"]
 
 Message = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_MESSAGE_CHARS)

@@ -74,6 +74,8 @@ class Retriever:
         """Answer from the best FAQ entry, from passages, or decline: a pure function of hits."""
         faqs = [hit for hit in hits if hit.chunk.kind == "faq"]
         passages = [hit for hit in hits if hit.chunk.kind == "passage"]
+        if hits and hits[0].chunk.kind == "out_of_scope":
+            return Decision("decline", (), _confidence(faqs[0]) if faqs else 0.0)
         if faqs and faqs[0].dense >= self.thresholds.faq:
             return Decision("faq", (faqs[0], *passages[:2]), _confidence(faqs[0]))
         good = [hit for hit in passages if hit.dense >= self.thresholds.passage]

@@ -23,6 +23,10 @@ class Settings(BaseSettings):
     sessions_table: str | None = None
     session_ttl_hours: int = Field(default=72, gt=0)
     bedrock_model_id: str = "anthropic.claude-3-5-haiku-20241022-v1:0"
+    bedrock_embedding_model_id: str = "amazon.titan-embed-text-v2:0"
+    cors_allow_origins: list[str] = Field(
+        default=["*"], min_length=1, description="Origins the web chat may call from (JSON list)."
+    )
 
     faq_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
     passage_threshold: float | None = Field(default=None, ge=0.0, le=1.0)

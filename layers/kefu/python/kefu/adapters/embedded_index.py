@@ -53,7 +53,7 @@ class EmbeddedIndex:
     """A `KnowledgeIndex` persisted to one SQLite file (or `:memory:`)."""
 
     def __init__(
-        self, path: Path | str, *, lexical_weight: float = 0.1, content_weight: float = 1.0
+        self, path: Path | str, *, lexical_weight: float = 0.05, content_weight: float = 1.0
     ) -> None:
         if isinstance(path, Path):
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -71,6 +71,7 @@ class EmbeddedIndex:
         self._key_lang: np.ndarray = np.zeros(0, dtype=object)
         self._key_tenant: np.ndarray = np.zeros(0, dtype=object)
         self._chunks: list[Chunk] = []
+        self._chunk_content_weight: np.ndarray = np.zeros(0, dtype=np.float32)
         self._row_of_rowid: dict[int, int] = {}
 
     # -- writes ------------------------------------------------------------------------------
@@ -192,6 +193,11 @@ class EmbeddedIndex:
         chunk_rows = self._db.execute("SELECT id, body FROM chunks ORDER BY id").fetchall()
         position = {chunk_id: i for i, (chunk_id, _) in enumerate(chunk_rows)}
         self._chunks = [_chunk_from_json(body) for _, body in chunk_rows]
+        # Out-of-scope examples are judged on their questions alone: they have no answer.
+        self._chunk_content_weight = np.array(
+            [self._content_weight if c.kind == "faq" else 0.0 for c in self._chunks],
+            dtype=np.float32,
+        )
         key_rows = self._db.execute(
             "SELECT rowid, chunk_id, lang, tenant, vector, is_question FROM keys ORDER BY rowid"
         ).fetchall()
@@ -217,6 +223,7 @@ class EmbeddedIndex:
             matrix, chunks = self._matrix, self._chunks
             key_chunk, rowids_of = self._key_chunk, self._row_of_rowid
             is_question = self._key_is_question
+            w = self._chunk_content_weight
             allowed = self._key_tenant == query.tenant
             if query.language is not None:
                 allowed &= self._key_lang == query.language
@@ -231,8 +238,8 @@ class EmbeddedIndex:
         question = np.full(len(chunks), -np.inf, dtype=np.float32)
         np.maximum.at(question, key_chunk[is_question], dense_keys[is_question])
         # An FAQ entry is judged on its closest question and on what its answer says.
-        w = self._content_weight
-        dense = np.where(np.isfinite(question), (question + w * content) / (1 + w), content)
+        known = np.where(np.isfinite(content), content, 0.0)
+        dense = np.where(np.isfinite(question), (question + w * known) / (1 + w), content)
 
         lexical = np.zeros(len(chunks), dtype=np.float32)
         if lexical_rows:

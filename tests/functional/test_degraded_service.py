@@ -1,0 +1,26 @@
+"""A deployment whose adapters are not available answers 503 with a JSON error, never a 5xx crash."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.functional.conftest import Invoke
+
+
+def test_an_unavailable_adapter_is_a_json_503(
+    invoke: Invoke, configured: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kefu.bootstrap import get_chat_service, get_settings
+
+    monkeypatch.setenv("KEFU_INDEX", "opensearch")
+    get_settings.cache_clear()
+    get_chat_service.cache_clear()
+
+    response = invoke(body={"message": "How long does a refund take?"})
+
+    assert response["statusCode"] == 503
+    assert json.loads(response["body"])["error"]["code"] == "not_configured"
+    assert invoke("GET", "/v1/health")["statusCode"] == 200
