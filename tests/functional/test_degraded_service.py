@@ -1,4 +1,4 @@
-"""A deployment whose adapters are not available answers 503 with a JSON error, never a 5xx crash."""
+"""A deployment whose adapters are not available answers 503 with a JSON error body; no crash."""
 
 from __future__ import annotations
 
