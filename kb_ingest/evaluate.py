@@ -1,7 +1,7 @@
 """Retrieval evaluation with the chat pipeline's own retrieval and answer-or-decline decision.
 
 python -m kb_ingest.evaluate --kb KB.jsonl --queries Q.jsonl [--calibrate DEV.jsonl] [--json]
-python -m kb_ingest.evaluate --sample     # the bundled sample KB and its evaluation set
+python -m kb_ingest.evaluate --sample [--calibrate-sample]   # the bundled sample KB
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 from kb_ingest import SAMPLE_KB, SAMPLE_KB_PATHS
 from kb_ingest.pipeline import ingest
 from kefu.adapters.embedded_index import EmbeddedIndex
-from kefu.bootstrap import build_embedder
+from kefu.bootstrap import build_embedder, build_retriever
 from kefu.models import SearchHit
 from kefu.retrieval import Retriever, Thresholds
 from kefu.settings import Settings
@@ -128,21 +128,24 @@ def calibrate(retriever: Retriever, scored: Sequence[Scored]) -> Thresholds:
 
 
 def evaluate(
-    name: str,
     kb_paths: Sequence[Path],
-    queries: Path,
+    query_sets: dict[str, Path],
     *,
     settings: Settings,
     dev: Path | None = None,
-) -> Report:
+) -> list[Report]:
+    """Index the KB once, calibrate on `dev` if given, and report on every query set."""
     embedder = build_embedder(settings)
-    index = EmbeddedIndex(":memory:")
+    index = EmbeddedIndex(":memory:", lexical_weight=settings.lexical_weight)
     ingest(kb_paths, index=index, embedder=embedder, tenant=settings.tenant)
-    retriever = Retriever(embedder=embedder, index=index)
+    retriever = build_retriever(settings, embedder=embedder, index=index)
     if dev is not None:
         thresholds = calibrate(retriever, score(retriever, load_queries(dev), settings.tenant))
         retriever = Retriever(embedder=embedder, index=index, thresholds=thresholds)
-    return report(name, retriever, score(retriever, load_queries(queries), settings.tenant))
+    return [
+        report(name, retriever, score(retriever, load_queries(path), settings.tenant))
+        for name, path in query_sets.items()
+    ]
 
 
 def _pct(value: float | None) -> str:
@@ -151,11 +154,11 @@ def _pct(value: float | None) -> str:
 
 def render(reports: Sequence[Report]) -> str:
     header = (
-        f"{'set':<14}{'covered':>8}{'uncov.':>8}{'hit@1':>8}{'hit@5':>8}{'MRR':>7}"
+        f"{'set':<16}{'covered':>8}{'uncov.':>8}{'hit@1':>8}{'hit@5':>8}{'MRR':>7}"
         f"{'answered right':>16}{'OOS recall':>12}{'OOS prec.':>11}{'threshold':>11}"
     )
     rows = [
-        f"{r.name:<14}{r.covered:>8}{r.uncovered:>8}{_pct(r.hit_at_1):>8}{_pct(r.hit_at_5):>8}"
+        f"{r.name:<16}{r.covered:>8}{r.uncovered:>8}{_pct(r.hit_at_1):>8}{_pct(r.hit_at_5):>8}"
         f"{r.mrr:>7.3f}{_pct(r.in_scope_accuracy):>16}{_pct(r.oos_recall):>12}"
         f"{_pct(r.oos_precision):>11}{r.faq_threshold:>11.3f}"
         for r in reports
@@ -169,6 +172,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queries", type=Path, help="evaluation queries (JSONL)")
     parser.add_argument("--calibrate", type=Path, help="tune the decline threshold on these")
     parser.add_argument("--sample", action="store_true", help="the bundled sample KB")
+    parser.add_argument(
+        "--calibrate-sample",
+        action="store_true",
+        help="with --sample: tune the threshold on the sample's dev set first",
+    )
     parser.add_argument("--embedder", choices=["e5", "hashing"], default=None)
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
@@ -176,20 +184,19 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings(**({"embedder": args.embedder} if args.embedder else {}))
     reports: list[Report] = []
     if args.sample:
-        kb = list(SAMPLE_KB_PATHS)
-        dev = SAMPLE_KB / "eval" / "dev_queries.jsonl" if args.calibrate else None
-        reports.append(
-            evaluate("sample", kb, SAMPLE_KB / "eval" / "queries.jsonl", settings=settings, dev=dev)
+        evals = SAMPLE_KB / "eval"
+        reports += evaluate(
+            list(SAMPLE_KB_PATHS),
+            {"sample": evals / "queries.jsonl", "sample (dev)": evals / "dev_queries.jsonl"},
+            settings=settings,
+            dev=evals / "dev_queries.jsonl" if args.calibrate_sample else None,
         )
     if args.kb and args.queries:
-        reports.append(
-            evaluate(
-                args.queries.parent.name or "custom",
-                args.kb,
-                args.queries,
-                settings=settings,
-                dev=args.calibrate,
-            )
+        reports += evaluate(
+            args.kb,
+            {args.queries.stem: args.queries},
+            settings=settings,
+            dev=args.calibrate,
         )
     if not reports:
         parser.error("give --sample, or --kb and --queries")

@@ -109,3 +109,53 @@ def test_a_vector_count_that_does_not_match_the_keys_is_refused_and_changes_noth
 
 def test_an_empty_index_finds_nothing() -> None:
     assert ask(EmbeddedIndex(":memory:"), "anything") == []
+
+
+def _unit(*values: float) -> np.ndarray:
+    vector = np.asarray(values, dtype=np.float32)
+    return vector / np.linalg.norm(vector)
+
+
+def test_an_faq_is_scored_on_its_nearest_question_its_centroid_and_its_answer() -> None:
+    index = EmbeddedIndex(":memory:", centroid_weight=1.0, content_weight=0.5, lexical_weight=0.0)
+    entry = Chunk(id="e", kind="faq", lang="en", title="q1", text="a", keys=("q1", "q2"))
+    content, q1, q2 = _unit(1, 0, 0), _unit(0, 1, 0), _unit(0, 0.6, 0.8)
+    index.upsert([entry], [np.vstack([content, q1, q2])])
+    query = _unit(0.2, 1.0, 0.1)
+    [hit] = index.search(SearchQuery(text="zzz", vector=query))
+    centroid = (q1 + q2) / np.linalg.norm(q1 + q2)
+    nearest = max(float(q1 @ query), float(q2 @ query))
+    expected = (nearest + float(centroid @ query) + 0.5 * float(content @ query)) / 2.5
+    assert hit.nearest == pytest.approx(nearest, abs=1e-6)
+    assert hit.dense == pytest.approx(expected, abs=1e-6)
+
+
+def test_an_entry_asked_many_ways_outranks_one_with_a_single_lucky_question() -> None:
+    index = EmbeddedIndex(":memory:")
+    lucky = Chunk(id="lucky", kind="faq", lang="en", title="l", text="l", keys=("a", "b", "c"))
+    steady = Chunk(id="steady", kind="faq", lang="en", title="s", text="s", keys=("d", "e", "f"))
+    query = _unit(1, 0, 0, 0)
+    index.upsert(
+        [lucky, steady],
+        [
+            # One question nearly the query, the others far from it.
+            np.vstack(
+                [_unit(0, 0, 0, 1), _unit(1, 0.25, 0, 0), _unit(0, 1, 0, 0), _unit(0, 0, 1, 0)]
+            ),
+            # Every question close to the query.
+            np.vstack(
+                [_unit(1, 0, 0, 1), _unit(1, 0.4, 0, 0), _unit(1, 0, 0.4, 0), _unit(1, 0, 0, 0.4)]
+            ),
+        ],
+    )
+    hits = index.search(SearchQuery(text="zzz", vector=query))
+    assert [h.chunk.id for h in hits] == ["steady", "lucky"]
+    assert hits[1].nearest > hits[0].nearest
+
+
+def test_out_of_scope_examples_are_scored_on_their_nearest_example() -> None:
+    index = EmbeddedIndex(":memory:")
+    outside = Chunk(id="oos", kind="out_of_scope", lang="en", title="", text="", keys=("x", "y"))
+    index.upsert([outside], [np.vstack([_unit(0, 0, 1), _unit(1, 0, 0), _unit(0, 1, 0)])])
+    [hit] = index.search(SearchQuery(text="zzz", vector=_unit(1, 0.1, 0)))
+    assert hit.dense == hit.nearest == pytest.approx(float(_unit(1, 0.1, 0)[0]), abs=1e-6)

@@ -18,7 +18,7 @@ def hit(chunk_id: str, kind: str, dense: float) -> SearchHit:
         text="",
         keys=(),  # type: ignore[arg-type]
     )
-    return SearchHit(chunk=chunk, score=dense, dense=dense, lexical=0.0)
+    return SearchHit(chunk=chunk, score=dense, dense=dense, lexical=0.0, nearest=dense)
 
 
 RETRIEVER = Retriever(
@@ -49,3 +49,26 @@ def test_nothing_close_enough_is_declined() -> None:
     decision = RETRIEVER.decide_on(empty)
     assert decision.kind == "decline"
     assert decision.confidence == 0.0
+
+
+def test_an_out_of_scope_example_nearer_than_any_faq_question_is_declined() -> None:
+    decision = RETRIEVER.decide_on(
+        [hit("faq-1", "faq", 0.9), hit("oos-weather", "out_of_scope", 0.92)]
+    )
+    assert decision.kind == "decline"
+    assert decision.hits == ()
+
+
+def test_an_faq_question_nearer_than_every_out_of_scope_example_answers() -> None:
+    decision = RETRIEVER.decide_on(
+        [hit("faq-1", "faq", 0.9), hit("oos-weather", "out_of_scope", 0.85)]
+    )
+    assert decision.kind == "faq"
+    assert decision.hits[0].chunk.id == "faq-1"
+
+
+def test_out_of_scope_is_weighed_against_the_nearest_key_not_the_blended_score() -> None:
+    chunk = hit("faq-1", "faq", 0.0).chunk
+    blended_low = SearchHit(chunk=chunk, score=0.86, dense=0.86, lexical=0.0, nearest=0.95)
+    decision = RETRIEVER.decide_on([hit("oos", "out_of_scope", 0.9), blended_low])
+    assert decision.kind == "faq"

@@ -28,7 +28,7 @@ def build_index(settings: Settings) -> KnowledgeIndex:
     if settings.index == "embedded":
         from kefu.adapters.embedded_index import EmbeddedIndex
 
-        return EmbeddedIndex(settings.index_path)
+        return EmbeddedIndex(settings.index_path, lexical_weight=settings.lexical_weight)
     raise ConfigurationError(f"index {settings.index!r} is not available yet")
 
 

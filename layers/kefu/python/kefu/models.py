@@ -107,10 +107,20 @@ def fingerprint(chunk: Chunk) -> str:
 
 @dataclass(frozen=True, slots=True)
 class SearchHit:
+    """A chunk found for a query, with what found it.
+
+    `dense` is the chunk's semantic similarity (for an FAQ entry, a blend of its closest question,
+    the centroid of its questions and its answer); `nearest` is the similarity of its single closest
+    key (a question, an out-of-scope example, or a passage's text), which is what the
+    answer-or-decline decision compares between FAQ entries and out-of-scope examples; `lexical`
+    is its BM25 score relative to the best of the search; `score` ranks the hits.
+    """
+
     chunk: Chunk
     score: float
     dense: float
     lexical: float
+    nearest: float
 
 
 @dataclass(frozen=True, slots=True)

@@ -74,7 +74,12 @@ class Retriever:
         """Answer from the best FAQ entry, from passages, or decline: a pure function of hits."""
         faqs = [hit for hit in hits if hit.chunk.kind == "faq"]
         passages = [hit for hit in hits if hit.chunk.kind == "passage"]
-        if hits and hits[0].chunk.kind == "out_of_scope":
+        outside = [hit for hit in hits if hit.chunk.kind == "out_of_scope"]
+        # An out-of-scope example closer to the question than what would answer it: decline.
+        in_scope = faqs[:1] or passages
+        if outside and max(h.nearest for h in outside) >= max(
+            (h.nearest for h in in_scope), default=-1.0
+        ):
             return Decision("decline", (), _confidence(faqs[0]) if faqs else 0.0)
         if faqs and faqs[0].dense >= self.thresholds.faq:
             return Decision("faq", (faqs[0], *passages[:2]), _confidence(faqs[0]))

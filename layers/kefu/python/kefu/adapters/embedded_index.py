@@ -2,9 +2,13 @@
 
 Every chunk has a content row (its heading and text) and, for an FAQ entry, one row per
 question; each row holds a vector and lexical tokens. A search scores every row of the tenant
-and language by cosine similarity, and asks FTS5 for the best BM25 rows. A chunk's dense score
-blends its best question with its content; its lexical score is its best BM25 row, relative to
-the best of the search. The fused score adds the two.
+and language by cosine similarity, and asks FTS5 for the best BM25 rows.
+
+An FAQ entry's dense score blends three views of it: its closest question (nearest neighbour),
+the centroid of its questions (a prototype of everything it is asked as), and its answer. The
+blend ranks entries better than any one view on the sample KB's dev set. An out-of-scope entry
+is scored by its closest example alone, a passage by its text. The lexical score is a chunk's
+best BM25 row relative to the best of the search; the fused score adds a share of it.
 """
 
 from __future__ import annotations
@@ -53,7 +57,12 @@ class EmbeddedIndex:
     """A `KnowledgeIndex` persisted to one SQLite file (or `:memory:`)."""
 
     def __init__(
-        self, path: Path | str, *, lexical_weight: float = 0.05, content_weight: float = 1.0
+        self,
+        path: Path | str,
+        *,
+        centroid_weight: float = 1.0,
+        content_weight: float = 0.5,
+        lexical_weight: float = 0.0,
     ) -> None:
         if isinstance(path, Path):
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -62,6 +71,7 @@ class EmbeddedIndex:
         self._db.executescript(_SCHEMA)
         self._lock = threading.RLock()
         self._lexical_weight = lexical_weight
+        self._centroid_weight = centroid_weight
         self._content_weight = content_weight
         self._loaded = False
         self._matrix: Vectors = np.zeros((0, 0), dtype=np.float32)
@@ -71,7 +81,8 @@ class EmbeddedIndex:
         self._key_lang: np.ndarray = np.zeros(0, dtype=object)
         self._key_tenant: np.ndarray = np.zeros(0, dtype=object)
         self._chunks: list[Chunk] = []
-        self._chunk_content_weight: np.ndarray = np.zeros(0, dtype=np.float32)
+        self._centroids: Vectors = np.zeros((0, 0), dtype=np.float32)
+        self._chunk_is_faq: np.ndarray = np.zeros(0, dtype=bool)
         self._row_of_rowid: dict[int, int] = {}
 
     # -- writes ------------------------------------------------------------------------------
@@ -193,11 +204,7 @@ class EmbeddedIndex:
         chunk_rows = self._db.execute("SELECT id, body FROM chunks ORDER BY id").fetchall()
         position = {chunk_id: i for i, (chunk_id, _) in enumerate(chunk_rows)}
         self._chunks = [_chunk_from_json(body) for _, body in chunk_rows]
-        # Out-of-scope examples are judged on their questions alone: they have no answer.
-        self._chunk_content_weight = np.array(
-            [self._content_weight if c.kind == "faq" else 0.0 for c in self._chunks],
-            dtype=np.float32,
-        )
+        self._chunk_is_faq = np.array([c.kind == "faq" for c in self._chunks], dtype=bool)
         key_rows = self._db.execute(
             "SELECT rowid, chunk_id, lang, tenant, vector, is_question FROM keys ORDER BY rowid"
         ).fetchall()
@@ -215,15 +222,20 @@ class EmbeddedIndex:
         else:
             self._matrix = np.zeros((0, 0), dtype=np.float32)
         self._row_of_rowid = {int(rowid): i for i, rowid in enumerate(self._key_rowids)}
+        self._centroids = np.zeros((len(self._chunks), self._matrix.shape[1]), dtype=np.float32)
+        if key_rows:
+            asked = self._key_is_question
+            np.add.at(self._centroids, self._key_chunk[asked], self._matrix[asked])
+            norms = np.linalg.norm(self._centroids, axis=1, keepdims=True)
+            self._centroids /= np.where(norms == 0, 1.0, norms)
         self._loaded = True
 
     def search(self, query: SearchQuery) -> list[SearchHit]:
         with self._lock:
             self._ensure_loaded_locked()
-            matrix, chunks = self._matrix, self._chunks
+            matrix, chunks, centroids = self._matrix, self._chunks, self._centroids
             key_chunk, rowids_of = self._key_chunk, self._row_of_rowid
-            is_question = self._key_is_question
-            w = self._chunk_content_weight
+            is_question, is_faq = self._key_is_question, self._chunk_is_faq
             allowed = self._key_tenant == query.tenant
             if query.language is not None:
                 allowed &= self._key_lang == query.language
@@ -231,15 +243,19 @@ class EmbeddedIndex:
         if not chunks or not allowed.any():
             return []
 
-        dense_keys = matrix @ np.asarray(query.vector, dtype=np.float32)
-        dense_keys = np.where(allowed, dense_keys, -np.inf)
+        vector = np.asarray(query.vector, dtype=np.float32)
+        dense_keys = np.where(allowed, matrix @ vector, -np.inf)
         content = np.full(len(chunks), -np.inf, dtype=np.float32)
         content[key_chunk[~is_question]] = dense_keys[~is_question]
-        question = np.full(len(chunks), -np.inf, dtype=np.float32)
-        np.maximum.at(question, key_chunk[is_question], dense_keys[is_question])
-        # An FAQ entry is judged on its closest question and on what its answer says.
-        known = np.where(np.isfinite(content), content, 0.0)
-        dense = np.where(np.isfinite(question), (question + w * known) / (1 + w), content)
+        nearest = np.full(len(chunks), -np.inf, dtype=np.float32)
+        np.maximum.at(nearest, key_chunk[is_question], dense_keys[is_question])
+        nearest = np.where(np.isfinite(nearest), nearest, content)
+        centroid = centroids @ vector  # a chunk whose keys are filtered out stays at -inf
+        wc, wa = self._centroid_weight, self._content_weight
+        blend = (nearest + wc * centroid + wa * np.where(np.isfinite(content), content, 0.0)) / (
+            1.0 + wc + wa
+        )
+        dense = np.where(is_faq & np.isfinite(nearest), blend, nearest)
 
         lexical = np.zeros(len(chunks), dtype=np.float32)
         if lexical_rows:
@@ -260,6 +276,7 @@ class EmbeddedIndex:
                 score=float(fused[i]),
                 dense=float(dense[i]),
                 lexical=float(lexical[i]),
+                nearest=float(nearest[i]),
             )
             for i in top
         ]

@@ -1,0 +1,89 @@
+"""The evaluation CLI scores with the chat pipeline's own retrieval and decision."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from kb_ingest import evaluate as ev
+from kefu.models import Chunk, SearchHit
+from kefu.retrieval import Retriever, Thresholds
+
+
+class _Unused:
+    name = "unused"
+
+
+def _hit(chunk_id: str, dense: float, kind: str = "faq") -> SearchHit:
+    chunk = Chunk(id=chunk_id, kind=kind, lang="en", title=chunk_id, text="", keys=())  # type: ignore[arg-type]
+    return SearchHit(chunk=chunk, score=dense, dense=dense, lexical=0.0, nearest=dense)
+
+
+def _retriever(faq: float) -> Retriever:
+    return Retriever(
+        embedder=_Unused(),  # type: ignore[arg-type]
+        index=_Unused(),  # type: ignore[arg-type]
+        thresholds=Thresholds(faq=faq, passage=0.99),
+    )
+
+
+SCORED = [
+    # the expected entry first, second, and absent
+    ev.Scored(ev.Query("a", "x"), (_hit("x", 0.9), _hit("y", 0.5))),
+    ev.Scored(ev.Query("b", "x"), (_hit("y", 0.8), _hit("x", 0.7))),
+    ev.Scored(ev.Query("c", "x"), (_hit("y", 0.85), _hit("z", 0.6))),
+    # not covered: its best match is weak, and strong
+    ev.Scored(ev.Query("d", None), (_hit("y", 0.75),)),
+    ev.Scored(ev.Query("e", None), (_hit("y", 0.95),)),
+]
+
+
+def test_ranking_metrics_and_the_decision_are_counted_per_query() -> None:
+    report = ev.report("t", _retriever(0.78), SCORED)
+    assert (report.covered, report.uncovered) == (3, 2)
+    assert report.hit_at_1 == pytest.approx(1 / 3)
+    assert report.hit_at_5 == pytest.approx(2 / 3)
+    assert report.mrr == pytest.approx((1 + 1 / 2) / 3)
+    # Only "a" is answered with the right entry; "b" and "c" are answered wrongly.
+    assert report.in_scope_accuracy == pytest.approx(1 / 3)
+    assert report.oos_recall == 0.5
+    assert report.oos_precision == 1.0
+
+
+def test_calibration_picks_the_threshold_that_balances_answering_and_declining() -> None:
+    scored = [
+        ev.Scored(ev.Query("a", "x"), (_hit("x", 0.9),)),
+        ev.Scored(ev.Query("b", "x"), (_hit("x", 0.8),)),
+        ev.Scored(ev.Query("c", None), (_hit("y", 0.7),)),
+    ]
+    assert ev.calibrate(_retriever(0.95), scored).faq == 0.8
+
+
+def test_the_cli_indexes_a_kb_and_reports_as_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], mini_kb_paths: list[Path]
+) -> None:
+    queries = tmp_path / "q.jsonl"
+    rows = [
+        {"query": "How long does a refund take?", "expected_id": "refund-01-en"},
+        {"query": "退款多久到账？", "expected_id": "refund-01-zh"},
+        {"query": "qwxz plorb vintage", "expected_id": None},
+    ]
+    queries.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows), "utf-8")
+    argv = ["--kb", *map(str, mini_kb_paths), "--queries", str(queries), "--embedder", "hashing"]
+    assert ev.main([*argv, "--json"]) == 0
+    [report] = json.loads(capsys.readouterr().out)
+    assert report["name"] == "q"
+    assert (report["covered"], report["uncovered"]) == (2, 1)
+    assert report["hit_at_1"] == 1.0
+    assert report["in_scope_accuracy"] == 1.0
+    assert report["oos_recall"] == 1.0
+    assert ev.main(argv) == 0
+    assert "answered right" in capsys.readouterr().out
+
+
+def test_the_cli_needs_a_kb_and_queries() -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        ev.main([])
+    assert exit_info.value.code == 2
