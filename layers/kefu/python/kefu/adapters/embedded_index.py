@@ -46,11 +46,19 @@ CREATE TABLE IF NOT EXISTS keys (
     vector BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS keys_by_chunk ON keys (chunk_id);
-CREATE VIRTUAL TABLE IF NOT EXISTS keys_fts USING fts5 (tokens, lang UNINDEXED, tenant UNINDEXED);
+CREATE VIRTUAL TABLE IF NOT EXISTS keys_fts USING fts5 (tokens, scope);
+CREATE VIRTUAL TABLE IF NOT EXISTS keys_vocab USING fts5vocab (keys_fts, 'row');
 """
+# The layout of the file; an index written with another is dropped and rebuilt on the next ingest.
+_SCHEMA_VERSION = "2"
+_TABLES = ("keys_vocab", "keys_fts", "keys", "chunks", "meta")
 
 # How many BM25 keys to fetch; chunks outside them get no lexical credit.
 _LEXICAL_CANDIDATES = 50
+# A query term in more keys than this share (and at least _COMMON_MIN) is left out of the BM25
+# query, as Lucene's common-terms query does: it says little and would make FTS5 score most rows.
+_COMMON_SHARE = 0.01
+_COMMON_MIN = 500
 
 
 class EmbeddedIndex:
@@ -68,7 +76,7 @@ class EmbeddedIndex:
             path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
+        self._migrate()
         self._lock = threading.RLock()
         self._lexical_weight = lexical_weight
         self._centroid_weight = centroid_weight
@@ -84,6 +92,22 @@ class EmbeddedIndex:
         self._centroids: Vectors = np.zeros((0, 0), dtype=np.float32)
         self._chunk_is_faq: np.ndarray = np.zeros(0, dtype=bool)
         self._row_of_rowid: dict[int, int] = {}
+        self._masks: dict[tuple[str, str | None], np.ndarray] = {}
+        self._tenants: set[str] = set()
+
+    def _migrate(self) -> None:
+        has_meta = self._db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
+        ).fetchone()
+        if has_meta:
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+            if row is None or row[0] != _SCHEMA_VERSION:
+                for table in _TABLES:
+                    self._db.execute(f"DROP TABLE IF EXISTS {table}")
+        self._db.executescript(_SCHEMA)
+        self._db.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema', ?)", (_SCHEMA_VERSION,)
+        )
 
     # -- writes ------------------------------------------------------------------------------
     def upsert(self, chunks: Sequence[Chunk], key_vectors: Sequence[Vectors]) -> None:
@@ -152,8 +176,8 @@ class EmbeddedIndex:
             )
             lexical = " ".join(tokenize(text))
             self._db.execute(
-                "INSERT INTO keys_fts (rowid, tokens, lang, tenant) VALUES (?, ?, ?, ?)",
-                (cursor.lastrowid, lexical, chunk.lang, chunk.tenant),
+                "INSERT INTO keys_fts (rowid, tokens, scope) VALUES (?, ?, ?)",
+                (cursor.lastrowid, lexical, f"{_tenant_term(chunk.tenant)} lang{chunk.lang}"),
             )
 
     def _delete_locked(self, chunk_ids: Sequence[str]) -> int:
@@ -222,6 +246,8 @@ class EmbeddedIndex:
         else:
             self._matrix = np.zeros((0, 0), dtype=np.float32)
         self._row_of_rowid = {int(rowid): i for i, rowid in enumerate(self._key_rowids)}
+        self._masks = {}
+        self._tenants = set(self._key_tenant.tolist())
         self._centroids = np.zeros((len(self._chunks), self._matrix.shape[1]), dtype=np.float32)
         if key_rows:
             asked = self._key_is_question
@@ -236,10 +262,8 @@ class EmbeddedIndex:
             matrix, chunks, centroids = self._matrix, self._chunks, self._centroids
             key_chunk, rowids_of = self._key_chunk, self._row_of_rowid
             is_question, is_faq = self._key_is_question, self._chunk_is_faq
-            allowed = self._key_tenant == query.tenant
-            if query.language is not None:
-                allowed &= self._key_lang == query.language
-            lexical_rows = self._lexical_locked(query)
+            allowed = self._mask_locked(query.tenant, query.language)
+            lexical_rows = self._lexical_locked(query, allowed)
         if not chunks or not allowed.any():
             return []
 
@@ -281,23 +305,57 @@ class EmbeddedIndex:
             for i in top
         ]
 
-    def _lexical_locked(self, query: SearchQuery) -> list[tuple[int, float]]:
+    def _mask_locked(self, tenant: str, language: str | None) -> np.ndarray:
+        """Which keys a search of this tenant (and language) may see; cached until a write."""
+        key = (tenant, language)
+        if key not in self._masks:
+            allowed = self._key_tenant == tenant
+            if language is not None:
+                allowed &= self._key_lang == language
+            self._masks[key] = allowed
+        return self._masks[key]
+
+    def _lexical_locked(self, query: SearchQuery, allowed: np.ndarray) -> list[tuple[int, float]]:
+        tenant = query.tenant
         tokens = sorted(set(tokenize(query.text)))
         if not tokens:
             return []
-        match = " OR ".join('"' + token.replace('"', '""') + '"' for token in tokens)
-        sql = "SELECT rowid, -bm25(keys_fts) FROM keys_fts WHERE keys_fts MATCH ? AND tenant = ?"
-        params: list[object] = [match, query.tenant]
-        if query.language is not None:
-            sql += " AND lang = ?"
-            params.append(query.language)
-        sql += " ORDER BY bm25(keys_fts) LIMIT ?"
-        params.append(_LEXICAL_CANDIDATES)
-        return [(int(r[0]), float(r[1])) for r in self._db.execute(sql, params)]
+        common = max(_COMMON_MIN, int(_COMMON_SHARE * len(self._key_rowids)))
+        placeholders = ", ".join("?" * len(tokens))
+        frequent = {
+            str(term)
+            for term, rows in self._db.execute(
+                f"SELECT term, doc FROM keys_vocab WHERE term IN ({placeholders})",
+                tokens,
+            )
+            if rows > common
+        }
+        tokens = [token for token in tokens if token not in frequent]
+        if not tokens:
+            return []
+        # Tenant is a term of the `scope` column, matched only when the index holds several
+        # (a term in every row would make FTS5 walk every row); language is filtered below.
+        terms = " OR ".join('"' + token.replace('"', '""') + '"' for token in tokens)
+        match = f"tokens : ({terms})"
+        if self._tenants != {tenant}:
+            match += f" AND scope : {_tenant_term(tenant)}"
+        sql = (
+            "SELECT rowid, -bm25(keys_fts, 1.0, 0.0) FROM keys_fts WHERE keys_fts MATCH ? "
+            "ORDER BY bm25(keys_fts, 1.0, 0.0) LIMIT ?"
+        )
+        rows = self._db.execute(sql, (match, 4 * _LEXICAL_CANDIDATES)).fetchall()
+        position = self._row_of_rowid
+        kept = [(int(r[0]), float(r[1])) for r in rows if allowed[position[int(r[0])]]]
+        return kept[:_LEXICAL_CANDIDATES]
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _tenant_term(tenant: str) -> str:
+    """A tenant id as one FTS5 bareword, whatever characters the id has."""
+    return "tenant" + tenant.encode().hex()
 
 
 def _chunk_from_json(body: str) -> Chunk:
