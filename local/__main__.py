@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,6 +19,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "Kefu")
     os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+    # A health check publishes no metric; Powertools warns about that on every such request.
+    warnings.filterwarnings("ignore", message="No application metrics to publish")
 
     from kb_ingest import SAMPLE_KB_PATHS
     from kb_ingest.pipeline import ingest
