@@ -159,3 +159,30 @@ def test_out_of_scope_examples_are_scored_on_their_nearest_example() -> None:
     index.upsert([outside], [np.vstack([_unit(0, 0, 1), _unit(1, 0, 0), _unit(0, 1, 0)])])
     [hit] = index.search(SearchQuery(text="zzz", vector=_unit(1, 0.1, 0)))
     assert hit.dense == hit.nearest == pytest.approx(float(_unit(1, 0.1, 0)[0]), abs=1e-6)
+
+
+def test_fingerprints_can_be_listed_per_source() -> None:
+    index = EmbeddedIndex(":memory:")
+    a = Chunk(id="a", kind="faq", lang="en", title="q", text="x", keys=("q",), source="one.jsonl")
+    b = Chunk(id="b", kind="faq", lang="en", title="r", text="y", keys=("r",), source="two.jsonl")
+    put(index, a, b)
+    assert set(index.fingerprints("default")) == {"a", "b"}
+    assert set(index.fingerprints("default", source="two.jsonl")) == {"b"}
+    assert index.fingerprints("default", source="gone.jsonl") == {}
+
+
+def test_a_search_can_be_limited_to_a_category() -> None:
+    index = EmbeddedIndex(":memory:")
+    refund = faq("refund", "How long does a refund take?", "1-3 business days.")
+    shipping = Chunk(
+        id="ship",
+        kind="faq",
+        lang="en",
+        title="How long does delivery take?",
+        text="2-4 days.",
+        keys=("How long does delivery take?",),
+        category="shipping",
+    )
+    put(index, refund, shipping)
+    assert ask(index, "How long does a refund take?", category="shipping") == ["ship"]
+    assert ask(index, "How long does a refund take?")[0] == "refund"

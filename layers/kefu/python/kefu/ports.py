@@ -38,6 +38,7 @@ class SearchQuery:
     language: Language | None = None
     tenant: str = "default"
     limit: int = 5
+    category: str | None = None
 
 
 class KnowledgeIndex(Protocol):
@@ -52,8 +53,9 @@ class KnowledgeIndex(Protocol):
 
     def delete(self, chunk_ids: Sequence[str]) -> None: ...
 
-    def fingerprints(self, tenant: str) -> dict[str, str]:
-        """The content fingerprint of every chunk the tenant has, by chunk id."""
+    def fingerprints(self, tenant: str, source: str | None = None) -> dict[str, str]:
+        """The content fingerprint of every chunk the tenant has (from `source` only, if given),
+        by chunk id."""
         ...
 
     def search(self, query: SearchQuery) -> list[SearchHit]: ...

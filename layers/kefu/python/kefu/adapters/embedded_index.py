@@ -34,9 +34,11 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS chunks (
     id TEXT PRIMARY KEY,
     tenant TEXT NOT NULL,
+    source TEXT NOT NULL,
     fingerprint TEXT NOT NULL,
     body TEXT NOT NULL
 );
+CREATE INDEX IF NOT EXISTS chunks_by_source ON chunks (tenant, source);
 CREATE TABLE IF NOT EXISTS keys (
     rowid INTEGER PRIMARY KEY,
     chunk_id TEXT NOT NULL,
@@ -50,7 +52,7 @@ CREATE VIRTUAL TABLE IF NOT EXISTS keys_fts USING fts5 (tokens, scope);
 CREATE VIRTUAL TABLE IF NOT EXISTS keys_vocab USING fts5vocab (keys_fts, 'row');
 """
 # The layout of the file; an index written with another is dropped and rebuilt on the next ingest.
-_SCHEMA_VERSION = "2"
+_SCHEMA_VERSION = "3"
 _TABLES = ("keys_vocab", "keys_fts", "keys", "chunks", "meta")
 
 # How many BM25 keys to fetch; chunks outside them get no lexical credit.
@@ -92,7 +94,7 @@ class EmbeddedIndex:
         self._centroids: Vectors = np.zeros((0, 0), dtype=np.float32)
         self._chunk_is_faq: np.ndarray = np.zeros(0, dtype=bool)
         self._row_of_rowid: dict[int, int] = {}
-        self._masks: dict[tuple[str, str | None], np.ndarray] = {}
+        self._masks: dict[tuple[str, str | None, str | None], np.ndarray] = {}
         self._tenants: set[str] = set()
 
     def _migrate(self) -> None:
@@ -152,19 +154,20 @@ class EmbeddedIndex:
             if removed:
                 self._loaded = False
 
-    def fingerprints(self, tenant: str) -> dict[str, str]:
+    def fingerprints(self, tenant: str, source: str | None = None) -> dict[str, str]:
+        sql, params = "SELECT id, fingerprint FROM chunks WHERE tenant = ?", [tenant]
+        if source is not None:
+            sql += " AND source = ?"
+            params.append(source)
         with self._lock:
-            rows = self._db.execute(
-                "SELECT id, fingerprint FROM chunks WHERE tenant = ?",
-                (tenant,),
-            ).fetchall()
+            rows = self._db.execute(sql, params).fetchall()
         return {str(chunk_id): str(digest) for chunk_id, digest in rows}
 
     def _insert_locked(self, chunk: Chunk, digest: str, vectors: Vectors) -> None:
         body = json.dumps(asdict(chunk), ensure_ascii=False)
         self._db.execute(
-            "INSERT INTO chunks (id, tenant, fingerprint, body) VALUES (?, ?, ?, ?)",
-            (chunk.id, chunk.tenant, digest, body),
+            "INSERT INTO chunks (id, tenant, source, fingerprint, body) VALUES (?, ?, ?, ?, ?)",
+            (chunk.id, chunk.tenant, chunk.source, digest, body),
         )
         unit = np.asarray(vectors, dtype=np.float32)
         texts = [chunk.content, *chunk.keys]
@@ -262,7 +265,7 @@ class EmbeddedIndex:
             matrix, chunks, centroids = self._matrix, self._chunks, self._centroids
             key_chunk, rowids_of = self._key_chunk, self._row_of_rowid
             is_question, is_faq = self._key_is_question, self._chunk_is_faq
-            allowed = self._mask_locked(query.tenant, query.language)
+            allowed = self._mask_locked(query.tenant, query.language, query.category)
             lexical_rows = self._lexical_locked(query, allowed)
         if not chunks or not allowed.any():
             return []
@@ -305,13 +308,16 @@ class EmbeddedIndex:
             for i in top
         ]
 
-    def _mask_locked(self, tenant: str, language: str | None) -> np.ndarray:
-        """Which keys a search of this tenant (and language) may see; cached until a write."""
-        key = (tenant, language)
+    def _mask_locked(self, tenant: str, language: str | None, category: str | None) -> np.ndarray:
+        """Which keys a search of this tenant, language, category may see; cached until a write."""
+        key = (tenant, language, category)
         if key not in self._masks:
             allowed = self._key_tenant == tenant
             if language is not None:
                 allowed &= self._key_lang == language
+            if category is not None:
+                in_category = np.array([c.category == category for c in self._chunks], dtype=bool)
+                allowed &= in_category[self._key_chunk]
             self._masks[key] = allowed
         return self._masks[key]
 
