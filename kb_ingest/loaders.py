@@ -27,12 +27,15 @@ def _language_of(path: Path, text: str) -> Language:
     return detect_language(text)
 
 
-def load_faq_jsonl(path: Path, *, tenant: str = "default") -> list[Chunk]:
+def load_faq_jsonl(
+    path: Path, *, tenant: str = "default", source: str | None = None
+) -> list[Chunk]:
     """FAQ entries, one JSON object a line: id, questions (standard first), answer, category.
 
     A line with `"kind": "out_of_scope"` holds example messages the service declines; it has
     no answer.
     """
+    source = source or path.name
     chunks: list[Chunk] = []
     seen: set[str] = set()
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
@@ -61,15 +64,16 @@ def load_faq_jsonl(path: Path, *, tenant: str = "default") -> list[Chunk]:
                 text=answer,
                 keys=questions,
                 category=str(entry.get("category", "")),
-                source=path.name,
+                source=source,
                 tenant=tenant,
             )
         )
     return chunks
 
 
-def load_markdown(path: Path, *, tenant: str = "default") -> list[Chunk]:
+def load_markdown(path: Path, *, tenant: str = "default", source: str | None = None) -> list[Chunk]:
     """A document split at its headings into passages, each titled by its heading path."""
+    source = source or path.name
     text = path.read_text(encoding="utf-8")
     lang = _language_of(path, text)
     chunks: list[Chunk] = []
@@ -78,13 +82,13 @@ def load_markdown(path: Path, *, tenant: str = "default") -> list[Chunk]:
         heading = " > ".join(passage.headings)
         chunks.append(
             Chunk(
-                id=f"{path.name}#{number:03d}",
+                id=f"{source}#{number:03d}",
                 kind="passage",
                 lang=lang,
                 title=document.title,
                 text=passage.body,
                 keys=(),
-                source=path.name,
+                source=source,
                 section=heading,
                 tenant=tenant,
             )
@@ -99,8 +103,10 @@ LOADERS: dict[str, Callable[..., list[Chunk]]] = {
 }
 
 
-def load(path: Path, *, tenant: str = "default") -> list[Chunk]:
+def load(path: Path, *, tenant: str = "default", source: str | None = None) -> list[Chunk]:
+    """The chunks of one file. `source` names it in chunk ids and metadata (default: its name;
+    the ingest Lambda passes the S3 key), so the same file always yields the same ids."""
     loader = LOADERS.get(path.suffix.lower())
     if loader is None:
         raise UnsupportedFile(f"{path.name}: unsupported format {path.suffix or '(none)'}")
-    return loader(path, tenant=tenant)
+    return loader(path, tenant=tenant, source=source)

@@ -112,3 +112,45 @@ def ingest(
     report.version = index.version
     report.seconds = time.perf_counter() - started
     return report
+
+
+def sync_source(
+    path: Path,
+    *,
+    source: str,
+    index: KnowledgeIndex,
+    embedder: Embedder,
+    tenant: str = "default",
+) -> IngestReport:
+    """Make the index hold exactly what one file holds now, under the name `source`.
+
+    Unchanged chunks are skipped, changed ones replaced, and chunks the file no longer has
+    removed. A file that cannot be parsed raises (`ValueError`, `OSError`) and changes nothing.
+    """
+    started = time.perf_counter()
+    chunks = load(path, tenant=tenant, source=source)
+    existing = index.fingerprints(tenant, source=source)
+    changed = [c for c in chunks if existing.get(c.id) != fingerprint(c)]
+    for start in range(0, len(changed), 256):
+        batch = changed[start : start + 256]
+        index.upsert(batch, embed_chunks(embedder, batch))
+    stale = sorted(set(existing) - {c.id for c in chunks})
+    if stale:
+        index.delete(stale)
+    return IngestReport(
+        files=1,
+        entries=len(chunks),
+        chunks_written=len(changed),
+        chunks_unchanged=len(chunks) - len(changed),
+        chunks_removed=len(stale),
+        seconds=time.perf_counter() - started,
+        version=index.version,
+    )
+
+
+def remove_source(source: str, *, index: KnowledgeIndex, tenant: str = "default") -> int:
+    """Remove every chunk a deleted file had; returns how many."""
+    stale = sorted(index.fingerprints(tenant, source=source))
+    if stale:
+        index.delete(stale)
+    return len(stale)

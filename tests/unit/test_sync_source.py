@@ -1,0 +1,66 @@
+"""One file at a time, as the ingest Lambda sees them: stable ids, replace, remove."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from kb_ingest.pipeline import remove_source, sync_source
+from kefu.adapters.embedded_index import EmbeddedIndex
+from kefu.adapters.embedders import HashingEmbedder
+
+EMBEDDER = HashingEmbedder()
+
+
+def _faq(path: Path, *answers: str) -> Path:
+    rows = [
+        {"id": f"e{n}", "questions": [f"question {n}?", f"other wording {n}"], "answer": a}
+        for n, a in enumerate(answers)
+    ]
+    path.write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
+    return path
+
+
+def test_an_unchanged_file_changes_nothing_and_a_changed_one_is_replaced(tmp_path: Path) -> None:
+    index = EmbeddedIndex(":memory:")
+    path = _faq(tmp_path / "f.jsonl", "one", "two", "three")
+    first = sync_source(path, source="kb/f.jsonl", index=index, embedder=EMBEDDER)
+    assert (first.chunks_written, first.chunks_removed) == (3, 0)
+    version = index.version
+
+    again = sync_source(path, source="kb/f.jsonl", index=index, embedder=EMBEDDER)
+    assert (again.chunks_written, again.chunks_unchanged) == (0, 3)
+    assert index.version == version
+
+    _faq(path, "one", "TWO, revised")
+    changed = sync_source(path, source="kb/f.jsonl", index=index, embedder=EMBEDDER)
+    assert (changed.chunks_written, changed.chunks_unchanged, changed.chunks_removed) == (1, 1, 1)
+    assert set(index.fingerprints("default", source="kb/f.jsonl")) == {"e0", "e1"}
+    assert index.version != version
+
+
+def test_a_removed_file_takes_its_chunks_and_only_its_own(tmp_path: Path) -> None:
+    index = EmbeddedIndex(":memory:")
+    sync_source(_faq(tmp_path / "a.jsonl", "x"), source="a.jsonl", index=index, embedder=EMBEDDER)
+    doc = tmp_path / "b.md"
+    doc.write_text("# Policy\n\n## Returns\n\nSeven days.\n\n## Warranty\n\nOne year.\n", "utf-8")
+    sync_source(doc, source="docs/b.md", index=index, embedder=EMBEDDER)
+    assert set(index.fingerprints("default", source="docs/b.md")) == {
+        "docs/b.md#001",
+        "docs/b.md#002",
+    }
+    assert remove_source("docs/b.md", index=index) == 2
+    assert set(index.fingerprints("default")) == {"e0"}
+    assert remove_source("docs/b.md", index=index) == 0
+
+
+def test_a_file_that_cannot_be_parsed_changes_nothing(tmp_path: Path) -> None:
+    index = EmbeddedIndex(":memory:")
+    path = _faq(tmp_path / "f.jsonl", "one")
+    sync_source(path, source="f.jsonl", index=index, embedder=EMBEDDER)
+    path.write_text("{not json", encoding="utf-8")
+    with pytest.raises(ValueError, match="line 1"):
+        sync_source(path, source="f.jsonl", index=index, embedder=EMBEDDER)
+    assert set(index.fingerprints("default")) == {"e0"}
