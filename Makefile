@@ -40,8 +40,9 @@ node_modules/.installed: package.json package-lock.json
 run: $(VENV)/.run-deps
 	$(BIN)/python -m local --port $(PORT)
 
+DATASETS ?= ../shared/datasets
 eval: $(VENV)/.run-deps
-	$(BIN)/python -m kb_ingest.evaluate --sample
+	$(BIN)/python -m kb_ingest.evaluate --sample $(if $(wildcard $(DATASETS)/*/kb.jsonl),--datasets $(DATASETS))
 
 # --- infrastructure -----------------------------------------------------------
 # The Lambda layer for arm64 / Python 3.12, built with pip alone (no Docker); a no-op when unchanged.

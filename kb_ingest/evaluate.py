@@ -2,13 +2,21 @@
 
 python -m kb_ingest.evaluate --kb KB.jsonl --queries Q.jsonl [--calibrate DEV.jsonl] [--json]
 python -m kb_ingest.evaluate --sample [--calibrate-sample]   # the bundled sample KB
+python -m kb_ingest.evaluate --datasets ../shared/datasets   # every dataset folder in there
+
+A dataset folder holds `kb.jsonl`, `queries.jsonl` and `dev_queries.jsonl`. Each is evaluated
+twice: whole, with the built-in threshold; and with a quarter of its entries held out of the KB
+(their queries then expect a decline), the threshold calibrated on the dev queries. *hit@1* is
+what answering from the closest entry, never declining, would score.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import random
 import sys
+import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -51,13 +59,29 @@ class Report:
     faq_threshold: float
 
 
-def load_queries(path: Path) -> list[Query]:
+HOLDOUT_SHARE = 0.25
+
+
+def load_queries(path: Path, held_out: frozenset[str] = frozenset()) -> list[Query]:
+    """Evaluation queries; a query whose entry was held out of the KB expects a decline."""
     queries = []
     for line in path.read_text(encoding="utf-8").splitlines():
         if line.strip():
             row = json.loads(line)
-            queries.append(Query(str(row["query"]), row.get("expected_id")))
+            expected = row.get("expected_id")
+            queries.append(Query(str(row["query"]), None if expected in held_out else expected))
     return queries
+
+
+def hold_out(kb_file: Path, share: float, folder: Path) -> tuple[Path, frozenset[str]]:
+    """A copy of an FAQ file without `share` of its entries, drawn with `random.Random(0)`."""
+    lines = [line for line in kb_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    ids = sorted(str(json.loads(line)["id"]) for line in lines)
+    held = frozenset(random.Random(0).sample(ids, round(share * len(ids))))
+    kept = [line for line in lines if str(json.loads(line)["id"]) not in held]
+    copy = folder / kb_file.name
+    copy.write_text("\n".join(kept) + "\n", encoding="utf-8")
+    return copy, held
 
 
 def score(retriever: Retriever, queries: Sequence[Query], tenant: str) -> list[Scored]:
@@ -133,6 +157,7 @@ def evaluate(
     *,
     settings: Settings,
     dev: Path | None = None,
+    held_out: frozenset[str] = frozenset(),
 ) -> list[Report]:
     """Index the KB once, calibrate on `dev` if given, and report on every query set."""
     embedder = build_embedder(settings)
@@ -140,12 +165,25 @@ def evaluate(
     ingest(kb_paths, index=index, embedder=embedder, tenant=settings.tenant)
     retriever = build_retriever(settings, embedder=embedder, index=index)
     if dev is not None:
-        thresholds = calibrate(retriever, score(retriever, load_queries(dev), settings.tenant))
-        retriever = Retriever(embedder=embedder, index=index, thresholds=thresholds)
+        dev_scored = score(retriever, load_queries(dev, held_out), settings.tenant)
+        retriever = Retriever(
+            embedder=embedder, index=index, thresholds=calibrate(retriever, dev_scored)
+        )
     return [
-        report(name, retriever, score(retriever, load_queries(path), settings.tenant))
+        report(name, retriever, score(retriever, load_queries(path, held_out), settings.tenant))
         for name, path in query_sets.items()
     ]
+
+
+def evaluate_dataset(folder: Path, *, settings: Settings) -> list[Report]:
+    """A dataset whole, then with a share of its entries held out and the threshold calibrated."""
+    kb, queries, dev = (folder / f for f in ("kb.jsonl", "queries.jsonl", "dev_queries.jsonl"))
+    reports = evaluate([kb], {folder.name: queries}, settings=settings)
+    with tempfile.TemporaryDirectory() as work:
+        partial, held = hold_out(kb, HOLDOUT_SHARE, Path(work))
+        name = f"{folder.name} (-{HOLDOUT_SHARE:.0%})"
+        reports += evaluate([partial], {name: queries}, settings=settings, dev=dev, held_out=held)
+    return reports
 
 
 def _pct(value: float | None) -> str:
@@ -154,11 +192,11 @@ def _pct(value: float | None) -> str:
 
 def render(reports: Sequence[Report]) -> str:
     header = (
-        f"{'set':<16}{'covered':>8}{'uncov.':>8}{'hit@1':>8}{'hit@5':>8}{'MRR':>7}"
+        f"{'set':<20}{'covered':>8}{'uncov.':>8}{'hit@1':>8}{'hit@5':>8}{'MRR':>7}"
         f"{'answered right':>16}{'OOS recall':>12}{'OOS prec.':>11}{'threshold':>11}"
     )
     rows = [
-        f"{r.name:<16}{r.covered:>8}{r.uncovered:>8}{_pct(r.hit_at_1):>8}{_pct(r.hit_at_5):>8}"
+        f"{r.name:<20}{r.covered:>8}{r.uncovered:>8}{_pct(r.hit_at_1):>8}{_pct(r.hit_at_5):>8}"
         f"{r.mrr:>7.3f}{_pct(r.in_scope_accuracy):>16}{_pct(r.oos_recall):>12}"
         f"{_pct(r.oos_precision):>11}{r.faq_threshold:>11.3f}"
         for r in reports
@@ -172,6 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queries", type=Path, help="evaluation queries (JSONL)")
     parser.add_argument("--calibrate", type=Path, help="tune the decline threshold on these")
     parser.add_argument("--sample", action="store_true", help="the bundled sample KB")
+    parser.add_argument(
+        "--datasets", type=Path, help="a folder of dataset folders (kb.jsonl, queries.jsonl, …)"
+    )
     parser.add_argument(
         "--calibrate-sample",
         action="store_true",
@@ -198,8 +239,11 @@ def main(argv: list[str] | None = None) -> int:
             settings=settings,
             dev=args.calibrate,
         )
+    if args.datasets:
+        for folder in sorted(p for p in args.datasets.iterdir() if (p / "kb.jsonl").is_file()):
+            reports += evaluate_dataset(folder, settings=settings)
     if not reports:
-        parser.error("give --sample, or --kb and --queries")
+        parser.error("give --sample, --datasets, or --kb and --queries")
     print(json.dumps([asdict(r) for r in reports], indent=2) if args.json else render(reports))
     return 0
 

@@ -87,3 +87,47 @@ def test_the_cli_needs_a_kb_and_queries() -> None:
     with pytest.raises(SystemExit) as exit_info:
         ev.main([])
     assert exit_info.value.code == 2
+
+
+def _dataset(folder: Path) -> Path:
+    folder.mkdir()
+    topics = {
+        "refund": ["how long does a refund take", "refund timing please", "when is my money back"],
+        "password": ["reset my password", "forgot password help", "cannot log in password"],
+        "parcel": ["where is my parcel", "track the delivery", "parcel not arrived yet"],
+        "invoice": ["download an invoice", "need a vat invoice", "invoice for my order"],
+    }
+    kb = [
+        {"id": k, "questions": qs, "answer": f"[{k}]", "category": k, "lang": "en"}
+        for k, qs in topics.items()
+    ]
+    (folder / "kb.jsonl").write_text("\n".join(json.dumps(e) for e in kb), "utf-8")
+    for name in ("queries.jsonl", "dev_queries.jsonl"):
+        rows = [{"query": qs[0] + " now", "expected_id": k} for k, qs in topics.items()]
+        (folder / name).write_text("\n".join(json.dumps(r) for r in rows), "utf-8")
+    return folder
+
+
+def test_holding_out_entries_removes_them_and_turns_their_queries_into_declines(
+    tmp_path: Path,
+) -> None:
+    folder = _dataset(tmp_path / "toy")
+    partial, held = ev.hold_out(folder / "kb.jsonl", 0.25, tmp_path)
+    assert len(held) == 1
+    kept = {json.loads(line)["id"] for line in partial.read_text("utf-8").splitlines()}
+    assert kept.isdisjoint(held)
+    assert len(kept) == 3
+    (tmp_path / "again").mkdir()
+    again = ev.hold_out(folder / "kb.jsonl", 0.25, tmp_path / "again")[1]
+    assert again == held  # the same entries every run
+    queries = ev.load_queries(folder / "queries.jsonl", held)
+    assert [q.expected_id for q in queries if q.expected_id is None] == [None]
+
+
+def test_a_dataset_is_reported_whole_and_with_entries_held_out(tmp_path: Path) -> None:
+    folder = _dataset(tmp_path / "toy")
+    whole, partial = ev.evaluate_dataset(folder, settings=ev.Settings(embedder="hashing"))
+    assert (whole.name, whole.covered, whole.uncovered) == ("toy", 4, 0)
+    assert (partial.name, partial.covered, partial.uncovered) == ("toy (-25%)", 3, 1)
+    assert whole.oos_recall is None
+    assert partial.oos_recall is not None

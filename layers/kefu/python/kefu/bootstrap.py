@@ -21,7 +21,28 @@ def build_embedder(settings: Settings) -> Embedder:
         from kefu.adapters.embedders import HashingEmbedder
 
         return HashingEmbedder()
-    raise ConfigurationError(f"embedder {settings.embedder!r} is not available yet")
+    if settings.embedder == "bedrock":
+        from kefu.adapters.cloud_embedders import TitanEmbedder
+
+        return TitanEmbedder.create(
+            dimensions=settings.titan_dimensions,
+            model_id=settings.bedrock_embedding_model_id,
+            max_workers=settings.embedding_max_workers,
+        )
+    if not settings.sagemaker_embedding_endpoint or settings.sagemaker_embedding_dim is None:
+        raise ConfigurationError(
+            "KEFU_SAGEMAKER_EMBEDDING_ENDPOINT and KEFU_SAGEMAKER_EMBEDDING_DIM are required "
+            "with KEFU_EMBEDDER=sagemaker"
+        )
+    from kefu.adapters.cloud_embedders import SageMakerEmbedder
+
+    return SageMakerEmbedder.create(
+        endpoint_name=settings.sagemaker_embedding_endpoint,
+        dim=settings.sagemaker_embedding_dim,
+        batch_size=settings.sagemaker_embedding_batch_size,
+        query_prefix=settings.sagemaker_query_prefix,
+        passage_prefix=settings.sagemaker_passage_prefix,
+    )
 
 
 def build_index(settings: Settings) -> KnowledgeIndex:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -15,7 +15,7 @@ class Settings(BaseSettings):
     stage: str = "local"
     tenant: str = "default"
     model: Literal["extractive", "bedrock"] = "extractive"
-    embedder: Literal["e5", "hashing", "bedrock"] = "e5"
+    embedder: Literal["e5", "hashing", "bedrock", "sagemaker"] = "e5"
     index: Literal["embedded", "opensearch"] = "embedded"
     sessions: Literal["sqlite", "dynamodb"] = "sqlite"
 
@@ -24,6 +24,17 @@ class Settings(BaseSettings):
     session_ttl_hours: int = Field(default=72, gt=0)
     bedrock_model_id: str = "anthropic.claude-3-5-haiku-20241022-v1:0"
     bedrock_embedding_model_id: str = "amazon.titan-embed-text-v2:0"
+    titan_dimensions: int = Field(
+        default=1024, description="Titan v2 vector size: 256, 512 or 1024."
+    )
+    embedding_max_workers: int = Field(
+        default=8, gt=0, description="Titan calls in flight while embedding a batch."
+    )
+    sagemaker_embedding_endpoint: str | None = None
+    sagemaker_embedding_dim: int | None = Field(default=None, gt=0)
+    sagemaker_embedding_batch_size: int = Field(default=32, gt=0)
+    sagemaker_query_prefix: str = Field(default="", description='"query: " for e5 models.')
+    sagemaker_passage_prefix: str = Field(default="", description='"passage: " for e5 models.')
     cors_allow_origins: list[str] = Field(
         default=["*"], min_length=1, description="Origins the web chat may call from (JSON list)."
     )
@@ -33,6 +44,13 @@ class Settings(BaseSettings):
     lexical_weight: float = Field(
         default=0.0, ge=0.0, le=1.0, description="Share of BM25 in the embedded index's ranking."
     )
+
+    @field_validator("titan_dimensions")
+    @classmethod
+    def _titan_offers_the_size(cls, value: int) -> int:
+        if value not in (256, 512, 1024):
+            raise ValueError("Titan v2 embeds in 256, 512 or 1024 dimensions")
+        return value
 
     @property
     def index_path(self) -> Path:
