@@ -45,12 +45,36 @@ def build_embedder(settings: Settings) -> Embedder:
     )
 
 
+def embedding_dim(settings: Settings) -> int:
+    """The vector size of the configured embedder, known without building it."""
+    if settings.embedder == "bedrock":
+        return settings.titan_dimensions
+    if settings.embedder == "sagemaker":
+        if settings.sagemaker_embedding_dim is None:
+            raise ConfigurationError("KEFU_SAGEMAKER_EMBEDDING_DIM is required")
+        return settings.sagemaker_embedding_dim
+    return 384  # multilingual-e5-small and the hashing embedder
+
+
 def build_index(settings: Settings) -> KnowledgeIndex:
     if settings.index == "embedded":
         from kefu.adapters.embedded_index import EmbeddedIndex
 
         return EmbeddedIndex(settings.index_path, lexical_weight=settings.lexical_weight)
-    raise ConfigurationError(f"index {settings.index!r} is not available yet")
+    if not settings.opensearch_url:
+        raise ConfigurationError("KEFU_OPENSEARCH_URL is required with KEFU_INDEX=opensearch")
+    from kefu.adapters.opensearch_index import OpenSearchIndex, connect
+
+    client = connect(
+        settings.opensearch_url, region=settings.aws_region, service=settings.opensearch_service
+    )
+    return OpenSearchIndex(
+        client,
+        settings.opensearch_index,
+        dim=embedding_dim(settings),
+        lexical_weight=settings.lexical_weight,
+        chinese_analyzer=settings.opensearch_chinese_analyzer,
+    )
 
 
 def build_sessions(settings: Settings) -> SessionStore:

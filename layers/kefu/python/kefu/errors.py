@@ -15,3 +15,8 @@ class ConfigurationError(KefuError):
 
 class IndexNotReady(KefuError):
     """The knowledge index has no content yet: ingest a knowledge base first."""
+
+
+class IndexWriteRejected(KefuError):
+    """The search index refused some of the chunks written to it (a mapping or size problem):
+    retrying the same write will not help, unlike `DependencyUnavailable`."""

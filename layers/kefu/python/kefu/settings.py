@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -21,6 +21,15 @@ class Settings(BaseSettings):
 
     data_dir: Path = Field(default=Path(".kefu"), description="Where the local stack keeps state.")
     sessions_table: str | None = None
+    opensearch_url: str | None = Field(
+        default=None, description="https endpoint of the OpenSearch domain (KEFU_INDEX=opensearch)."
+    )
+    opensearch_index: str = "kefu-kb"
+    opensearch_service: Literal["es", "aoss"] = "es"
+    opensearch_chinese_analyzer: str = "smartcn"
+    aws_region: str = Field(
+        default="us-east-1", validation_alias=AliasChoices("KEFU_AWS_REGION", "AWS_REGION")
+    )
     session_ttl_hours: int = Field(default=72, gt=0)
     bedrock_model_id: str = "anthropic.claude-3-5-haiku-20241022-v1:0"
     bedrock_embedding_model_id: str = "amazon.titan-embed-text-v2:0"

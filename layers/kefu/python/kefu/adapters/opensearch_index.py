@@ -1,0 +1,538 @@
+"""The knowledge index on Amazon OpenSearch Service: k-NN vectors and BM25 text in one index.
+
+One document per chunk, with the chunk's own fields (`id`, `kind`, `lang`, `tenant`,
+`category`, `source` as keywords; `title`, `section`, `text`, `keys` as text analysed by the
+`english` analyzer, each with a `.zh` sub-field analysed for Chinese), its `fingerprint`, and
+three kinds of vector, mirroring the embedded index's views of a chunk:
+
+- `content_vector`: the vector of the chunk's heading and text;
+- `questions`: a nested field, one nested document per key (an FAQ entry's questions, an
+  out-of-scope entry's examples), each with its vector and a copy of the tenant, language and
+  category so that a k-NN filter inside the nested query can restrict the questions searched;
+  a nested query with `score_mode: max` scores a chunk by its closest question (`nearest`);
+- `centroid_vector`: the normalised mean of the questions (an FAQ entry's prototype).
+
+Vectors are unit length and compared by inner product (`faiss` HNSW, `innerproduct`), which on
+unit vectors is the cosine that the embedded index uses.
+
+A search takes two requests. The first, an `_msearch` of four legs filtered by tenant, language
+and category (as efficient k-NN filters), gathers candidates: the chunks of the closest
+questions, the closest centroids, the closest contents, and the best BM25 matches. The second
+scores exactly those candidates with the k-NN scoring script, one named query per view, and
+returns each view's score (`include_named_queries_score`, OpenSearch 2.13 or later). The blend
+is then computed here exactly as `EmbeddedIndex` does it: an FAQ entry's `dense` is
+`(nearest + centroid_weight * centroid + content_weight * content) / (1 + centroid_weight +
+content_weight)`, an out-of-scope entry's and a passage's is their `nearest`; `lexical` is a
+chunk's BM25 score relative to the best of the search.
+
+Why not a `hybrid` query fused by a `normalization-processor` search pipeline: it returns one
+min-max normalised score per hit, relative to the other hits of the same search. The
+answer-or-decline decision compares absolute cosines (`dense` against thresholds calibrated on
+the embedded index, `nearest` of FAQ entries against out-of-scope examples), which a per-search
+normalisation destroys; and the FAQ blend weighs three vector views per kind of chunk, which a
+pipeline's per-clause weights cannot express. Scoring the candidates exactly also keeps HNSW's
+approximation out of the scores: it only decides which chunks are considered.
+
+The KB version is a counter in a separate meta index (`<name>-meta`), bumped by a scripted
+update whenever an upsert or a delete changed something.
+
+Limitations: an OpenSearch Serverless vector collection accepts neither custom document ids nor
+`refresh`, so this index (which upserts by chunk id) needs a managed domain; `connect` signs for
+both. `ensure_index` creates a missing index but does not migrate one with another mapping.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, fields
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+from opensearchpy import AWSV4SignerAuth, OpenSearch, RequestsHttpConnection, helpers
+from opensearchpy.exceptions import NotFoundError, RequestError, TransportError
+
+from kefu.errors import (
+    ConfigurationError,
+    DependencyUnavailable,
+    IndexNotReady,
+    IndexWriteRejected,
+)
+from kefu.models import Chunk, SearchHit, fingerprint
+
+if TYPE_CHECKING:
+    from botocore.credentials import Credentials
+
+    from kefu.ports import SearchQuery, Vectors
+
+_CHUNK_FIELDS = [field.name for field in fields(Chunk)]
+_KEYWORD_FIELDS = ("id", "kind", "lang", "tenant", "category", "source", "fingerprint")
+_TEXT_FIELDS = ("title", "section", "text", "keys")
+_VERSION_DOC = "version"
+# Stored vectors are rounded to this many decimals: half the bytes of a full float repr, and a
+# cosine error below 1e-5, far under the three decimals the thresholds are calibrated to.
+_DECIMALS = 6
+_MGET_BATCH = 1_000
+_PAGE = 1_000
+# Throttled bulk items are retried this many times (with the helper's backoff) before failing.
+_BULK_RETRIES = 3
+_META_BODY: dict[str, Any] = {"mappings": {"properties": {"version": {"type": "long"}}}}
+
+
+class OpenSearchIndex:
+    """A `KnowledgeIndex` in one OpenSearch index (and a small meta index for the version).
+
+    `client` is an `opensearchpy.OpenSearch` (see `connect`); `dim` is the embedder's dimension.
+    The blend weights default to `EmbeddedIndex`'s. `candidates` chunks are gathered per leg
+    of a search. Bulk writes are split into requests of at most `max_bulk_bytes` and
+    `max_bulk_docs`. With `refresh`, writes wait until they are searchable.
+    """
+
+    def __init__(
+        self,
+        client: OpenSearch,
+        name: str,
+        *,
+        dim: int,
+        centroid_weight: float = 1.0,
+        content_weight: float = 0.5,
+        lexical_weight: float = 0.0,
+        candidates: int = 30,
+        chinese_analyzer: str = "smartcn",
+        shards: int = 1,
+        max_bulk_bytes: int = 5 * 1024 * 1024,
+        max_bulk_docs: int = 500,
+        refresh: bool = True,
+    ) -> None:
+        self._client = client
+        self.name = name
+        self.meta_index = f"{name}-meta"
+        self._dim = dim
+        self._centroid_weight = centroid_weight
+        self._content_weight = content_weight
+        self._lexical_weight = lexical_weight
+        self._candidates = candidates
+        self._chinese_analyzer = chinese_analyzer
+        self._shards = shards
+        self._max_bulk_bytes = max_bulk_bytes
+        self._max_bulk_docs = max_bulk_docs
+        self._refresh: dict[str, Any] = {"refresh": "wait_for"} if refresh else {}
+        self._ready = False
+
+    # -- setup -------------------------------------------------------------------------------
+    def _index_body(self) -> dict[str, Any]:
+        """The settings and mapping the index is created with."""
+        text = {
+            "type": "text",
+            "analyzer": "english",
+            "fields": {"zh": {"type": "text", "analyzer": self._chinese_analyzer}},
+        }
+        vector = {
+            "type": "knn_vector",
+            "dimension": self._dim,
+            "method": {
+                "name": "hnsw",
+                "engine": "faiss",
+                "space_type": "innerproduct",
+                "parameters": {"m": 16, "ef_construction": 128},
+            },
+        }
+        keyword = {"type": "keyword"}
+        return {
+            "settings": {"index": {"knn": True, "number_of_shards": self._shards}},
+            "mappings": {
+                "dynamic": "strict",
+                "properties": {
+                    **dict.fromkeys(_KEYWORD_FIELDS, keyword),
+                    **dict.fromkeys(_TEXT_FIELDS, text),
+                    "content_vector": vector,
+                    "centroid_vector": vector,
+                    "questions": {
+                        "type": "nested",
+                        "properties": {
+                            "vector": vector,
+                            "tenant": keyword,
+                            "lang": keyword,
+                            "category": keyword,
+                        },
+                    },
+                },
+            },
+        }
+
+    def ensure_index(self) -> None:
+        """Create the index and the meta index if they do not exist; safe to call concurrently."""
+        with _unavailable("index setup"):
+            for name, body in ((self.name, self._index_body()), (self.meta_index, _META_BODY)):
+                if self._client.indices.exists(index=name):
+                    continue
+                try:
+                    self._client.indices.create(index=name, body=body)
+                except RequestError as exc:
+                    if exc.error != "resource_already_exists_exception":
+                        raise ConfigurationError(f"cannot create index {name}: {exc}") from exc
+        self._ready = True
+
+    # -- writes ------------------------------------------------------------------------------
+    def upsert(self, chunks: Sequence[Chunk], key_vectors: Sequence[Vectors]) -> None:
+        if len(chunks) != len(key_vectors):
+            raise ValueError("one vector matrix per chunk")
+        for chunk, vectors in zip(chunks, key_vectors, strict=True):
+            if vectors.shape[0] != 1 + len(chunk.keys):
+                raise ValueError(f"chunk {chunk.id}: one vector for content and per key")
+        if not self._ready:
+            self.ensure_index()
+        stored = self._stored_fingerprints([chunk.id for chunk in chunks])
+        changed = [
+            (chunk, digest, vectors)
+            for chunk, vectors in zip(chunks, key_vectors, strict=True)
+            if stored.get(chunk.id) != (digest := fingerprint(chunk))
+        ]
+        if not changed:
+            return
+        self._bulk(self._index_action(*entry) for entry in changed)
+        self._bump_version()
+
+    def delete(self, chunk_ids: Sequence[str]) -> None:
+        if not chunk_ids:
+            return
+        results = self._bulk(
+            ({"delete": {"_index": self.name, "_id": chunk_id}}, None) for chunk_id in chunk_ids
+        )
+        if any(result.get("result") == "deleted" for result in results):
+            self._bump_version()
+
+    def _document(self, chunk: Chunk, digest: str, vectors: Vectors) -> dict[str, Any]:
+        """The document a chunk is stored as (`vectors`: content row, then one per key)."""
+        rows = np.asarray(vectors, dtype=np.float64)
+        doc: dict[str, Any] = {
+            **asdict(chunk),
+            "keys": list(chunk.keys),
+            "fingerprint": digest,
+            "content_vector": _rounded(rows[0]),
+        }
+        if chunk.keys:
+            scope = {"tenant": chunk.tenant, "lang": chunk.lang, "category": chunk.category}
+            doc["questions"] = [{"vector": _rounded(row), **scope} for row in rows[1:]]
+            centroid = rows[1:].sum(axis=0)
+            norm = float(np.linalg.norm(centroid))
+            doc["centroid_vector"] = _rounded(centroid / norm if norm else centroid)
+        return doc
+
+    def _index_action(
+        self, chunk: Chunk, digest: str, vectors: Vectors
+    ) -> tuple[dict[str, Any], str]:
+        """A bulk action and its document, serialised once here so its size can be checked."""
+        serializer = self._client.transport.serializer
+        action = {"index": {"_index": self.name, "_id": chunk.id}}
+        source: str = serializer.dumps(self._document(chunk, digest, vectors))
+        size = len(serializer.dumps(action).encode()) + len(source.encode()) + 2
+        if size > self._max_bulk_bytes:
+            raise IndexWriteRejected(
+                f"chunk {chunk.id} is {size} bytes, more than a bulk request may carry "
+                f"({self._max_bulk_bytes}); split it into smaller chunks"
+            )
+        return action, source
+
+    def _bulk(self, actions: Iterable[tuple[dict[str, Any], str | None]]) -> list[dict[str, Any]]:
+        """Send actions in requests bounded by bytes and count; return each item's result.
+
+        A throttled or failed shard is the cluster's trouble (DependencyUnavailable); any other
+        refused item is the data's (IndexWriteRejected). Deleting a missing id is no failure.
+        """
+        results: list[dict[str, Any]] = []
+        failures: list[dict[str, Any]] = []
+        with _unavailable("bulk write"):
+            for ok, item in helpers.streaming_bulk(
+                self._client,
+                actions,
+                chunk_size=self._max_bulk_docs,
+                max_chunk_bytes=self._max_bulk_bytes,
+                expand_action_callback=_already_expanded,
+                raise_on_error=False,
+                max_retries=_BULK_RETRIES,
+                **self._refresh,
+            ):
+                [(op_type, result)] = item.items()
+                if ok or (op_type == "delete" and result.get("status") == 404):
+                    results.append(result)
+                else:
+                    failures.append(result)
+        if failures:
+            summary = "; ".join(
+                f"{failure.get('_id')}: {failure.get('status')} {failure.get('error')}"
+                for failure in failures[:5]
+            )
+            message = f"{len(failures)} of the chunks were not written ({summary})"
+            statuses = [int(failure.get("status", 500)) for failure in failures]
+            if any(status == 429 or status >= 500 for status in statuses):
+                raise DependencyUnavailable(message)
+            raise IndexWriteRejected(message)
+        return results
+
+    def _stored_fingerprints(self, chunk_ids: Sequence[str]) -> dict[str, str]:
+        stored: dict[str, str] = {}
+        with _unavailable("read"):
+            for start in range(0, len(chunk_ids), _MGET_BATCH):
+                batch = list(chunk_ids[start : start + _MGET_BATCH])
+                response = self._client.mget(
+                    index=self.name, body={"ids": batch}, _source_includes=["fingerprint"]
+                )
+                for doc in response["docs"]:
+                    if doc.get("found"):
+                        stored[doc["_id"]] = doc["_source"]["fingerprint"]
+        return stored
+
+    def _bump_version(self) -> None:
+        with _unavailable("version update"):
+            self._client.update(
+                index=self.meta_index,
+                id=_VERSION_DOC,
+                body={
+                    "script": {"source": "ctx._source.version += 1", "lang": "painless"},
+                    "upsert": {"version": 1},
+                },
+                retry_on_conflict=5,
+                **self._refresh,
+            )
+
+    # -- reads -------------------------------------------------------------------------------
+    @property
+    def version(self) -> str:
+        with _unavailable("version read"):
+            try:
+                doc = self._client.get(index=self.meta_index, id=_VERSION_DOC)
+            except NotFoundError:
+                return "0"
+        return str(doc["_source"]["version"])
+
+    def count(self) -> int:
+        with _unavailable("count"):
+            try:
+                return int(self._client.count(index=self.name)["count"])
+            except NotFoundError:
+                return 0
+
+    def fingerprints(self, tenant: str, source: str | None = None) -> dict[str, str]:
+        scope: list[dict[str, Any]] = [{"term": {"tenant": tenant}}]
+        if source is not None:
+            scope.append({"term": {"source": source}})
+        body: dict[str, Any] = {
+            "size": _PAGE,
+            "_source": ["fingerprint"],
+            "query": {"bool": {"filter": scope}},
+            "sort": [{"id": "asc"}],
+        }
+        found: dict[str, str] = {}
+        with _unavailable("read"):
+            while True:
+                try:
+                    hits = self._client.search(index=self.name, body=body)["hits"]["hits"]
+                except NotFoundError:
+                    return found
+                found.update({hit["_id"]: hit["_source"]["fingerprint"] for hit in hits})
+                if len(hits) < _PAGE:
+                    return found
+                body["search_after"] = hits[-1]["sort"]
+
+    def search(self, query: SearchQuery) -> list[SearchHit]:
+        vector = _rounded(query.vector)
+        with _unavailable("search"):
+            legs = self._client.msearch(
+                index=self.name, body=self._candidate_searches(query, vector)
+            )["responses"]
+            for leg in legs:
+                _raise_for(leg)
+            candidates = list(
+                dict.fromkeys(hit["_id"] for leg in legs for hit in leg["hits"]["hits"])
+            )
+            if not candidates:
+                return []
+            scored = self._client.search(
+                index=self.name,
+                body=self._exact_scoring(candidates, vector),
+                include_named_queries_score=True,
+            )["hits"]["hits"]
+        bm25 = {hit["_id"]: float(hit["_score"]) for hit in legs[-1]["hits"]["hits"]}
+        best = max(bm25.values(), default=0.0)
+        hits = [
+            self._hit(hit, bm25.get(hit["_id"], 0.0) / best if best > 0 else 0.0) for hit in scored
+        ]
+        hits.sort(key=lambda hit: hit.score, reverse=True)
+        return hits[: query.limit]
+
+    def _candidate_searches(self, query: SearchQuery, vector: list[float]) -> list[dict[str, Any]]:
+        """The `_msearch` body gathering candidates: closest questions, centroids, contents, and
+        the best BM25 matches, each filtered to the query's tenant, language and category."""
+        k = max(self._candidates, query.limit)
+        scope = _scope(query, prefix="")
+        nested_scope = _scope(query, prefix="questions.")
+
+        def knn(field: str, filters: list[dict[str, Any]]) -> dict[str, Any]:
+            return {field: {"vector": vector, "k": k, "filter": {"bool": {"filter": filters}}}}
+
+        if query.language == "zh":
+            text_fields = [f"{name}.zh" for name in _TEXT_FIELDS]
+        elif query.language == "en":
+            text_fields = list(_TEXT_FIELDS)
+        else:
+            text_fields = [*_TEXT_FIELDS, *(f"{name}.zh" for name in _TEXT_FIELDS)]
+        legs = [
+            {
+                "nested": {
+                    "path": "questions",
+                    "score_mode": "max",
+                    "query": {"knn": knn("questions.vector", nested_scope)},
+                }
+            },
+            {"knn": knn("centroid_vector", scope)},
+            {"knn": knn("content_vector", scope)},
+            {
+                "bool": {
+                    "filter": scope,
+                    "must": [
+                        {
+                            "multi_match": {
+                                "query": query.text,
+                                "fields": text_fields,
+                                "type": "best_fields",
+                            }
+                        }
+                    ],
+                }
+            },
+        ]
+        body: list[dict[str, Any]] = []
+        for leg in legs:
+            body += [{}, {"size": k, "_source": False, "track_total_hits": False, "query": leg}]
+        return body
+
+    def _exact_scoring(self, chunk_ids: Sequence[str], vector: list[float]) -> dict[str, Any]:
+        """The search scoring `chunk_ids` exactly: one named query per view of a chunk."""
+
+        def similarity(field: str, among: dict[str, Any]) -> dict[str, Any]:
+            script = {
+                "source": "knn_score",
+                "lang": "knn",
+                "params": {"field": field, "query_value": vector, "space_type": "innerproduct"},
+            }
+            return {"script_score": {"query": among, "script": script}}
+
+        nearest = {
+            "nested": {
+                "path": "questions",
+                "score_mode": "max",
+                "query": similarity("questions.vector", {"match_all": {}}),
+                "_name": "nearest",
+            }
+        }
+        centroid = similarity("centroid_vector", {"exists": {"field": "centroid_vector"}})
+        content = similarity("content_vector", {"match_all": {}})
+        centroid["script_score"]["_name"] = "centroid"
+        content["script_score"]["_name"] = "content"
+        return {
+            "size": len(chunk_ids),
+            "_source": _CHUNK_FIELDS,
+            "track_total_hits": False,
+            "query": {
+                "bool": {
+                    "filter": [{"ids": {"values": list(chunk_ids)}}],
+                    "should": [nearest, centroid, content],
+                }
+            },
+        }
+
+    def _hit(self, hit: dict[str, Any], lexical: float) -> SearchHit:
+        source = hit["_source"]
+        chunk = Chunk(**{**source, "keys": tuple(source["keys"])})
+        views = {name: _cosine(score) for name, score in (hit.get("matched_queries") or {}).items()}
+        content = views.get("content", 0.0)
+        nearest = views.get("nearest", content)
+        if chunk.kind == "faq":
+            wc, wa = self._centroid_weight, self._content_weight
+            dense = (nearest + wc * views.get("centroid", 0.0) + wa * content) / (1.0 + wc + wa)
+        else:
+            dense = nearest
+        return SearchHit(
+            chunk=chunk,
+            score=dense + self._lexical_weight * lexical,
+            dense=dense,
+            lexical=lexical,
+            nearest=nearest,
+        )
+
+
+def connect(
+    url: str,
+    *,
+    region: str,
+    service: Literal["es", "aoss"] = "es",
+    credentials: Credentials | None = None,
+    timeout: float = 10.0,
+) -> OpenSearch:
+    """A client for a managed domain (`es`) or a serverless collection (`aoss`), signing each
+    request with SigV4 and verifying TLS. Credentials default to boto3's chain (the Lambda's
+    role); nothing is sent until the first request."""
+    if not url.startswith("https://"):
+        raise ConfigurationError(f"OpenSearch URL {url!r} must use https: requests are signed")
+    if credentials is None:
+        import boto3
+
+        credentials = boto3.Session().get_credentials()
+        if credentials is None:
+            raise ConfigurationError("no AWS credentials to sign OpenSearch requests with")
+    return OpenSearch(
+        hosts=[url],
+        http_auth=AWSV4SignerAuth(credentials, region, service),
+        use_ssl=True,
+        verify_certs=True,
+        connection_class=RequestsHttpConnection,
+        timeout=timeout,
+        max_retries=2,
+        retry_on_timeout=True,
+    )
+
+
+@contextmanager
+def _unavailable(action: str) -> Iterator[None]:
+    """Turn a transport or cluster error into DependencyUnavailable, so the chat degrades."""
+    try:
+        yield
+    except TransportError as exc:
+        raise DependencyUnavailable(f"OpenSearch {action} failed: {exc}") from exc
+
+
+def _raise_for(response: dict[str, Any]) -> None:
+    """`_msearch` answers 200 and reports each search's error in its own response."""
+    error = response.get("error")
+    if error is None:
+        return
+    kind = error.get("type") if isinstance(error, dict) else str(error)
+    if kind == "index_not_found_exception":
+        raise IndexNotReady("the knowledge index does not exist yet: ingest a knowledge base")
+    raise DependencyUnavailable(f"OpenSearch search failed: {response.get('status')} {kind}")
+
+
+def _scope(query: SearchQuery, *, prefix: str) -> list[dict[str, Any]]:
+    scope: list[dict[str, Any]] = [{"term": {f"{prefix}tenant": query.tenant}}]
+    if query.language is not None:
+        scope.append({"term": {f"{prefix}lang": query.language}})
+    if query.category is not None:
+        scope.append({"term": {f"{prefix}category": query.category}})
+    return scope
+
+
+def _cosine(score: float) -> float:
+    """Undo the k-NN plugin's inner-product score: 1 + ip when ip ≥ 0, 1 / (1 - ip) below."""
+    return score - 1.0 if score >= 1.0 else 1.0 - 1.0 / score
+
+
+def _rounded(vector: np.ndarray) -> list[float]:
+    rounded: list[float] = np.round(np.asarray(vector, dtype=np.float64), _DECIMALS).tolist()
+    return rounded
+
+
+def _already_expanded(
+    action: tuple[dict[str, Any], str | None],
+) -> tuple[dict[str, Any], str | None]:
+    return action

@@ -1,0 +1,214 @@
+"""One retrieval contract, run against every `KnowledgeIndex` implementation.
+
+The embedded index always runs. The OpenSearch index runs when `OPENSEARCH_URL` points at a
+cluster the tests may reach (loopback only, e.g. a local container or a tunnel to a domain),
+each test in its own index, deleted after it. A cluster without the smartcn plugin can run
+the suite with `OPENSEARCH_ZH_ANALYZER=cjk`.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+from kefu.adapters.embedded_index import EmbeddedIndex
+from kefu.adapters.embedders import HashingEmbedder
+from kefu.models import Chunk, SearchHit
+from kefu.ports import KnowledgeIndex, SearchQuery
+
+EMBEDDER = HashingEmbedder()
+
+
+@pytest.fixture(params=["embedded", "opensearch"])
+def index(request: pytest.FixtureRequest) -> Iterator[KnowledgeIndex]:
+    if request.param == "embedded":
+        embedded = EmbeddedIndex(":memory:")
+        yield embedded
+        embedded.close()
+        return
+    url = os.environ.get("OPENSEARCH_URL")
+    if not url:
+        pytest.skip("OPENSEARCH_URL is not set: the OpenSearch leg of the contract needs a cluster")
+    from opensearchpy import OpenSearch
+
+    from kefu.adapters.opensearch_index import OpenSearchIndex
+
+    # A test cluster on loopback often has a self-signed certificate.
+    client = OpenSearch(hosts=[url], verify_certs=False, ssl_show_warn=False)
+    remote = OpenSearchIndex(
+        client,
+        f"kefu-contract-{uuid.uuid4().hex[:12]}",
+        dim=EMBEDDER.dim,
+        chinese_analyzer=os.environ.get("OPENSEARCH_ZH_ANALYZER", "smartcn"),
+    )
+    remote.ensure_index()
+    try:
+        yield remote
+    finally:
+        client.indices.delete(index=[remote.name, remote.meta_index], ignore_unavailable=True)
+
+
+def entry(
+    chunk_id: str,
+    question: str,
+    answer: str,
+    *,
+    lang: str = "en",
+    tenant: str = "default",
+    category: str = "",
+    source: str = "faq.jsonl",
+    similar: tuple[str, ...] = (),
+) -> Chunk:
+    return Chunk(
+        id=chunk_id,
+        kind="faq",
+        lang=lang,  # type: ignore[arg-type]
+        title=question,
+        text=answer,
+        keys=(question, *similar),
+        category=category,
+        source=source,
+        tenant=tenant,
+    )
+
+
+def put(index: KnowledgeIndex, *chunks: Chunk) -> None:
+    index.upsert(
+        list(chunks),
+        [
+            np.vstack([EMBEDDER.embed_passages([c.content]), EMBEDDER.embed_queries(list(c.keys))])
+            for c in chunks
+        ],
+    )
+
+
+def ask(index: KnowledgeIndex, text: str, **kwargs: Any) -> list[str]:
+    return [hit.chunk.id for hit in search(index, text, **kwargs)]
+
+
+def search(index: KnowledgeIndex, text: str, **kwargs: Any) -> list[SearchHit]:
+    query = SearchQuery(text=text, vector=EMBEDDER.embed_queries([text])[0], **kwargs)
+    return index.search(query)
+
+
+REFUND = entry(
+    "refund",
+    "How long does a refund take?",
+    "Refunds reach your account in 1-3 business days.",
+    similar=("When will I get my money back?",),
+    category="payments",
+)
+PASSWORD = entry("password", "How do I reset my password?", "Use the SMS code.", category="account")
+DELIVERY = entry("delivery", "How long does delivery take?", "2-4 days.", category="shipping")
+REFUND_ZH = entry("refund-zh", "退款多久到账？", "1–3 个工作日。", lang="zh", category="payments")
+
+
+def test_the_matching_entry_is_found_first(index: KnowledgeIndex) -> None:
+    put(index, REFUND, PASSWORD, DELIVERY, REFUND_ZH)
+
+    hits = search(index, "How long does a refund take?")
+
+    assert hits[0].chunk == REFUND
+    assert hits[0].dense > hits[1].dense
+    assert hits[0].nearest == pytest.approx(1.0, abs=1e-4)  # its own question, word for word
+
+
+def test_language_tenant_and_category_filters_exclude_other_content(
+    index: KnowledgeIndex,
+) -> None:
+    acme = entry("acme-refund", "How long does a refund take?", "Ask Acme.", tenant="acme")
+    put(index, REFUND, PASSWORD, DELIVERY, REFUND_ZH, acme)
+
+    assert ask(index, "退款多久到账", language="zh") == ["refund-zh"]
+    assert "refund-zh" not in ask(index, "refund", language="en")
+    assert ask(index, "How long does a refund take?", tenant="acme") == ["acme-refund"]
+    assert "acme-refund" not in ask(index, "How long does a refund take?")
+    assert ask(index, "refund", tenant="nobody") == []
+    assert ask(index, "How long does a refund take?", category="shipping") == ["delivery"]
+
+
+def test_an_unchanged_upsert_changes_nothing_and_a_changed_chunk_replaces_the_old(
+    index: KnowledgeIndex,
+) -> None:
+    put(index, REFUND, PASSWORD)
+    version = index.version
+    put(index, REFUND, PASSWORD)
+    assert index.version == version
+
+    changed = entry(
+        "refund",
+        "How long does a refund take?",
+        "Within 24 hours now.",
+        similar=("When will I get my money back?",),
+        category="payments",
+    )
+    put(index, changed)
+
+    assert index.version != version
+    assert index.count() == 2
+    assert search(index, "How long does a refund take?")[0].chunk.text == "Within 24 hours now."
+
+
+def test_deleted_chunks_are_gone_from_search_count_and_fingerprints(index: KnowledgeIndex) -> None:
+    put(index, REFUND, PASSWORD)
+    version = index.version
+
+    index.delete(["refund", "never-written"])
+
+    assert "refund" not in ask(index, "How long does a refund take?")
+    assert index.count() == 1
+    assert set(index.fingerprints("default")) == {"password"}
+    assert index.version != version
+
+
+def test_fingerprints_are_listed_per_tenant_and_source(index: KnowledgeIndex) -> None:
+    other = entry("other", "Where is my parcel?", "Track it.", source="more.jsonl")
+    acme = entry("acme", "Where is my parcel?", "Track it.", tenant="acme")
+    put(index, REFUND, other, acme)
+
+    assert set(index.fingerprints("default")) == {"refund", "other"}
+    assert set(index.fingerprints("default", source="more.jsonl")) == {"other"}
+    assert set(index.fingerprints("acme")) == {"acme"}
+    assert index.fingerprints("default", source="gone.jsonl") == {}
+
+
+def test_passages_and_out_of_scope_examples_round_trip(index: KnowledgeIndex) -> None:
+    passage = Chunk(
+        id="policy#1",
+        kind="passage",
+        lang="en",
+        title="Refund policy",
+        text="Refunds are returned to the original payment method.",
+        keys=(),
+        section="Method",
+        source="policy.en.md",
+    )
+    outside = Chunk(
+        id="oos",
+        kind="out_of_scope",
+        lang="en",
+        title="",
+        text="",
+        keys=("What is the weather tomorrow?", "Tell me a joke"),
+        source="out_of_scope.jsonl",
+    )
+    put(index, passage, outside, PASSWORD)
+
+    by_id = {hit.chunk.id: hit for hit in search(index, "What is the weather tomorrow?")}
+    assert by_id["oos"].chunk == outside
+    assert by_id["oos"].dense == by_id["oos"].nearest == pytest.approx(1.0, abs=1e-4)
+    policy = search(index, "Refunds returned to the original payment method")[0]
+    assert policy.chunk == passage
+    assert policy.dense == policy.nearest
+
+
+def test_the_limit_is_respected(index: KnowledgeIndex) -> None:
+    put(index, *(entry(f"e{n}", f"Question number {n} about orders", "A.") for n in range(12)))
+
+    assert len(search(index, "question about orders", limit=3)) == 3
+    assert len(search(index, "question about orders", limit=10)) == 10
