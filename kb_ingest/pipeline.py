@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,8 +22,12 @@ EMBED_BATCH = 64
 
 @dataclass(slots=True)
 class IngestReport:
+    """What an ingest did. `entries` counts every chunk read (FAQ entries, out-of-scope
+    entries and passages); `faq_entries` the FAQ entries among them."""
+
     files: int = 0
     entries: int = 0
+    faq_entries: int = 0
     chunks_written: int = 0
     chunks_unchanged: int = 0
     chunks_removed: int = 0
@@ -33,7 +37,7 @@ class IngestReport:
 
     def summary(self) -> str:
         lines = [
-            f"files {self.files}, chunks {self.entries} "
+            f"files {self.files}, FAQ entries {self.faq_entries}, chunks {self.entries} "
             f"({self.chunks_written} written, {self.chunks_unchanged} unchanged, "
             f"{self.chunks_removed} removed), {self.seconds:.1f} s, KB version {self.version}"
         ]
@@ -78,23 +82,30 @@ def ingest(
     embedder: Embedder,
     tenant: str = "default",
     prune: bool = False,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> IngestReport:
     """Index every chunk of `paths`; with `prune`, remove the tenant's chunks no file produced.
 
-    A file that cannot be read is reported and skipped; the others still land.
+    A file that cannot be read is reported and skipped; the others still land. `progress` is
+    told `(stage, done, total)` as files are read ("read") and chunks written ("write").
     """
     started = time.perf_counter()
     report = IngestReport()
     chunks: list[Chunk] = []
-    for path in expand(paths):
+    files = expand(paths)
+    for number, path in enumerate(files, start=1):
         try:
             loaded = load(path, tenant=tenant)
         except (ValueError, OSError) as exc:
             report.failures.append((path.name, str(exc)))
             continue
+        finally:
+            if progress:
+                progress("read", number, len(files))
         report.files += 1
         chunks += loaded
     report.entries = len(chunks)
+    report.faq_entries = sum(c.kind == "faq" for c in chunks)
 
     existing = index.fingerprints(tenant)
     changed = [c for c in chunks if existing.get(c.id) != fingerprint(c)]
@@ -102,6 +113,8 @@ def ingest(
     for start in range(0, len(changed), 256):
         batch = changed[start : start + 256]
         index.upsert(batch, embed_chunks(embedder, batch))
+        if progress:
+            progress("write", start + len(batch), len(changed))
     report.chunks_written = len(changed)
 
     if prune and not report.failures:
@@ -140,6 +153,7 @@ def sync_source(
     return IngestReport(
         files=1,
         entries=len(chunks),
+        faq_entries=sum(c.kind == "faq" for c in chunks),
         chunks_written=len(changed),
         chunks_unchanged=len(chunks) - len(changed),
         chunks_removed=len(stale),
