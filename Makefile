@@ -8,7 +8,7 @@ STAGE ?= dev
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: run test lint typecheck unit synth layer eval bench clean help
+.PHONY: run test lint typecheck unit synth layer ingest-deps eval bench clean help
 
 help:
 	@echo "make run [PORT=8000]  serve the whole product locally on http://127.0.0.1:$(PORT)"
@@ -49,7 +49,11 @@ eval: $(VENV)/.run-deps
 layer: | $(BIN)/python
 	$(BIN)/python layers/build_layer.py
 
-synth: $(VENV)/.dev-deps layer node_modules/.installed
+# The ingest function's parsers for arm64 / Python 3.12 (cached in .build/ingest-deps).
+ingest-deps: $(VENV)/.dev-deps
+	$(BIN)/python -m infra_cdk.bundling
+
+synth: $(VENV)/.dev-deps layer ingest-deps node_modules/.installed
 	./node_modules/.bin/cdk synth -q -c stage=$(STAGE)
 
 # --- checks -------------------------------------------------------------------
@@ -60,7 +64,7 @@ lint: $(VENV)/.dev-deps
 typecheck: $(VENV)/.dev-deps
 	$(BIN)/mypy
 
-test: lint typecheck layer node_modules/.installed
+test: lint typecheck layer ingest-deps node_modules/.installed
 	$(BIN)/pytest -n 2 --dist loadgroup
 
 bench: $(VENV)/.dev-deps

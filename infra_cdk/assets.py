@@ -13,6 +13,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # Filled by `make layer` (layers/build_layer.py): wheels for Python 3.12 on arm64, plus `kefu`.
 SHARED_LAYER_DIR = REPO_ROOT / ".build" / "layer"
 CHAT_FUNCTION_DIR = REPO_ROOT / "functions" / "chat"
+# The ingest function's asset also takes kb_ingest and its parsers (infra_cdk/bundling.py).
+INGEST_FUNCTION_DIR = REPO_ROOT / "functions" / "ingest"
 
 # Never part of a function asset.
 CODE_EXCLUDES = ["__pycache__", "*.pyc", ".pytest_cache", ".mypy_cache", "tests"]

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from aws_cdk import aws_logs as logs
 from constructs import Construct
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 STAGE_CONTEXT_KEY = "stage"
 STAGES_CONTEXT_KEY = "stages"
@@ -82,6 +82,26 @@ class StageConfig(BaseModel):
     # where the account already has one.
     api_gateway_cloudwatch_role: bool = True
 
+    # The ingest function: one SQS batch of knowledge files (parse, embed, index) per invocation.
+    ingest_memory_mb: int = Field(default=1024, ge=128, le=10240)
+    # The ingest queue hides a message for six times this (AWS's advice for SQS event sources).
+    ingest_timeout_seconds: int = Field(default=300, ge=30, le=900)
+
+    # The OpenSearch Service domain behind hybrid retrieval. The t2 and t3.small types cannot
+    # encrypt at rest, which the domain always does.
+    opensearch_instance_type: str = Field(
+        default="t3.medium.search", pattern=r"^[a-z0-9]+\.[a-z0-9]+\.search$"
+    )
+    opensearch_instance_count: int = Field(default=1, ge=1, le=80)
+    opensearch_volume_size_gb: int = Field(default=10, ge=10, le=16384)
+    # 1 turns zone awareness off; 2 or 3 spread the data nodes (and their replicas) over AZs.
+    opensearch_availability_zones: Literal[1, 2, 3] = 1
+    # Dedicated cluster-manager nodes: 0 (the data nodes elect one), or 3 or 5.
+    opensearch_dedicated_master_count: Literal[0, 3, 5] = 0
+    opensearch_dedicated_master_type: str | None = Field(
+        default=None, pattern=r"^[a-z0-9]+\.[a-z0-9]+\.search$"
+    )
+
     @field_validator("log_retention_days")
     @classmethod
     def _known_retention(cls, days: int) -> int:
@@ -89,6 +109,31 @@ class StageConfig(BaseModel):
             allowed = ", ".join(str(d) for d in _RETENTION_BY_DAYS)
             raise ValueError(f"CloudWatch Logs keeps logs for one of {allowed} days, not {days}")
         return days
+
+    @field_validator("opensearch_instance_type")
+    @classmethod
+    def _encrypts_at_rest(cls, instance_type: str) -> str:
+        if instance_type.startswith(("t2.", "t3.small.")):
+            raise ValueError(
+                f"{instance_type} cannot encrypt data at rest: pick t3.medium or larger"
+            )
+        return instance_type
+
+    @model_validator(mode="after")
+    def _opensearch_topology(self) -> StageConfig:
+        zones = self.opensearch_availability_zones
+        if self.opensearch_instance_count % zones:
+            raise ValueError(
+                f"opensearch_instance_count {self.opensearch_instance_count} does not spread "
+                f"evenly over opensearch_availability_zones {zones}"
+            )
+        if (self.opensearch_dedicated_master_count > 0) != (
+            self.opensearch_dedicated_master_type is not None
+        ):
+            raise ValueError(
+                "opensearch_dedicated_master_count and opensearch_dedicated_master_type go together"
+            )
+        return self
 
     @property
     def log_retention(self) -> logs.RetentionDays:

@@ -27,9 +27,13 @@ ROOT = Path(__file__).resolve().parent.parent
 # (tests/infra checks that they do).
 PYTHON_VERSION = "3.12"
 PLATFORM = "manylinux2014_aarch64"
+# numpy 2.3 and later publish aarch64 wheels only as manylinux_2_28, which the Lambda Python 3.12
+# runtime (Amazon Linux 2023, glibc 2.34) runs.
 PIP_TARGET_OPTIONS = (
     "--platform",
     PLATFORM,
+    "--platform",
+    "manylinux_2_28_aarch64",
     "--implementation",
     "cp",
     "--python-version",

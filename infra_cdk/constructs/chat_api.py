@@ -69,7 +69,8 @@ class ChatApi(Construct):
             layers=[layer],
             environment={
                 "KEFU_STAGE": stage_name,
-                "KEFU_MODEL": "bedrock",
+                # Answers quote the matched FAQ entry or passage until the Claude model lands.
+                "KEFU_MODEL": "extractive",
                 "KEFU_EMBEDDER": "bedrock",
                 "KEFU_INDEX": "opensearch",
                 "KEFU_SESSIONS": "dynamodb",

@@ -11,7 +11,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
-from aws_cdk import Acknowledgment, Duration, RemovalPolicy, Validations
+from aws_cdk import (
+    Acknowledgment,
+    AssetHashType,
+    BundlingOptions,
+    Duration,
+    RemovalPolicy,
+    Validations,
+)
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
@@ -66,7 +73,10 @@ class ServiceFunction(Construct):
         log_level: LogLevel,
         log_retention: logs.RetentionDays,
         removal_policy: RemovalPolicy,
+        bundling: BundlingOptions | None = None,
     ) -> None:
+        """`bundling`, when given, builds the asset from `code_dir` (without Docker: it must bring
+        its own local bundler) and the asset is hashed by what it produced."""
         super().__init__(scope, construct_id)
         if not code_dir.is_dir():
             raise FileNotFoundError(
@@ -92,7 +102,12 @@ class ServiceFunction(Construct):
             description=description,
             runtime=LAMBDA_RUNTIME,
             architecture=LAMBDA_ARCHITECTURE,
-            code=lambda_.Code.from_asset(str(code_dir), exclude=CODE_EXCLUDES),
+            code=lambda_.Code.from_asset(
+                str(code_dir),
+                exclude=CODE_EXCLUDES,
+                bundling=bundling,
+                asset_hash_type=AssetHashType.OUTPUT if bundling else None,
+            ),
             handler=handler,
             layers=list(layers),
             environment={

@@ -7,15 +7,17 @@ from typing import Any
 from aws_cdk import CfnOutput, Duration, Environment, RemovalPolicy, Stack, Tags
 from constructs import Construct
 
-from infra_cdk.assets import CHAT_FUNCTION_DIR, SHARED_LAYER_DIR
+from infra_cdk.assets import CHAT_FUNCTION_DIR, INGEST_FUNCTION_DIR, SHARED_LAYER_DIR
 from infra_cdk.config import StageConfig
 from infra_cdk.constructs.chat_api import ChatApi
+from infra_cdk.constructs.knowledge_base import KnowledgeBase
 from infra_cdk.constructs.session_store import SessionStore
 from infra_cdk.constructs.shared_layer import SharedLayer
 
 
 class KefuServiceStack(Stack):
-    """The chat API, its function and the sessions it keeps, for one stage."""
+    """The chat API, its function and the sessions it keeps, and the knowledge base it answers
+    from (bucket, ingest pipeline, OpenSearch index), for one stage."""
 
     def __init__(
         self, scope: Construct, construct_id: str, *, config: StageConfig, **kwargs: Any
@@ -58,7 +60,34 @@ class KefuServiceStack(Stack):
         )
         sessions.grant_read_write(chat.function)
 
+        knowledge = KnowledgeBase(
+            self,
+            "KnowledgeBase",
+            stage_name=config.name,
+            code_dir=INGEST_FUNCTION_DIR,
+            layer=layer.layer,
+            bedrock_embedding_model_id=config.bedrock_embedding_model_id,
+            memory_mb=config.ingest_memory_mb,
+            timeout=Duration.seconds(config.ingest_timeout_seconds),
+            log_level=config.log_level,
+            log_retention=config.log_retention,
+            removal_policy=removal_policy,
+            opensearch_instance_type=config.opensearch_instance_type,
+            opensearch_instance_count=config.opensearch_instance_count,
+            opensearch_volume_size_gb=config.opensearch_volume_size_gb,
+            opensearch_availability_zones=config.opensearch_availability_zones,
+            opensearch_dedicated_master_count=config.opensearch_dedicated_master_count,
+            opensearch_dedicated_master_type=config.opensearch_dedicated_master_type,
+        )
+        knowledge.grant_search(chat.function)
+
         CfnOutput(self, "ApiUrl", value=chat.api.url, description="Base URL of the chat API")
+        CfnOutput(
+            self,
+            "KnowledgeBucketName",
+            value=knowledge.bucket.bucket_name,
+            description="Upload knowledge files here (tenants/<tenant>/... for one tenant)",
+        )
         if chat.api_key is not None:
             CfnOutput(
                 self,

@@ -23,6 +23,7 @@ from infra_cdk.assets import REPO_ROOT
 from infra_cdk.config import StageConfig, stage_config_from_context
 
 CHAT_SERVICE = "kefu-chat"
+INGEST_SERVICE = "kefu-ingest"
 
 
 def cdk_json_context() -> dict[str, Any]:
@@ -54,21 +55,37 @@ class SynthesizedStage:
         assert len(found) == 1, f"expected one {resource_type}, found {sorted(found)}"
         return next(iter(found))
 
-    def chat_function_id(self) -> str:
+    def function_id(self, service: str) -> str:
+        """The logical id of the function whose Powertools service name is `service`."""
         return self.only_logical_id(
             "AWS::Lambda::Function",
-            {
-                "Environment": {
-                    "Variables": Match.object_like({"POWERTOOLS_SERVICE_NAME": CHAT_SERVICE})
-                }
-            },
+            {"Environment": {"Variables": Match.object_like({"POWERTOOLS_SERVICE_NAME": service})}},
         )
 
-    def chat_role_id(self) -> str:
-        role_id: str = self.resources[self.chat_function_id()]["Properties"]["Role"]["Fn::GetAtt"][
-            0
-        ]
+    def role_id(self, service: str) -> str:
+        role_id: str = self.resources[self.function_id(service)]["Properties"]["Role"][
+            "Fn::GetAtt"
+        ][0]
         return role_id
+
+    def chat_function_id(self) -> str:
+        return self.function_id(CHAT_SERVICE)
+
+    def chat_role_id(self) -> str:
+        return self.role_id(CHAT_SERVICE)
+
+    def sessions_table_id(self) -> str:
+        return self.only_logical_id(
+            "AWS::DynamoDB::Table",
+            {"KeySchema": [{"AttributeName": "session_id", "KeyType": "HASH"}]},
+        )
+
+    def table_key_id(self, table_id: str) -> str:
+        """The logical id of the KMS key a table is encrypted with."""
+        key_id: str = self.resources[table_id]["Properties"]["SSESpecification"]["KMSMasterKeyId"][
+            "Fn::GetAtt"
+        ][0]
+        return key_id
 
     def role_statements(self, role_id: str) -> list[dict[str, Any]]:
         """Every statement of the policies attached to a role, with Action and Resource as lists."""

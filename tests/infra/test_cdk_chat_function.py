@@ -53,7 +53,7 @@ def test_the_chat_function_logs_json_to_its_own_log_group_kept_as_the_stage_says
 
 def test_the_chat_function_is_configured_from_the_stage(each_stage: SynthesizedStage) -> None:
     config = each_stage.config
-    table_id = each_stage.only_logical_id("AWS::DynamoDB::Table")
+    table_id = each_stage.sessions_table_id()
 
     each_stage.template.has_resource_properties(
         "AWS::Lambda::Function",
@@ -61,7 +61,7 @@ def test_the_chat_function_is_configured_from_the_stage(each_stage: SynthesizedS
             "Environment": {
                 "Variables": {
                     "KEFU_STAGE": config.name,
-                    "KEFU_MODEL": "bedrock",
+                    "KEFU_MODEL": "extractive",
                     "KEFU_EMBEDDER": "bedrock",
                     "KEFU_INDEX": "opensearch",
                     "KEFU_SESSIONS": "dynamodb",

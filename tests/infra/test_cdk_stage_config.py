@@ -53,6 +53,13 @@ def test_without_stages_the_error_says_where_they_come_from() -> None:
         ({"account": "not-an-account"}, "account"),
         ({"bedrock_model_id": "claude"}, "bedrock_model_id"),
         ({"api_key_requried": False}, "api_key_requried"),  # a typo is an error, not a default
+        ({"opensearch_instance_type": "t3.small.search"}, "cannot encrypt data at rest"),
+        (
+            {"opensearch_instance_count": 2, "opensearch_availability_zones": 3},
+            "does not spread evenly",
+        ),
+        ({"opensearch_dedicated_master_count": 3}, "opensearch_dedicated_master_type"),
+        ({"ingest_timeout_seconds": 901}, "ingest_timeout_seconds"),
     ],
 )
 def test_a_bad_stage_is_refused_with_the_field_named(

@@ -8,6 +8,7 @@ from kb_ingest.loaders import InvalidFile, UnsupportedFile, load, load_faq_jsonl
 from kb_ingest.pipeline import ingest
 from kefu.adapters.embedded_index import EmbeddedIndex
 from kefu.adapters.embedders import HashingEmbedder
+from kefu.text import tokenize
 
 
 def test_faq_entries_keep_their_questions_answer_category_and_language(tmp_path: Path) -> None:
@@ -81,12 +82,14 @@ def test_headings_inside_code_fences_do_not_split(tmp_path: Path) -> None:
 
 
 def test_long_chinese_text_without_spaces_is_cut_at_sentence_ends_with_overlap() -> None:
+    # Limit and overlap count tokens (Chinese bigrams), not characters: see test_chunking.py.
     sentence = "退货商品需保持原包装完整并附上全部配件。"
     pieces = split_long(sentence * 80, limit=200, overlap=30)
     assert len(pieces) > 1
-    assert all(len(piece) <= 230 for piece in pieces)
+    assert all(len(tokenize(piece)) <= 200 for piece in pieces)
     assert all(piece.endswith("。") for piece in pieces[:-1])
-    assert pieces[1].startswith(pieces[0][-30:])
+    # The second piece opens with the tail of the first one's last sentence.
+    assert pieces[0].endswith(pieces[1][: pieces[1].index("。") + 1])
 
 
 def test_an_unsupported_file_is_named(tmp_path: Path) -> None:

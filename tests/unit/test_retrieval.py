@@ -72,3 +72,21 @@ def test_out_of_scope_is_weighed_against_the_nearest_key_not_the_blended_score()
     blended_low = SearchHit(chunk=chunk, score=0.86, dense=0.86, lexical=0.0, nearest=0.95)
     decision = RETRIEVER.decide_on([hit("oos", "out_of_scope", 0.9), blended_low])
     assert decision.kind == "faq"
+
+
+def test_an_embedder_without_calibrated_thresholds_must_be_given_them() -> None:
+    import pytest
+
+    from kefu.bootstrap import build_retriever
+    from kefu.errors import ConfigurationError
+    from kefu.settings import Settings
+
+    class _Titan:
+        name = "titan-embed-text-v2-1024"
+        dim = 1024
+
+    with pytest.raises(ConfigurationError, match="KEFU_FAQ_THRESHOLD"):
+        build_retriever(Settings(), embedder=_Titan(), index=_Unused())  # type: ignore[arg-type]
+    given = Settings(faq_threshold=0.7, passage_threshold=0.6)
+    retriever = build_retriever(given, embedder=_Titan(), index=_Unused())  # type: ignore[arg-type]
+    assert retriever.thresholds == Thresholds(faq=0.7, passage=0.6)

@@ -100,14 +100,23 @@ def build_model(settings: Settings) -> ChatModel:
 
 
 def build_retriever(settings: Settings, *, embedder: Embedder, index: KnowledgeIndex) -> Retriever:
-    base = DEFAULT_THRESHOLDS.get(embedder.name, DEFAULT_THRESHOLDS["hashing-v1"])
-    thresholds = Thresholds(
-        faq=settings.faq_threshold if settings.faq_threshold is not None else base.faq,
-        passage=(
-            settings.passage_threshold if settings.passage_threshold is not None else base.passage
-        ),
-    )
-    return Retriever(embedder=embedder, index=index, thresholds=thresholds)
+    """A retriever with the embedder's calibrated thresholds, or those the settings give.
+
+    Similarities are not comparable across embedders: an embedder without calibrated defaults
+    (Titan, a SageMaker model) needs `KEFU_FAQ_THRESHOLD` and `KEFU_PASSAGE_THRESHOLD`, measured
+    with `python -m kb_ingest.evaluate --calibrate`; guessing would answer what it should decline.
+    """
+    base = DEFAULT_THRESHOLDS.get(embedder.name)
+    faq, passage = settings.faq_threshold, settings.passage_threshold
+    if base is not None:
+        faq = base.faq if faq is None else faq
+        passage = base.passage if passage is None else passage
+    if faq is None or passage is None:
+        raise ConfigurationError(
+            f"no calibrated thresholds for the {embedder.name} embedder: set KEFU_FAQ_THRESHOLD "
+            "and KEFU_PASSAGE_THRESHOLD (python -m kb_ingest.evaluate --calibrate measures them)"
+        )
+    return Retriever(embedder=embedder, index=index, thresholds=Thresholds(faq, passage))
 
 
 def build_chat_service(settings: Settings) -> ChatService:

@@ -1,0 +1,481 @@
+"""The knowledge base: the bucket the enterprise puts its files in, and the index they end up in.
+
+    S3 knowledge bucket ─► (ObjectCreated / ObjectRemoved) ─► SQS ingest queue ─► ingest Lambda
+        ─► parse, chunk, embed (Bedrock Titan) ─► OpenSearch domain ◄─ chat Lambda (search)
+
+The domain is reached over HTTPS with SigV4-signed requests; in the public profile it has a public
+endpoint (no VPC), and only the roles granted here may call it: its resource policy names them,
+and each role's own policy allows the HTTP methods it needs. Placing it in isolated subnets is the
+private profile's job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from aws_cdk import Acknowledgment, Duration, RemovalPolicy, Stack, Validations
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_lambda_event_sources as event_sources
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_opensearchservice as opensearch
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_s3_notifications as s3n
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct
+
+from infra_cdk.bundling import ingest_bundling
+from infra_cdk.constructs.bedrock_access import (
+    EMBEDDING_MODEL_ACTIONS,
+    cross_region_model_findings,
+    model_invoke_statements,
+)
+from infra_cdk.constructs.service_function import LogLevel, ServiceFunction
+
+INGEST_SERVICE_NAME = "kefu-ingest"
+# The index name kefu's settings default to (KEFU_OPENSEARCH_INDEX).
+KNOWLEDGE_INDEX_NAME = "kefu-kb"
+# Powertools' DynamoDBPersistenceLayer defaults: partition key `id`, expiry `expiration`.
+IDEMPOTENCY_KEY_ATTRIBUTE = "id"
+IDEMPOTENCY_EXPIRY_ATTRIBUTE = "expiration"
+# A file that still fails after this many deliveries goes to the dead-letter queue.
+MAX_RECEIVE_COUNT = 3
+DEAD_LETTER_RETENTION = Duration.days(14)
+# AWS's advice for an SQS event source: hide a message for six times the function's timeout, so
+# that retries of a throttled invocation do not make it visible again while it is processed.
+VISIBILITY_TIMEOUT_FACTOR = 6
+INGEST_BATCH_SIZE = 5
+# Parallel ingest invocations at most: embedding and bulk indexing are bounded by Bedrock's and
+# the domain's throughput, not by Lambda.
+INGEST_MAX_CONCURRENCY = 5
+OPENSEARCH_ENGINE = opensearch.EngineVersion.OPENSEARCH_2_19
+
+SEARCH_ACTIONS = ("es:ESHttpGet", "es:ESHttpHead", "es:ESHttpPost")
+INDEX_WRITE_ACTIONS = (
+    "es:ESHttpDelete",
+    "es:ESHttpGet",
+    "es:ESHttpHead",
+    "es:ESHttpPatch",
+    "es:ESHttpPost",
+    "es:ESHttpPut",
+)
+
+
+class KnowledgeBase(Construct):
+    """The knowledge bucket, the ingest queue with its DLQ and alarm, the ingest function with its
+    idempotency table, and the OpenSearch domain that holds the index.
+
+    The bucket, the queues and the idempotency table are encrypted with the knowledge base's own
+    customer-managed keys; the domain encrypts at rest and between nodes, and takes HTTPS only.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        stage_name: str,
+        code_dir: Path,
+        layer: lambda_.ILayerVersion,
+        bedrock_embedding_model_id: str,
+        memory_mb: int,
+        timeout: Duration,
+        log_level: LogLevel,
+        log_retention: logs.RetentionDays,
+        removal_policy: RemovalPolicy,
+        opensearch_instance_type: str,
+        opensearch_instance_count: int,
+        opensearch_volume_size_gb: int,
+        opensearch_availability_zones: int,
+        opensearch_dedicated_master_count: int,
+        opensearch_dedicated_master_type: str | None,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.index_name = KNOWLEDGE_INDEX_NAME
+        # Two keys: S3 notifications into an encrypted queue put the bucket's ARN into the queue
+        # key's policy, so one key for both would make the bucket and the key depend on each other.
+        self.files_key = kms.Key(
+            self,
+            "FilesKey",
+            description="Encrypts Kefu's knowledge files",
+            enable_key_rotation=True,
+            removal_policy=removal_policy,
+        )
+        self.key = kms.Key(
+            self,
+            "IngestKey",
+            description="Encrypts Kefu's ingest queues and idempotency records",
+            enable_key_rotation=True,
+            removal_policy=removal_policy,
+        )
+
+        self.bucket = self._bucket(removal_policy=removal_policy)
+        self.dead_letter_queue = sqs.Queue(
+            self,
+            "IngestDeadLetterQueue",
+            encryption=sqs.QueueEncryption.KMS,
+            encryption_master_key=self.key,
+            enforce_ssl=True,
+            retention_period=DEAD_LETTER_RETENTION,
+            removal_policy=removal_policy,
+        )
+        self.queue = sqs.Queue(
+            self,
+            "IngestQueue",
+            encryption=sqs.QueueEncryption.KMS,
+            encryption_master_key=self.key,
+            enforce_ssl=True,
+            visibility_timeout=Duration.seconds(timeout.to_seconds() * VISIBILITY_TIMEOUT_FACTOR),
+            dead_letter_queue=sqs.DeadLetterQueue(
+                max_receive_count=MAX_RECEIVE_COUNT, queue=self.dead_letter_queue
+            ),
+            removal_policy=removal_policy,
+        )
+        for event in (s3.EventType.OBJECT_CREATED, s3.EventType.OBJECT_REMOVED):
+            self.bucket.add_event_notification(event, s3n.SqsDestination(self.queue))
+        self._acknowledge_notifications_handler()
+        self.dead_letter_alarm = cloudwatch.Alarm(
+            self,
+            "IngestDeadLetterAlarm",
+            alarm_description="Knowledge files failed ingestion "
+            f"{MAX_RECEIVE_COUNT} times and wait in the ingest dead-letter queue",
+            metric=self.dead_letter_queue.metric_approximate_number_of_messages_visible(
+                period=Duration.minutes(1), statistic=cloudwatch.Stats.MAXIMUM
+            ),
+            threshold=0,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            evaluation_periods=1,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
+
+        self.idempotency_table = dynamodb.Table(
+            self,
+            "IdempotencyTable",
+            partition_key=dynamodb.Attribute(
+                name=IDEMPOTENCY_KEY_ATTRIBUTE, type=dynamodb.AttributeType.STRING
+            ),
+            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+            time_to_live_attribute=IDEMPOTENCY_EXPIRY_ATTRIBUTE,
+            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+                point_in_time_recovery_enabled=True
+            ),
+            encryption=dynamodb.TableEncryption.CUSTOMER_MANAGED,
+            encryption_key=self.key,
+            removal_policy=removal_policy,
+        )
+
+        self.domain = self._domain(
+            domain_name=f"kefu-{stage_name}-kb",
+            log_retention=log_retention,
+            removal_policy=removal_policy,
+            instance_type=opensearch_instance_type,
+            instance_count=opensearch_instance_count,
+            volume_size_gb=opensearch_volume_size_gb,
+            availability_zones=opensearch_availability_zones,
+            dedicated_master_count=opensearch_dedicated_master_count,
+            dedicated_master_type=opensearch_dedicated_master_type,
+        )
+
+        ingest = ServiceFunction(
+            self,
+            "IngestFunction",
+            service_name=INGEST_SERVICE_NAME,
+            description="Kefu ingest: keeps the knowledge index in sync with the knowledge bucket",
+            code_dir=code_dir,
+            handler="handler.lambda_handler",
+            layers=[layer],
+            bundling=ingest_bundling(),
+            environment={
+                "KEFU_STAGE": stage_name,
+                "KEFU_EMBEDDER": "bedrock",
+                "KEFU_BEDROCK_EMBEDDING_MODEL_ID": bedrock_embedding_model_id,
+                "KEFU_IDEMPOTENCY_TABLE": self.idempotency_table.table_name,
+                **self.index_environment,
+            },
+            memory_mb=memory_mb,
+            timeout=timeout,
+            log_level=log_level,
+            log_retention=log_retention,
+            removal_policy=removal_policy,
+        )
+        self.ingest_function = ingest.function
+        ingest.function.add_event_source(
+            event_sources.SqsEventSource(
+                self.queue,
+                batch_size=INGEST_BATCH_SIZE,
+                max_concurrency=INGEST_MAX_CONCURRENCY,
+                report_batch_item_failures=True,
+            )
+        )
+        self._allow_reading_files(ingest.role)
+        self._allow_embedding(ingest.role, model_id=bedrock_embedding_model_id)
+        self.idempotency_table.grant_read_write_data(ingest.role)
+        self._acknowledge_table_key_grant(ingest.role)
+        self._allow_index(ingest.role, actions=INDEX_WRITE_ACTIONS)
+
+    @property
+    def index_environment(self) -> Mapping[str, str]:
+        """What a function needs to find the index: `KEFU_INDEX`, its URL and its name."""
+        return {
+            "KEFU_INDEX": "opensearch",
+            "KEFU_OPENSEARCH_URL": f"https://{self.domain.domain_endpoint}",
+            "KEFU_OPENSEARCH_INDEX": self.index_name,
+        }
+
+    def grant_search(self, function: lambda_.IFunction) -> None:
+        """Let `function` search the index (GET, HEAD, POST for `_search`), and tell it where."""
+        if function.role is None:
+            raise ValueError("grant_search needs a function with an execution role")
+        self._allow_index(function.role, actions=SEARCH_ACTIONS)
+        if isinstance(function, lambda_.Function):
+            for name, value in self.index_environment.items():
+                function.add_environment(name, value)
+
+    def _bucket(self, *, removal_policy: RemovalPolicy) -> s3.Bucket:
+        # Server access logs may not go to an SSE-KMS bucket: their bucket uses S3-managed keys.
+        access_logs = s3.Bucket(
+            self,
+            "AccessLogs",
+            encryption=s3.BucketEncryption.S3_MANAGED,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            enforce_ssl=True,
+            removal_policy=removal_policy,
+        )
+        return s3.Bucket(
+            self,
+            "Bucket",
+            encryption=s3.BucketEncryption.KMS,
+            encryption_key=self.files_key,
+            bucket_key_enabled=True,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            enforce_ssl=True,
+            versioned=True,
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+            server_access_logs_bucket=access_logs,
+            server_access_logs_prefix="knowledge-bucket/",
+            # Versions let an editor undo a bad upload; old ones need not live for ever.
+            lifecycle_rules=[
+                s3.LifecycleRule(noncurrent_version_expiration=Duration.days(90)),
+            ],
+            removal_policy=removal_policy,
+        )
+
+    def _domain(
+        self,
+        *,
+        domain_name: str,
+        log_retention: logs.RetentionDays,
+        removal_policy: RemovalPolicy,
+        instance_type: str,
+        instance_count: int,
+        volume_size_gb: int,
+        availability_zones: int,
+        dedicated_master_count: int,
+        dedicated_master_type: str | None,
+    ) -> opensearch.Domain:
+        stack = Stack.of(self)
+        # Named, so that its resource policy can name its ARN without referring to the domain
+        # itself (a domain's policy cannot depend on the domain).
+        self._domain_arn = stack.format_arn(
+            service="es", resource="domain", resource_name=domain_name
+        )
+        log_groups = {
+            kind: logs.LogGroup(
+                self, f"Search{kind}Logs", retention=log_retention, removal_policy=removal_policy
+            )
+            for kind in ("App", "SlowSearch", "SlowIndex")
+        }
+        # OpenSearch writes its logs under a CloudWatch Logs resource policy. A native one instead
+        # of the L2's custom resource: no extra Lambda function in the stack.
+        logs.ResourcePolicy(
+            self,
+            "SearchLogsPolicy",
+            policy_statements=[
+                iam.PolicyStatement(
+                    principals=[iam.ServicePrincipal("es.amazonaws.com")],
+                    actions=["logs:CreateLogStream", "logs:PutLogEvents"],
+                    resources=[group.log_group_arn for group in log_groups.values()],
+                    conditions={
+                        "StringEquals": {"aws:SourceAccount": stack.account},
+                        "ArnLike": {"aws:SourceArn": self._domain_arn},
+                    },
+                )
+            ],
+        )
+        domain = opensearch.Domain(
+            self,
+            "SearchDomain",
+            domain_name=domain_name,
+            version=OPENSEARCH_ENGINE,
+            enable_version_upgrade=True,
+            capacity=opensearch.CapacityConfig(
+                data_node_instance_type=instance_type,
+                data_nodes=instance_count,
+                master_nodes=dedicated_master_count or None,
+                master_node_instance_type=dedicated_master_type,
+                # Multi-AZ with standby needs three AZs, dedicated managers and data nodes in
+                # multiples of three on every stage; plain zone awareness is configured instead.
+                multi_az_with_standby_enabled=False,
+            ),
+            ebs=opensearch.EbsOptions(
+                volume_size=volume_size_gb, volume_type=ec2.EbsDeviceVolumeType.GP3
+            ),
+            zone_awareness=opensearch.ZoneAwarenessConfig(
+                enabled=availability_zones > 1,
+                availability_zone_count=availability_zones if availability_zones > 1 else None,
+            ),
+            node_to_node_encryption=True,
+            encryption_at_rest=opensearch.EncryptionAtRestOptions(enabled=True),
+            enforce_https=True,
+            tls_security_policy=opensearch.TLSSecurityPolicy.TLS_1_2,
+            logging=opensearch.LoggingOptions(
+                app_log_enabled=True,
+                app_log_group=log_groups["App"],
+                slow_search_log_enabled=True,
+                slow_search_log_group=log_groups["SlowSearch"],
+                slow_index_log_enabled=True,
+                slow_index_log_group=log_groups["SlowIndex"],
+            ),
+            suppress_logs_resource_policy=True,
+            removal_policy=removal_policy,
+        )
+        # IAM-based access: the resource policy lists every role granted below. Written onto the
+        # CloudFormation resource (a lazily rendered document) instead of through the L2's
+        # access-policy custom resource, which would add a Lambda function with AWS-wide rights.
+        self._index_principals = iam.PolicyStatement(
+            actions=["es:ESHttp*"], resources=[f"{self._domain_arn}/*"]
+        )
+        cfn_domain = domain.node.default_child
+        assert isinstance(cfn_domain, opensearch.CfnDomain)
+        cfn_domain.access_policies = iam.PolicyDocument(statements=[self._index_principals])
+        self._acknowledge_domain(
+            domain,
+            availability_zones=availability_zones,
+            dedicated_master_count=dedicated_master_count,
+        )
+        return domain
+
+    def _allow_index(self, role: iam.IRole, *, actions: tuple[str, ...]) -> None:
+        self._index_principals.add_arn_principal(role.role_arn)
+        role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=list(actions),
+                resources=[self.domain.domain_arn, f"{self.domain.domain_arn}/*"],
+            )
+        )
+        Validations.of(role).acknowledge(
+            Acknowledgment(
+                id=f"AwsSolutions-IAM5[Resource::<{Stack.of(self).get_logical_id(self._cfn_domain)}"
+                ".Arn>/*]",
+                reason="OpenSearch authorizes each HTTP call by its path below the domain ARN "
+                "(the index, _search, _bulk); the statement names this one domain.",
+            )
+        )
+
+    @property
+    def _cfn_domain(self) -> opensearch.CfnDomain:
+        cfn_domain = self.domain.node.default_child
+        assert isinstance(cfn_domain, opensearch.CfnDomain)
+        return cfn_domain
+
+    def _allow_reading_files(self, role: iam.IRole) -> None:
+        role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["s3:GetObject"], resources=[self.bucket.arn_for_objects("*")]
+            )
+        )
+        # Without ListBucket a missing object reads as 403, not 404: the function could not tell
+        # a deleted file from a forbidden one.
+        role.add_to_principal_policy(
+            iam.PolicyStatement(actions=["s3:ListBucket"], resources=[self.bucket.bucket_arn])
+        )
+        self.files_key.grant_decrypt(role)
+        bucket = self.bucket.node.default_child
+        assert isinstance(bucket, s3.CfnBucket)
+        Validations.of(role).acknowledge(
+            Acknowledgment(
+                id=f"AwsSolutions-IAM5[Resource::<{Stack.of(self).get_logical_id(bucket)}.Arn>/*]",
+                reason="The ingest function reads whichever knowledge file was uploaded: any "
+                "object of the knowledge bucket, and only of that bucket.",
+            )
+        )
+
+    def _allow_embedding(self, role: iam.IRole, *, model_id: str) -> None:
+        for statement in model_invoke_statements(
+            self, model_id=model_id, actions=EMBEDDING_MODEL_ACTIONS
+        ):
+            role.add_to_principal_policy(statement)
+        for finding in cross_region_model_findings(self, model_id=model_id):
+            Validations.of(role).acknowledge(
+                Acknowledgment(
+                    id=finding,
+                    reason="A cross-region inference profile routes to its foundation model in "
+                    "several regions; the statement only allows calls made through that one "
+                    "profile (bedrock:InferenceProfileArn condition).",
+                )
+            )
+
+    def _acknowledge_notifications_handler(self) -> None:
+        # CDK configures bucket notifications through one custom-resource function per stack.
+        stack = Stack.of(self)
+        for child in stack.node.children:
+            if child.node.id.startswith("BucketNotificationsHandler"):
+                role = child.node.try_find_child("Role")
+                Validations.of(role or child).acknowledge(
+                    Acknowledgment(
+                        id="AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/"
+                        "service-role/AWSLambdaBasicExecutionRole]",
+                        reason="The role of CDK's own bucket-notifications custom resource, which "
+                        "only runs at deployment to write the knowledge bucket's notification "
+                        "configuration; CDK does not let it take another policy.",
+                    )
+                )
+
+    def _acknowledge_table_key_grant(self, role: iam.IRole) -> None:
+        for action in ("kms:ReEncrypt*", "kms:GenerateDataKey*"):
+            Validations.of(role).acknowledge(
+                Acknowledgment(
+                    id=f"AwsSolutions-IAM5[Action::{action}]",
+                    reason="Added by DynamoDB's grant on the idempotency table and scoped to the "
+                    "knowledge base's own customer-managed key; DynamoDB needs them to encrypt.",
+                )
+            )
+
+    def _acknowledge_domain(
+        self, domain: opensearch.Domain, *, availability_zones: int, dedicated_master_count: int
+    ) -> None:
+        acknowledgments = [
+            Acknowledgment(
+                id="AwsSolutions-OS1",
+                reason="The public profile has no VPC: the domain has a public HTTPS endpoint "
+                "that accepts only SigV4-signed calls from the roles its resource policy names. "
+                "The private profile places it in isolated subnets.",
+            ),
+            Acknowledgment(
+                id="AwsSolutions-OS3",
+                reason="Access is decided by IAM identity (the chat and ingest roles), not by "
+                "source IP: Lambda functions outside a VPC have no fixed addresses to allow.",
+            ),
+        ]
+        if availability_zones == 1:
+            acknowledgments.append(
+                Acknowledgment(
+                    id="AwsSolutions-OS7",
+                    reason="This stage runs a single-AZ domain on purpose (stage config "
+                    "opensearch_availability_zones=1): the index can be rebuilt from the bucket.",
+                )
+            )
+        if dedicated_master_count == 0:
+            acknowledgments.append(
+                Acknowledgment(
+                    id="AwsSolutions-OS4",
+                    reason="This stage runs without dedicated cluster-manager nodes (stage config "
+                    "opensearch_dedicated_master_count=0): too few data nodes to need them.",
+                )
+            )
+        Validations.of(domain).acknowledge(*acknowledgments)
