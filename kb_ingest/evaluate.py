@@ -6,8 +6,9 @@ python -m kb_ingest.evaluate --datasets ../shared/datasets   # every dataset fol
 
 A dataset folder holds `kb.jsonl`, `queries.jsonl` and `dev_queries.jsonl`. Each is evaluated
 twice: whole, with the built-in threshold; and with a quarter of its entries held out of the KB
-(their queries then expect a decline), the threshold calibrated on the dev queries. *hit@1* is
-what answering from the closest entry, never declining, would score.
+(their queries then expect a decline), the threshold calibrated on the dev queries to decline as
+many as it can while in-scope accuracy stays within 5 points of never declining. *hit@1* is what
+answering from the closest entry, never declining, would score.
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ class Report:
 
 
 HOLDOUT_SHARE = 0.25
+# The out-of-scope target: decline held-out queries while in-scope accuracy stays within this.
+MAX_IN_SCOPE_DROP = 0.05
 
 
 def load_queries(path: Path, held_out: frozenset[str] = frozenset()) -> list[Query]:
@@ -133,21 +136,37 @@ def report(name: str, retriever: Retriever, scored: Sequence[Scored]) -> Report:
     )
 
 
-def calibrate(retriever: Retriever, scored: Sequence[Scored]) -> Thresholds:
-    """The FAQ threshold that best balances answering covered and declining uncovered questions."""
+def calibrate(
+    retriever: Retriever, scored: Sequence[Scored], *, max_in_scope_drop: float | None = None
+) -> Thresholds:
+    """The FAQ threshold that best balances answering covered and declining uncovered questions.
+
+    By default it maximises the mean of in-scope accuracy and out-of-scope recall. With
+    `max_in_scope_drop`, it declines as much as it can while in-scope accuracy stays within that
+    much of its value when nothing is declined for being too far.
+    """
     candidates = sorted({round(h.dense, 3) for s in scored for h in s.hits[:1]})
+
+    def trial(value: float) -> tuple[Thresholds, Report]:
+        thresholds = replace(retriever.thresholds, faq=value)
+        probe = Retriever(embedder=retriever.embedder, index=retriever.index, thresholds=thresholds)
+        return thresholds, report("calibration", probe, scored)
+
+    floor = None
+    if max_in_scope_drop is not None:
+        floor = trial(-1.0)[1].in_scope_accuracy - max_in_scope_drop
     best, best_value = retriever.thresholds, -1.0
     for value in candidates:
-        trial = replace(retriever.thresholds, faq=value)
-        probe = Retriever(embedder=retriever.embedder, index=retriever.index, thresholds=trial)
-        r = report("calibration", probe, scored)
-        objective = (
-            (r.in_scope_accuracy + r.oos_recall) / 2
-            if r.oos_recall is not None
-            else (r.in_scope_accuracy)
-        )
+        thresholds, r = trial(value)
+        oos = r.oos_recall if r.oos_recall is not None else 0.0
+        if floor is not None:
+            objective = oos if r.in_scope_accuracy >= floor - 1e-9 else -1.0
+        elif r.oos_recall is not None:
+            objective = (r.in_scope_accuracy + oos) / 2
+        else:
+            objective = r.in_scope_accuracy
         if objective > best_value:
-            best, best_value = trial, objective
+            best, best_value = thresholds, objective
     return best
 
 
@@ -158,6 +177,7 @@ def evaluate(
     settings: Settings,
     dev: Path | None = None,
     held_out: frozenset[str] = frozenset(),
+    max_in_scope_drop: float | None = None,
 ) -> list[Report]:
     """Index the KB once, calibrate on `dev` if given, and report on every query set."""
     embedder = build_embedder(settings)
@@ -166,9 +186,8 @@ def evaluate(
     retriever = build_retriever(settings, embedder=embedder, index=index)
     if dev is not None:
         dev_scored = score(retriever, load_queries(dev, held_out), settings.tenant)
-        retriever = Retriever(
-            embedder=embedder, index=index, thresholds=calibrate(retriever, dev_scored)
-        )
+        thresholds = calibrate(retriever, dev_scored, max_in_scope_drop=max_in_scope_drop)
+        retriever = Retriever(embedder=embedder, index=index, thresholds=thresholds)
     return [
         report(name, retriever, score(retriever, load_queries(path, held_out), settings.tenant))
         for name, path in query_sets.items()

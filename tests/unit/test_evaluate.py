@@ -131,3 +131,17 @@ def test_a_dataset_is_reported_whole_and_with_entries_held_out(tmp_path: Path) -
     assert (partial.name, partial.covered, partial.uncovered) == ("toy (-25%)", 3, 1)
     assert whole.oos_recall is None
     assert partial.oos_recall is not None
+
+
+def test_calibration_can_decline_as_much_as_a_bounded_in_scope_loss_allows() -> None:
+    scored = [
+        ev.Scored(ev.Query("a", "x"), (_hit("x", 0.95),)),
+        ev.Scored(ev.Query("b", "x"), (_hit("x", 0.90),)),
+        ev.Scored(ev.Query("c", "x"), (_hit("x", 0.80),)),
+        ev.Scored(ev.Query("d", "x"), (_hit("x", 0.70),)),
+        ev.Scored(ev.Query("e", None), (_hit("y", 0.85),)),
+        ev.Scored(ev.Query("f", None), (_hit("y", 0.75),)),
+    ]
+    # Losing one covered question in four (25 points) buys one decline; 5 points buys none.
+    assert ev.calibrate(_retriever(0.5), scored, max_in_scope_drop=0.25).faq == 0.8
+    assert ev.calibrate(_retriever(0.5), scored, max_in_scope_drop=0.05).faq == 0.7
