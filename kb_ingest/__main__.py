@@ -51,13 +51,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
+    if args.target == "opensearch" and not args.embedder:
+        # The domain's vectors come from the deployed embedder; a different one cannot search it.
+        parser.error("--target opensearch needs --embedder (the one the deployment uses)")
 
     overrides: dict[str, Any] = {"index": "embedded" if args.target == "local" else "opensearch"}
     if args.embedder:
         overrides["embedder"] = args.embedder
     settings = Settings(**overrides)
     try:
-        index, embedder = build_index(settings), build_embedder(settings)
+        index = build_index(settings, interactive=False)
+        embedder = build_embedder(settings, interactive=False)
     except ConfigurationError as exc:
         print(f"python -m kb_ingest: {exc}", file=sys.stderr)
         return 2

@@ -180,7 +180,7 @@ def evaluate(
     max_in_scope_drop: float | None = None,
 ) -> list[Report]:
     """Index the KB once, calibrate on `dev` if given, and report on every query set."""
-    embedder = build_embedder(settings)
+    embedder = build_embedder(settings, interactive=False)
     index = EmbeddedIndex(":memory:", lexical_weight=settings.lexical_weight)
     ingest(kb_paths, index=index, embedder=embedder, tenant=settings.tenant)
     retriever = build_retriever(settings, embedder=embedder, index=index)

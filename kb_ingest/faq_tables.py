@@ -155,8 +155,10 @@ def _entry_chunk(entry: dict[str, str], *, where: str, tenant: str, source: str)
         lang = declared_language(entry.get("lang")) or detect_language(question + answer)
     except ValueError as exc:
         raise InvalidFile(f"{where}: {exc}") from exc
+    # A spreadsheet numbers its rows 1, 2, 3…, and so does the next one: its ids are its own.
+    given = entry.get("id")
     return Chunk(
-        id=entry.get("id") or faq_id(source, question),
+        id=f"{source}#{given}" if given else faq_id(source, question),
         kind="faq",
         lang=lang,
         title=question,

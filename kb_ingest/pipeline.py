@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from kb_ingest.loaders import LOADERS, load
+from kb_ingest.loaders import LOADERS, InvalidFile, load
 from kefu.models import Chunk, fingerprint
 from kefu.ports import Embedder, KnowledgeIndex
 
@@ -45,17 +45,44 @@ class IngestReport:
         return "\n".join(lines)
 
 
-def expand(paths: Iterable[Path]) -> list[Path]:
-    """Files as given, and the readable files under each folder, in a stable order."""
-    files: list[Path] = []
+def expand(paths: Iterable[Path]) -> list[tuple[Path, str]]:
+    """Files as given, and the readable files under each folder, in a stable order, each with
+    its source name: a file's name, or its path under the folder given (as an S3 key would be)."""
+    files: list[tuple[Path, str]] = []
     for path in paths:
         if path.is_dir():
-            files += sorted(
-                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in LOADERS
-            )
+            files += [
+                (p, p.relative_to(path).as_posix())
+                for p in sorted(path.rglob("*"))
+                if p.is_file() and p.suffix.lower() in LOADERS
+            ]
         else:
-            files.append(path)
+            files.append((path, path.name))
     return files
+
+
+def _check_ids_are_free(
+    chunks: Sequence[Chunk],
+    source: str,
+    owner: dict[str, str],
+    existing: dict[str, str],
+    index: KnowledgeIndex,
+    tenant: str,
+) -> None:
+    """Refuse a file whose chunk ids another file already has: one would silently replace
+    the other (ids are unique within a tenant)."""
+    ids = {c.id for c in chunks}
+    taken = {i: owner[i] for i in ids if i in owner}
+    stored_elsewhere = (ids & existing.keys()) - index.fingerprints(tenant, source=source).keys()
+    taken.update((i, "another file already indexed") for i in stored_elsewhere if i not in owner)
+    if len(ids) < len(chunks):
+        raise InvalidFile(f"{source}: the same id appears twice in the file")
+    if taken:
+        first = sorted(taken)[0]
+        raise InvalidFile(
+            f"{source}: {len(taken)} id(s) already belong to {taken[first]} (e.g. {first!r}); "
+            "ids must be unique within a tenant"
+        )
 
 
 def embed_chunks(embedder: Embedder, chunks: Sequence[Chunk]) -> list[Vectors]:
@@ -93,21 +120,26 @@ def ingest(
     report = IngestReport()
     chunks: list[Chunk] = []
     files = expand(paths)
-    for number, path in enumerate(files, start=1):
+    existing = index.fingerprints(tenant)
+    owner: dict[str, str] = {}  # chunk id -> the source that has it in this ingest
+    for number, (path, source) in enumerate(files, start=1):
         try:
-            loaded = load(path, tenant=tenant)
+            loaded = load(path, tenant=tenant, source=source)
+            # With prune the given files are the whole KB: what others had is going anyway.
+            stored = {} if prune else existing
+            _check_ids_are_free(loaded, source, owner, stored, index, tenant)
         except (ValueError, OSError) as exc:
-            report.failures.append((path.name, str(exc)))
+            report.failures.append((source, str(exc)))
             continue
         finally:
             if progress:
                 progress("read", number, len(files))
         report.files += 1
+        owner.update((c.id, source) for c in loaded)
         chunks += loaded
     report.entries = len(chunks)
     report.faq_entries = sum(c.kind == "faq" for c in chunks)
 
-    existing = index.fingerprints(tenant)
     changed = [c for c in chunks if existing.get(c.id) != fingerprint(c)]
     report.chunks_unchanged = len(chunks) - len(changed)
     for start in range(0, len(changed), 256):
@@ -120,7 +152,7 @@ def ingest(
     if prune and not report.failures:
         stale = sorted(set(existing) - {c.id for c in chunks})
         if stale:
-            index.delete(stale)
+            index.delete(stale, tenant=tenant)
         report.chunks_removed = len(stale)
     report.version = index.version
     report.seconds = time.perf_counter() - started
@@ -142,6 +174,7 @@ def sync_source(
     """
     started = time.perf_counter()
     chunks = load(path, tenant=tenant, source=source)
+    _check_ids_are_free(chunks, source, {}, index.fingerprints(tenant), index, tenant)
     existing = index.fingerprints(tenant, source=source)
     changed = [c for c in chunks if existing.get(c.id) != fingerprint(c)]
     for start in range(0, len(changed), 256):
@@ -149,7 +182,7 @@ def sync_source(
         index.upsert(batch, embed_chunks(embedder, batch))
     stale = sorted(set(existing) - {c.id for c in chunks})
     if stale:
-        index.delete(stale)
+        index.delete(stale, tenant=tenant)
     return IngestReport(
         files=1,
         entries=len(chunks),
@@ -166,5 +199,5 @@ def remove_source(source: str, *, index: KnowledgeIndex, tenant: str = "default"
     """Remove every chunk a deleted file had; returns how many."""
     stale = sorted(index.fingerprints(tenant, source=source))
     if stale:
-        index.delete(stale)
+        index.delete(stale, tenant=tenant)
     return len(stale)

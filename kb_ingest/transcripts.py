@@ -15,8 +15,9 @@ something (a question mark, a question word or a request: `_QUESTION_CUES`, `_QU
 paired with the agent's turns that follow, merged. Greetings, thanks and acknowledgements
 ("你好", "thanks!", "好的") are dropped before pairing, and a leading greeting is trimmed from a
 question and an answer. A reply that opens by asking the customer for details (an order number,
-say) answers nothing on its own, so its pair is skipped. Nothing is masked here: redact
-transcripts before they reach the knowledge base (the chat's output guardrails are the last line).
+say) answers nothing on its own, so its pair is skipped. Phone numbers, e-mail addresses, identity
+and card numbers are masked by pattern (`kefu.masking`); names and street addresses have no
+pattern, so review mined pairs before they answer customers.
 
 Each entry gets one of `CATEGORIES` from the keyword lexicon `CATEGORY_KEYWORDS`: a keyword
 found in the question counts twice, one in the answer once, and the category with the most wins
@@ -34,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from kb_ingest.formats import InvalidFile, declared_language
+from kefu.masking import mask_personal_data
 from kefu.models import Chunk
 from kefu.text import Language, detect_language, tokenize
 
@@ -210,12 +212,16 @@ def load_transcripts(
                 f"{where}: duplicate session_id {session_id!r} (first on line {first})"
             )
         sessions[session_id] = number
-        for first_turn, question, answer in _pairs(turns):
+        for first_turn, raw_question, raw_answer in _pairs(turns):
+            language = lang or detect_language(raw_question + raw_answer)
+            # A mined answer may be served to another customer: no contact details go with it.
+            question = mask_personal_data(raw_question, language=language)
+            answer = mask_personal_data(raw_answer, language=language)
             chunks.append(
                 Chunk(
                     id=f"{source}#{session_id}-{first_turn:03d}",
                     kind="faq",
-                    lang=lang or detect_language(question + answer),
+                    lang=language,
                     title=question,
                     text=answer,
                     keys=(question,),

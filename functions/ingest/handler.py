@@ -6,9 +6,11 @@ replaced, vanished ones removed), a file that is gone has its chunks removed. S3
 deduplicates its notifications, so a late `ObjectRemoved` after a new upload, or a late
 `ObjectCreated` after a delete, still leaves the index right.
 
-A record that fails (an unparseable file, an index or Bedrock error) fails alone: the batch reports
-it back to SQS, which redelivers it until the queue's maxReceiveCount moves it to the DLQ.
-Redeliveries of a change already applied are skipped by idempotency records in DynamoDB.
+A record that fails (a file in a readable format with bad content, an index or Bedrock error) fails
+alone: the batch reports it back to SQS, which redelivers it until the queue's maxReceiveCount moves
+it to the DLQ. Redeliveries of a change already applied are skipped by idempotency records in
+DynamoDB. A key that can hold no knowledge (a console "folder", a format no loader reads) is skipped
+without being downloaded: retrying it could never succeed, and it must not raise the DLQ alarm.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, Json
 
-from kb_ingest.loaders import InvalidFile, UnsupportedFile
+from kb_ingest.loaders import LOADERS, InvalidFile, UnsupportedFile
 from kb_ingest.pipeline import remove_source, sync_source
 from kefu.bootstrap import build_embedder, build_index, get_settings
 from kefu.observability import logger, metrics, tracer
@@ -116,12 +118,26 @@ def _s3() -> Any:
 
 @lru_cache(maxsize=1)
 def _index() -> KnowledgeIndex:
-    return build_index(get_settings())
+    return build_index(get_settings(), interactive=False)
 
 
 @lru_cache(maxsize=1)
 def _embedder() -> Embedder:
-    return build_embedder(get_settings())
+    return build_embedder(get_settings(), interactive=False)
+
+
+def skip_reason(key: str) -> str | None:
+    """Why the object at `key` cannot hold knowledge, or None when a loader reads it.
+
+    Such a key never had chunks in the index, so neither its upload nor its removal changes it.
+    """
+    if key.endswith("/"):
+        # What the S3 console's "Create folder" puts in the bucket: an empty object named `x/`.
+        return "folder marker"
+    suffix = PurePosixPath(key).suffix.lower()
+    if suffix not in LOADERS:
+        return f"unsupported format {suffix or '(none)'}"
+    return None
 
 
 def _download(change: ObjectChange, folder: Path) -> Path | None:
@@ -199,7 +215,19 @@ def record_handler(record: KnowledgeFileMessage) -> None:
     assert isinstance(record.body, S3Model)
     for s3_record in record.body.Records:
         try:
-            _apply_change_once()(change=ObjectChange.from_record(s3_record))
+            change = ObjectChange.from_record(s3_record)
+            reason = skip_reason(change.key)
+            if reason is not None:
+                metrics.add_metric(name="FilesSkipped", unit=MetricUnit.Count, value=1)
+                # A folder is routine; a file in a format no loader reads is an editor's mistake
+                # that would otherwise go unnoticed: it never reaches the knowledge base.
+                log = logger.info if change.key.endswith("/") else logger.warning
+                log(
+                    "knowledge file skipped",
+                    extra={"key": change.key, "s3_event": change.event, "reason": reason},
+                )
+                continue
+            _apply_change_once()(change=change)
         except Exception:
             # Counted, then raised again: the batch reports this record alone as failed.
             metrics.add_metric(name="IngestFailures", unit=MetricUnit.Count, value=1)

@@ -4,14 +4,17 @@
         ─► parse, chunk, embed (Bedrock Titan) ─► OpenSearch domain ◄─ chat Lambda (search)
 
 The domain is reached over HTTPS with SigV4-signed requests; in the public profile it has a public
-endpoint (no VPC), and only the roles granted here may call it: its resource policy names them,
-and each role's own policy allows the HTTP methods it needs. Placing it in isolated subnets is the
+endpoint (no VPC), and only the roles granted here may call it. Within one account an allow in
+either the role's policy or the domain's resource policy lets a request through, so both say the
+same, per role: the HTTP methods and the paths that role's requests use, and nothing else (the
+chat role may search and read the KB version, never write). Placing it in isolated subnets is the
 private profile's job.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from aws_cdk import Acknowledgment, Duration, RemovalPolicy, Stack, Validations
@@ -55,15 +58,45 @@ INGEST_BATCH_SIZE = 5
 INGEST_MAX_CONCURRENCY = 5
 OPENSEARCH_ENGINE = opensearch.EngineVersion.OPENSEARCH_2_19
 
-SEARCH_ACTIONS = ("es:ESHttpGet", "es:ESHttpHead", "es:ESHttpPost")
-INDEX_WRITE_ACTIONS = (
-    "es:ESHttpDelete",
-    "es:ESHttpGet",
-    "es:ESHttpHead",
-    "es:ESHttpPatch",
-    "es:ESHttpPost",
-    "es:ESHttpPut",
-)
+# kefu's OpenSearchIndex keeps the KB version in this document of the `<index>-meta` index.
+VERSION_DOCUMENT_ID = "version"
+READ_ACTIONS = ("es:ESHttpGet", "es:ESHttpHead")
+# POST only where it reads: `_search`, `_msearch` and `_mget` take their query as a body.
+QUERY_ACTIONS = (*READ_ACTIONS, "es:ESHttpPost")
+
+
+@dataclass(frozen=True)
+class IndexAccess:
+    """HTTP methods allowed on some paths below the domain (`<index>/_search`, `_bulk`)."""
+
+    actions: tuple[str, ...]
+    paths: tuple[str, ...]
+
+
+def search_access(index: str) -> tuple[IndexAccess, ...]:
+    """What answering a question sends: `OpenSearchIndex.search` (an `_msearch` for candidates,
+    then a `_search` scoring them) and `version` (a GET of the meta document)."""
+    return (
+        IndexAccess(actions=QUERY_ACTIONS, paths=(f"{index}/_search", f"{index}/_msearch")),
+        # GET only: a POST or PUT to `_doc/<id>` would overwrite the KB version.
+        IndexAccess(actions=READ_ACTIONS, paths=(f"{index}-meta/_doc/{VERSION_DOCUMENT_ID}",)),
+    )
+
+
+def ingest_access(index: str) -> tuple[IndexAccess, ...]:
+    """What keeping the index in sync sends, read from `OpenSearchIndex`: `ensure_index` (HEAD,
+    then PUT of each index), `upsert` (`_mget` of stored fingerprints, `_bulk`, a scripted
+    `_update` of the version), `delete` (`_bulk`), `fingerprints` (`_search`) and `version`."""
+    meta = f"{index}-meta"
+    return (
+        IndexAccess(actions=QUERY_ACTIONS, paths=(f"{index}/_search", f"{index}/_mget")),
+        IndexAccess(actions=READ_ACTIONS, paths=(f"{meta}/_doc/{VERSION_DOCUMENT_ID}",)),
+        IndexAccess(actions=("es:ESHttpHead", "es:ESHttpPut"), paths=(index, meta)),
+        # opensearch-py's bulk helper posts to the domain's `/_bulk`, each action naming its index.
+        IndexAccess(
+            actions=("es:ESHttpPost",), paths=("_bulk", f"{meta}/_update/{VERSION_DOCUMENT_ID}")
+        ),
+    )
 
 
 class KnowledgeBase(Construct):
@@ -216,7 +249,7 @@ class KnowledgeBase(Construct):
         self._allow_embedding(ingest.role, model_id=bedrock_embedding_model_id)
         self.idempotency_table.grant_read_write_data(ingest.role)
         self._acknowledge_table_key_grant(ingest.role)
-        self._allow_index(ingest.role, actions=INDEX_WRITE_ACTIONS)
+        self._allow_index(ingest.role, access=ingest_access(self.index_name))
 
     @property
     def index_environment(self) -> Mapping[str, str]:
@@ -228,10 +261,10 @@ class KnowledgeBase(Construct):
         }
 
     def grant_search(self, function: lambda_.IFunction) -> None:
-        """Let `function` search the index (GET, HEAD, POST for `_search`), and tell it where."""
+        """Let `function` search the index and read its version (never write), and tell it where."""
         if function.role is None:
             raise ValueError("grant_search needs a function with an execution role")
-        self._allow_index(function.role, actions=SEARCH_ACTIONS)
+        self._allow_index(function.role, access=search_access(self.index_name))
         if isinstance(function, lambda_.Function):
             for name, value in self.index_environment.items():
                 function.add_environment(name, value)
@@ -344,15 +377,15 @@ class KnowledgeBase(Construct):
             suppress_logs_resource_policy=True,
             removal_policy=removal_policy,
         )
-        # IAM-based access: the resource policy lists every role granted below. Written onto the
-        # CloudFormation resource (a lazily rendered document) instead of through the L2's
-        # access-policy custom resource, which would add a Lambda function with AWS-wide rights.
-        self._index_principals = iam.PolicyStatement(
-            actions=["es:ESHttp*"], resources=[f"{self._domain_arn}/*"]
-        )
+        # IAM-based access: the resource policy gets each granted role's own statements (see
+        # `_allow_index`). Written onto the CloudFormation resource (a lazily rendered document)
+        # instead of through the L2's access-policy custom resource, which would add a Lambda
+        # function with AWS-wide rights.
+        # Not minimized: merging would mix the roles' statements; each role keeps its own.
+        self._access_policy = iam.PolicyDocument(minimize=False)
         cfn_domain = domain.node.default_child
         assert isinstance(cfn_domain, opensearch.CfnDomain)
-        cfn_domain.access_policies = iam.PolicyDocument(statements=[self._index_principals])
+        cfn_domain.access_policies = self._access_policy
         self._acknowledge_domain(
             domain,
             availability_zones=availability_zones,
@@ -360,28 +393,20 @@ class KnowledgeBase(Construct):
         )
         return domain
 
-    def _allow_index(self, role: iam.IRole, *, actions: tuple[str, ...]) -> None:
-        self._index_principals.add_arn_principal(role.role_arn)
-        role.add_to_principal_policy(
-            iam.PolicyStatement(
-                actions=list(actions),
-                resources=[self.domain.domain_arn, f"{self.domain.domain_arn}/*"],
+    def _allow_index(self, role: iam.IRole, *, access: Sequence[IndexAccess]) -> None:
+        """The same statements in the role's policy and, naming the role, in the domain's."""
+        for entry in access:
+            resources = [f"{self._domain_arn}/{path}" for path in entry.paths]
+            role.add_to_principal_policy(
+                iam.PolicyStatement(actions=list(entry.actions), resources=resources)
             )
-        )
-        Validations.of(role).acknowledge(
-            Acknowledgment(
-                id=f"AwsSolutions-IAM5[Resource::<{Stack.of(self).get_logical_id(self._cfn_domain)}"
-                ".Arn>/*]",
-                reason="OpenSearch authorizes each HTTP call by its path below the domain ARN "
-                "(the index, _search, _bulk); the statement names this one domain.",
+            self._access_policy.add_statements(
+                iam.PolicyStatement(
+                    principals=[iam.ArnPrincipal(role.role_arn)],
+                    actions=list(entry.actions),
+                    resources=resources,
+                )
             )
-        )
-
-    @property
-    def _cfn_domain(self) -> opensearch.CfnDomain:
-        cfn_domain = self.domain.node.default_child
-        assert isinstance(cfn_domain, opensearch.CfnDomain)
-        return cfn_domain
 
     def _allow_reading_files(self, role: iam.IRole) -> None:
         role.add_to_principal_policy(

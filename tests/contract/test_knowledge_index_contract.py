@@ -158,7 +158,7 @@ def test_deleted_chunks_are_gone_from_search_count_and_fingerprints(index: Knowl
     put(index, REFUND, PASSWORD)
     version = index.version
 
-    index.delete(["refund", "never-written"])
+    index.delete(["refund", "never-written"], tenant="default")
 
     assert "refund" not in ask(index, "How long does a refund take?")
     assert index.count() == 1
@@ -175,6 +175,37 @@ def test_fingerprints_are_listed_per_tenant_and_source(index: KnowledgeIndex) ->
     assert set(index.fingerprints("default", source="more.jsonl")) == {"other"}
     assert set(index.fingerprints("acme")) == {"acme"}
     assert index.fingerprints("default", source="gone.jsonl") == {}
+
+
+def test_one_chunk_id_in_two_tenants_stays_two_chunks(index: KnowledgeIndex) -> None:
+    # Given the same FAQ file ingested for two tenants: the same chunk id, different answers
+    acme = entry(
+        "refund",
+        "How long does a refund take?",
+        "Acme refunds within a week.",
+        similar=("When will I get my money back?",),
+        category="payments",
+        tenant="acme",
+    )
+    put(index, REFUND, PASSWORD)
+    put(index, acme)
+
+    # Then each tenant finds its own answer and lists its own fingerprint
+    assert index.count() == 3
+    assert search(index, "How long does a refund take?")[0].chunk == REFUND
+    assert search(index, "How long does a refund take?", tenant="acme")[0].chunk == acme
+    assert set(index.fingerprints("default")) == {"refund", "password"}
+    assert set(index.fingerprints("acme")) == {"refund"}
+    assert index.fingerprints("acme")["refund"] != index.fingerprints("default")["refund"]
+
+    # When acme deletes the entry, the default tenant's stays
+    index.delete(["refund"], tenant="acme")
+
+    assert ask(index, "How long does a refund take?", tenant="acme") == []
+    assert index.fingerprints("acme") == {}
+    assert search(index, "How long does a refund take?")[0].chunk == REFUND
+    assert set(index.fingerprints("default")) == {"refund", "password"}
+    assert index.count() == 2
 
 
 def test_passages_and_out_of_scope_examples_round_trip(index: KnowledgeIndex) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,6 +163,22 @@ def ingest(bucket: KnowledgeBucket) -> Ingest:
 
 
 @pytest.fixture
+def downloads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The keys the handler fetched from the bucket, in order."""
+    from functions.ingest import handler
+
+    fetched: list[str] = []
+    real_download = handler._download
+
+    def counting_download(change: Any, folder: Path) -> Path | None:
+        fetched.append(change.key)
+        return real_download(change, folder)
+
+    monkeypatch.setattr(handler, "_download", counting_download)
+    return fetched
+
+
+@pytest.fixture
 def syncs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The sources the handler actually parsed and synced, in order."""
     from functions.ingest import handler
@@ -287,7 +304,7 @@ def test_a_late_upload_notification_for_a_deleted_file_does_not_bring_it_back(
     ("key", "content", "reason"),
     [
         ("faq/broken.jsonl", b'{"id": "x", "questions": ["q"]\n', "not an FAQ entry"),
-        ("faq/contract.docx", b"PK\x03\x04 not a knowledge file", "unsupported format .docx"),
+        ("docs/manual.pdf", b"PK\x03\x04 not a PDF", "not a readable PDF"),
     ],
 )
 def test_a_poison_file_fails_only_its_own_record(
@@ -315,6 +332,61 @@ def test_a_poison_file_fails_only_its_own_record(
     assert rejected[0].key == key
     assert reason in rejected[0].reason
     assert '"IngestFailures":[1.0]' in capsys.readouterr().out.replace(" ", "")
+
+
+@pytest.mark.parametrize(
+    ("key", "content", "reason"),
+    [
+        # What the S3 console's "Create folder" writes: an empty object whose key ends in '/'.
+        ("faq/", b"", "folder marker"),
+        ("faq/contract.docx", b"PK\x03\x04 not a knowledge file", "unsupported format .docx"),
+        ("faq/README", b"notes for the editors", "unsupported format (none)"),
+    ],
+)
+def test_a_key_no_loader_reads_is_skipped_without_failing_its_record(
+    bucket: KnowledgeBucket,
+    ingest: Ingest,
+    downloads: list[str],
+    syncs: list[str],
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    key: str,
+    content: bytes,
+    reason: str,
+) -> None:
+    # Given a batch with an object that can hold no knowledge next to a good file
+    from kefu.observability import logger
+
+    caplog.set_level(logging.INFO, logger=logger.name)
+    skipped = bucket.upload(key, content)
+    good = bucket.upload("faq/mini_faq.jsonl", FIXTURES / "mini_faq.jsonl")
+
+    # When the batch is handled
+    response = ingest(batch(skipped, good))
+
+    # Then no record goes back to the queue (so nothing reaches the DLQ and its alarm), the
+    # skipped object is neither downloaded nor indexed, and the log and metrics say why
+    assert response == {"batchItemFailures": []}
+    assert downloads == ["faq/mini_faq.jsonl"]
+    assert syncs == ["faq/mini_faq.jsonl"]
+    assert bucket.chunks(key) == set()
+    assert bucket.chunks("faq/mini_faq.jsonl") == FAQ_IDS
+    logged = [r for r in caplog.records if r.getMessage() == "knowledge file skipped"]
+    assert [(r.key, r.reason) for r in logged] == [(key, reason)]
+    metrics = capsys.readouterr().out.replace(" ", "")
+    assert '"FilesSkipped":[1.0]' in metrics
+    assert "IngestFailures" not in metrics
+
+
+def test_removing_a_key_no_loader_reads_is_skipped_too(
+    bucket: KnowledgeBucket, ingest: Ingest, downloads: list[str]
+) -> None:
+    bucket.upload("faq/", b"")
+
+    response = ingest(batch(bucket.delete("faq/")))
+
+    assert response == {"batchItemFailures": []}
+    assert downloads == []
 
 
 def test_a_failed_record_is_retried_when_redelivered(

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from typing import Any, ClassVar
 
+import numpy as np
+import pytest
 from aws_cdk.assertions import Match
+from opensearchpy import Connection
 
 from tests.infra.synth import INGEST_SERVICE, SynthesizedStage
 
 PARTITION = {"Ref": "AWS::Partition"}
 REGION = {"Ref": "AWS::Region"}
+ACCOUNT = {"Ref": "AWS::AccountId"}
+INDEX = "kefu-kb"
 
 
 def arn_of(logical_id: str) -> dict[str, Any]:
@@ -252,38 +258,214 @@ def test_the_domain_is_sized_and_spread_as_the_stage_says(each_stage: Synthesize
     assert cluster["DedicatedMasterEnabled"] is (config.opensearch_dedicated_master_count > 0)
 
 
-def test_only_the_chat_and_ingest_roles_may_call_the_domain(each_stage: SynthesizedStage) -> None:
-    policy = each_stage.resources[domain_id(each_stage)]["Properties"]["AccessPolicies"]
-    (statement,) = policy["Statement"]
+SEARCH_METHODS = {"Get", "Head", "Post"}
+READ_METHODS = {"Get", "Head"}
+WRITE_METHODS = {"Put", "Delete", "Patch"}
+# What the chat role may call, as (HTTP method, path below the domain ARN).
+CHAT_GRANTS = {
+    *((method, f"{INDEX}/{api}") for method in SEARCH_METHODS for api in ("_search", "_msearch")),
+    *((method, f"{INDEX}-meta/_doc/version") for method in READ_METHODS),
+}
 
-    assert statement["Effect"] == "Allow"
-    assert statement["Action"] == "es:ESHttp*"
-    assert sorted(p["Fn::GetAtt"][0] for p in statement["Principal"]["AWS"]) == sorted(
-        [each_stage.chat_role_id(), each_stage.role_id(INGEST_SERVICE)]
-    )
-    assert "Condition" not in statement
+Grant = tuple[str, str]
 
 
-def test_the_roles_call_the_domain_with_the_methods_they_need_and_on_it_only(
+def domain_arn_prefix(stage: SynthesizedStage) -> list[Any]:
+    """The parts of the domain's ARN that start every resource of its policies."""
+    name = stage.resources[domain_id(stage)]["Properties"]["DomainName"]
+    return ["arn:", PARTITION, ":es:", REGION, ":", ACCOUNT, f":domain/{name}/"]
+
+
+def grants(stage: SynthesizedStage, statements: list[dict[str, Any]]) -> set[Grant]:
+    """Every (HTTP method, path below the domain) the `es:` statements allow."""
+    prefix = domain_arn_prefix(stage)
+    allowed: set[Grant] = set()
+    for statement in statements:
+        actions = [a for a in _as_list(statement["Action"]) if a.startswith("es:")]
+        if not actions:
+            continue
+        assert statement["Effect"] == "Allow"
+        assert "Condition" not in statement
+        for resource in _as_list(statement["Resource"]):
+            separator, parts = resource["Fn::Join"]
+            assert separator == ""
+            assert parts[:-1] == prefix[:-1]
+            assert parts[-1].startswith(prefix[-1]), resource
+            path = parts[-1].removeprefix(prefix[-1])
+            allowed |= {(action.removeprefix("es:ESHttp"), path) for action in actions}
+    return allowed
+
+
+def domain_policy_statements(stage: SynthesizedStage, role_id: str) -> list[dict[str, Any]]:
+    policy = stage.resources[domain_id(stage)]["Properties"]["AccessPolicies"]
+    return [s for s in policy["Statement"] if s["Principal"] == {"AWS": arn_of(role_id)}]
+
+
+def identity_statements(stage: SynthesizedStage, role_id: str) -> list[dict[str, Any]]:
+    return [
+        s for s in stage.role_statements(role_id) if any(a.startswith("es:") for a in s["Action"])
+    ]
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def test_each_statement_of_the_domain_policy_names_one_role_and_exact_paths(
     each_stage: SynthesizedStage,
 ) -> None:
-    domain = domain_id(each_stage)
-    on_domain = [arn_of(domain), under(domain)]
+    policy = each_stage.resources[domain_id(each_stage)]["Properties"]["AccessPolicies"]
+    roles = {each_stage.chat_role_id(), each_stage.role_id(INGEST_SERVICE)}
 
-    ingest = each_stage.role_statements(each_stage.role_id(INGEST_SERVICE))
-    chat = each_stage.role_statements(each_stage.chat_role_id())
+    principals = [statement["Principal"]["AWS"] for statement in policy["Statement"]]
 
-    es_ingest = [s for s in ingest if any(a.startswith("es:") for a in s["Action"])]
-    es_chat = [s for s in chat if any(a.startswith("es:") for a in s["Action"])]
-    assert [(set(s["Action"]), s["Resource"]) for s in es_ingest] == [
-        (
-            {f"es:ESHttp{m}" for m in ("Delete", "Get", "Head", "Patch", "Post", "Put")},
-            on_domain,
-        )
-    ]
-    assert [(set(s["Action"]), s["Resource"]) for s in es_chat] == [
-        ({"es:ESHttpGet", "es:ESHttpHead", "es:ESHttpPost"}, on_domain)
-    ]
+    # One role per statement, so one role's rights never extend to the other
+    assert all(isinstance(principal, dict) for principal in principals)
+    assert {principal["Fn::GetAtt"][0] for principal in principals} == roles
+    for statement in policy["Statement"]:
+        assert "es:ESHttp*" not in _as_list(statement["Action"])
+        assert not any("*" in path for _, path in grants(each_stage, [statement]))
+
+
+def test_the_chat_role_may_only_search_the_index_and_read_the_kb_version(
+    each_stage: SynthesizedStage,
+) -> None:
+    chat = each_stage.chat_role_id()
+
+    # An allow in either policy lets a request through: both must say the same, and no more.
+    for statements in (
+        domain_policy_statements(each_stage, chat),
+        identity_statements(each_stage, chat),
+    ):
+        allowed = grants(each_stage, statements)
+        assert allowed == CHAT_GRANTS
+        assert not {method for method, _ in allowed} & WRITE_METHODS
+        assert not any(path.endswith("_bulk") for _, path in allowed)
+        # POST to a document path would index it: the version may only be read.
+        assert ("Post", f"{INDEX}-meta/_doc/version") not in allowed
+
+
+def test_the_ingest_role_may_create_and_write_the_index_and_nothing_else(
+    each_stage: SynthesizedStage,
+) -> None:
+    ingest = each_stage.role_id(INGEST_SERVICE)
+    writes = {
+        ("Head", INDEX),
+        ("Put", INDEX),
+        ("Head", f"{INDEX}-meta"),
+        ("Put", f"{INDEX}-meta"),
+        ("Post", "_bulk"),
+        ("Post", f"{INDEX}-meta/_update/version"),
+        ("Post", f"{INDEX}/_mget"),
+        ("Post", f"{INDEX}/_search"),
+        ("Get", f"{INDEX}-meta/_doc/version"),
+    }
+
+    from_domain = grants(each_stage, domain_policy_statements(each_stage, ingest))
+    from_role = grants(each_stage, identity_statements(each_stage, ingest))
+
+    assert from_domain == from_role
+    assert writes <= from_domain
+    # Nothing on the domain as a whole, no deletes of an index, no writes to documents by path
+    assert not any("*" in path or path == "" for _, path in from_domain)
+    assert not {method for method, _ in from_domain} & {"Delete", "Patch"}
+
+
+class RecordingConnection(Connection):
+    """Answers opensearch-py's HTTP requests as a domain would, recording each one; no socket."""
+
+    # Class-wide: opensearch-py builds the connection itself. The fixture resets it.
+    requests: ClassVar[list[Grant]] = []
+
+    def perform_request(
+        self,
+        method: str,
+        url: str,
+        params: Any = None,
+        body: Any = None,
+        timeout: Any = None,
+        ignore: Any = (),
+        headers: Any = None,
+    ) -> tuple[int, dict[str, str], str]:
+        path = url.partition("?")[0].strip("/")
+        self.requests.append((method.title(), path))
+        status, answer = self._answer(method, path, body)
+        raw = json.dumps(answer)
+        if status >= 300 and status not in ignore:
+            self._raise_error(status, raw, "application/json")
+        return status, {"content-type": "application/json"}, raw
+
+    @staticmethod
+    def _answer(method: str, path: str, body: Any) -> tuple[int, Any]:
+        if method == "HEAD":
+            return 404, {}
+        if path.endswith("/_msearch"):
+            leg = {"hits": {"hits": [{"_id": "faq-1", "_score": 1.0}]}}
+            return 200, {"responses": [leg] * 4}
+        if path.endswith("/_search"):
+            return 200, {"hits": {"hits": []}}
+        if path.endswith("/_mget"):
+            return 200, {"docs": []}
+        if path == "_bulk":
+            text = body.decode() if isinstance(body, bytes) else body
+            lines = [json.loads(line) for line in text.splitlines() if line.strip()]
+            items = [
+                {op: {"_id": action["_id"], "status": 200, "result": "updated"}}
+                for line in lines
+                for op, action in line.items()
+                if op in ("index", "delete") and len(line) == 1
+            ]
+            return 200, {"took": 1, "errors": False, "items": items}
+        if "/_doc/" in path:
+            return 200, {"found": True, "_source": {"version": 3}}
+        return 200, {"acknowledged": True, "result": "updated"}
+
+
+@pytest.fixture
+def knowledge_index() -> Any:
+    """kefu's OpenSearchIndex on a real opensearch-py client whose transport only records."""
+    from opensearchpy import OpenSearch
+
+    from kefu.adapters.opensearch_index import OpenSearchIndex
+
+    RecordingConnection.requests = []
+    client = OpenSearch(hosts=["https://search.invalid:443"], connection_class=RecordingConnection)
+    return OpenSearchIndex(client, INDEX, dim=4, refresh=False)
+
+
+def test_every_request_the_adapter_makes_is_allowed_to_the_role_that_makes_it(
+    dev: SynthesizedStage, knowledge_index: Any
+) -> None:
+    from kefu.models import Chunk
+    from kefu.ports import SearchQuery
+
+    chat = grants(dev, domain_policy_statements(dev, dev.chat_role_id()))
+    ingest = grants(dev, domain_policy_statements(dev, dev.role_id(INGEST_SERVICE)))
+    chunk = Chunk(id="faq-1", kind="faq", lang="en", title="Returns", text="30 days", keys=("q",))
+
+    # When the chat function answers a question
+    knowledge_index.search(SearchQuery(text="returns?", vector=np.ones(4) / 2))
+    _ = knowledge_index.version
+    chat_requests = set(RecordingConnection.requests)
+
+    # and the ingest function syncs and removes a file
+    RecordingConnection.requests = []
+    knowledge_index.upsert([chunk], [np.ones((2, 4)) / 2])
+    knowledge_index.delete([chunk.id], tenant=chunk.tenant)
+    knowledge_index.fingerprints("default", source="faq.jsonl")
+    _ = knowledge_index.version
+    ingest_requests = set(RecordingConnection.requests)
+
+    # Then each request is one its role's policy allows
+    assert chat_requests == {
+        ("Post", f"{INDEX}/_msearch"),
+        ("Post", f"{INDEX}/_search"),
+        ("Get", f"{INDEX}-meta/_doc/version"),
+    }
+    assert chat_requests <= chat
+    assert ingest_requests <= ingest
+    assert ("Post", "_bulk") in ingest_requests
+    assert ("Put", INDEX) in ingest_requests
 
 
 def test_the_ingest_function_embeds_with_titan_and_reads_only_the_knowledge_bucket(

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 import io
 import json
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,7 +27,17 @@ from kefu.adapters.cloud_embedders import (
     TitanEmbedder,
     runtime_client,
 )
-from kefu.errors import DependencyUnavailable
+from kefu.errors import ConfigurationError, DependencyUnavailable
+
+EVENTS = Path(__file__).parents[1] / "events"
+
+
+class LambdaContext:
+    function_name = "kefu-chat"
+    memory_limit_in_mb = 1024
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:kefu-chat"
+    aws_request_id = "5b3d6f2e-0000-4000-8000-000000000000"
+
 
 TITAN = "amazon.titan-embed-text-v2:0"
 
@@ -296,17 +308,65 @@ def test_titan_maps_an_unreachable_endpoint_to_dependency_unavailable(bedrock: A
         TitanEmbedder(client=bedrock).embed_queries(["order status"])
 
 
-def test_titan_turns_a_rejected_input_into_a_value_error(
-    bedrock: Any, bedrock_stub: Stubber
+@pytest.mark.parametrize(
+    "message",
+    [
+        "The provided model identifier is invalid.",
+        "Malformed input request: #/dimensions: 768 is not a valid enum value",
+    ],
+)
+def test_titan_turns_a_rejected_request_into_a_configuration_error_without_retrying(
+    bedrock: Any, bedrock_stub: Stubber, sleep: RecordedSleep, message: str
 ) -> None:
+    # Given Bedrock rejects the request: the text is cut to the limit before it is sent, so what
+    # it rejects is the deployment's model id or dimensions
+    bedrock_stub.add_client_error(
+        "invoke_model", service_error_code="ValidationException", service_message=message
+    )
+    embedder = TitanEmbedder(client=bedrock, backoff=ThrottleBackoff(sleep=sleep))
+
+    # When a question is embedded, then it is a configuration error naming model and cause
+    with pytest.raises(ConfigurationError, match=f"Bedrock model {TITAN} rejected") as raised:
+        embedder.embed_queries(["order status"])
+    assert message in str(raised.value)
+    assert sleep.pauses == []
+
+
+def test_a_titan_rejection_reaches_the_customer_as_a_json_503_not_a_500(
+    bedrock: Any, bedrock_stub: Stubber, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the chat Lambda wired to a Titan model id that Bedrock rejects
+    from functions.chat.handler import lambda_handler
+    from kefu import api
+    from kefu.adapters.embedded_index import EmbeddedIndex
+    from kefu.adapters.extractive import ExtractiveModel
+    from kefu.adapters.sessions import SqliteSessionStore
+    from kefu.chat import ChatService
+    from kefu.retrieval import Retriever, Thresholds
+
     bedrock_stub.add_client_error(
         "invoke_model",
         service_error_code="ValidationException",
-        service_message="Malformed input request: expected maxLength: 50000",
+        service_message="The provided model identifier is invalid.",
     )
+    service = ChatService(
+        retriever=Retriever(
+            embedder=TitanEmbedder(client=bedrock),
+            index=EmbeddedIndex(":memory:"),
+            thresholds=Thresholds(0.5, 0.5),
+        ),
+        model=ExtractiveModel(),
+        sessions=SqliteSessionStore(tmp_path / "sessions.sqlite3"),
+    )
+    monkeypatch.setattr(api, "get_chat_service", lambda: service)
+    event = copy.deepcopy(json.loads((EVENTS / "chat_request.json").read_text()))
 
-    with pytest.raises(ValueError, match=r"rejected the input.*maxLength"):
-        TitanEmbedder(client=bedrock).embed_passages(["x"])
+    # When a customer asks a question
+    response = lambda_handler(event, LambdaContext())
+
+    # Then the API answers 503 "not configured" in JSON
+    assert response["statusCode"] == 503
+    assert json.loads(response["body"])["error"]["code"] == "not_configured"
 
 
 def test_titan_rejects_a_vector_of_the_wrong_size(bedrock: Any, bedrock_stub: Stubber) -> None:
@@ -414,7 +474,7 @@ def test_sagemaker_retries_a_throttled_call_then_succeeds(
         ("ModelError", DependencyUnavailable),
         ("ServiceUnavailable", DependencyUnavailable),
         ("InternalFailure", DependencyUnavailable),
-        ("ValidationError", ValueError),
+        ("ValidationError", ConfigurationError),
     ],
 )
 def test_sagemaker_maps_service_errors_to_domain_errors(
@@ -498,12 +558,41 @@ def test_the_embedders_build_their_own_clients_for_the_region() -> None:
 
     assert (titan.name, titan.dim) == ("titan-embed-text-v2-512", 512)
     assert titan._client.meta.region_name == "ap-northeast-1"
-    # one pooled connection per worker, and a rate limiter shared by the workers
-    assert titan._client.meta.config.max_pool_connections == 4
-    assert titan._client.meta.config.retries == {"mode": "adaptive", "total_max_attempts": 4}
+    assert titan._client.meta.config.max_pool_connections == 4  # one per worker
     assert (sagemaker.name, sagemaker.dim) == ("sagemaker-kefu-embed", 384)
     assert sagemaker._client.meta.region_name == "cn-north-1"
-    assert sagemaker._client.meta.config.retries == {"mode": "standard", "total_max_attempts": 3}
+
+
+@pytest.mark.parametrize(
+    "create",
+    [
+        functools.partial(TitanEmbedder.create, region="us-east-1"),
+        functools.partial(SageMakerEmbedder.create, endpoint_name="e", dim=4, region="us-east-1"),
+    ],
+)
+def test_an_embedder_built_for_a_chat_turn_gives_up_within_seconds(create: Any) -> None:
+    embedder = create()
+
+    config = embedder._client.meta.config
+    assert (config.connect_timeout, config.read_timeout) == (1.0, 3.0)
+    # Standard mode: the adaptive rate limiter could hold a call back longer than a customer waits
+    assert config.retries == {"mode": "standard", "total_max_attempts": 2}
+    assert embedder._backoff.retries == 0
+
+
+def test_an_embedder_built_for_ingestion_waits_out_throttling() -> None:
+    titan = TitanEmbedder.create(region="us-east-1", interactive=False)
+    sagemaker = SageMakerEmbedder.create(
+        endpoint_name="kefu-embed", dim=384, region="us-east-1", interactive=False
+    )
+
+    titan_config, sagemaker_config = titan._client.meta.config, sagemaker._client.meta.config
+    # a rate limiter shared by the batch's workers
+    assert titan_config.retries == {"mode": "adaptive", "total_max_attempts": 4}
+    assert (titan_config.connect_timeout, titan_config.read_timeout) == (3.0, 30.0)
+    assert sagemaker_config.retries == {"mode": "standard", "total_max_attempts": 3}
+    assert sagemaker_config.read_timeout == 30.0
+    assert titan._backoff.retries == sagemaker._backoff.retries == 3
 
 
 def test_backoff_pauses_grow_exponentially_up_to_the_cap() -> None:

@@ -94,7 +94,7 @@ def test_an_unchanged_chunk_keeps_the_version_and_a_changed_one_replaces_it() ->
 def test_deleted_chunks_are_no_longer_found() -> None:
     index = EmbeddedIndex(":memory:")
     put(index, REFUND, PASSWORD)
-    index.delete(["refund"])
+    index.delete(["refund"], tenant="default")
     assert ask(index, "refund take long") == ["password"]
     assert index.fingerprints("default").keys() == {"password"}
 

@@ -37,3 +37,9 @@ def test_opensearch_without_an_endpoint_is_a_configuration_error(
     argv = [str(mini_kb_paths[0]), "--target", "opensearch", "--embedder", "hashing"]
     assert main(argv) == 2
     assert "KEFU_OPENSEARCH_URL is required" in capsys.readouterr().err
+
+
+def test_opensearch_needs_the_embedder_named(data_dir: Path, mini_kb_paths: list[Path]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(mini_kb_paths[0]), "--target", "opensearch"])
+    assert exit_info.value.code == 2

@@ -150,7 +150,7 @@ def test_a_chinese_csv_with_a_bom_gives_entries_with_stable_derived_ids(tmp_path
         "48 小时内发货。",
     )
     assert (shipping.lang, shipping.category, shipping.source) == ("zh", "shipping", "faq.csv")
-    assert invoices.id == "inv-1"
+    assert invoices.id == "faq.csv#inv-1"  # a sheet's ids are scoped to it
     assert invoices.keys == ("发票怎么开？",)
     # And a missing id is derived from the source and the question, the same every time
     assert shipping.id.startswith("faq.csv#faq-")
@@ -220,7 +220,7 @@ def test_an_xlsx_workbook_gives_the_same_entries_as_a_csv(tmp_path: Path) -> Non
         ],
     )  # fmt: skip
     first, second = load(path)
-    assert first.id == "101"
+    assert first.id == "faq.xlsx#101"
     assert first.keys == ("Change the address?", "edit address", "wrong address")
     assert (first.lang, first.category) == ("en", "orders")
     assert (second.lang, second.keys, second.source) == ("zh", ("可以开专票吗？",), "faq.xlsx")
@@ -545,3 +545,20 @@ def test_a_folder_of_mixed_formats_is_indexed_and_a_broken_file_reported(tmp_pat
     assert index.count() == report.entries == 1 + 1 + 4 + 1 + 1 + 2
     again = ingest([tmp_path], index=index, embedder=HashingEmbedder(), tenant="acme")
     assert (again.chunks_written, again.chunks_unchanged) == (0, report.entries)
+
+
+def test_mined_pairs_carry_no_phone_numbers_or_email_addresses(tmp_path: Path) -> None:
+    session = {
+        "session_id": "s-pii",
+        "turns": [
+            {"role": "customer", "text": "我的快递什么时候到？我电话13812345678"},
+            {"role": "agent", "text": "预计明天送达，快递员电话13900001111，邮箱 kd@example.com"},
+        ],
+    }
+    path = tmp_path / "pii.transcripts.jsonl"
+    path.write_text(json.dumps(session, ensure_ascii=False), encoding="utf-8")
+    [pair] = load(path)
+    assert "1381234" not in pair.title
+    assert "[电话]" in pair.title
+    assert "13900001111" not in pair.text
+    assert "example.com" not in pair.text

@@ -7,6 +7,7 @@ a real cluster is the contract suite's (tests/contract, with OPENSEARCH_URL).
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -16,7 +17,7 @@ from botocore.credentials import Credentials
 from opensearchpy import AWSV4SignerAuth, RequestsHttpConnection
 from opensearchpy.exceptions import ConnectionError, NotFoundError, RequestError
 
-from kefu.adapters.opensearch_index import OpenSearchIndex, connect
+from kefu.adapters.opensearch_index import OpenSearchIndex, connect, document_id
 from kefu.errors import (
     ConfigurationError,
     DependencyUnavailable,
@@ -39,6 +40,7 @@ REFUND = Chunk(
 )
 # Content, then one row per question; unit length, so the stored rows are exact to 6 decimals.
 REFUND_VECTORS = np.array([[1, 0, 0], [0, 1, 0], [0, 0.6, 0.8]], dtype=np.float32)
+REFUND_DOC = document_id("default", "refund")
 
 
 def _index(client: RecordingClient, **kwargs: Any) -> OpenSearchIndex:
@@ -148,6 +150,19 @@ def test_an_analyzer_the_cluster_lacks_is_a_configuration_error() -> None:
         _index(client).ensure_index()
 
 
+# -- document ids ---------------------------------------------------------------------------
+def test_a_document_id_is_the_sha256_of_tenant_and_chunk_id_and_never_changes() -> None:
+    # Pinned: a changed scheme would orphan every document already written under the old ids.
+    assert REFUND_DOC == "40bed04680458255cfb4c773514785039a7d66e7fcf9acbfbee72273ea9a6666"
+    assert document_id("acme", "refund") != REFUND_DOC
+    # No spelling of a tenant or an id collides with another pair, and every id is 64 hex digits.
+    assert document_id("a\u001fb", "c") != document_id("a", "b\u001fc")
+    assert document_id('a", "b', "c") != document_id("a", 'b", "c')
+    long_id = document_id("default", "policy.zh.md#" + "退" * 600)
+    assert len(long_id) == 64
+    assert set(long_id) <= set("0123456789abcdef")
+
+
 # -- writes ---------------------------------------------------------------------------------
 def test_an_upsert_writes_the_chunk_its_vectors_and_bumps_the_version() -> None:
     client = RecordingClient()
@@ -159,7 +174,7 @@ def test_an_upsert_writes_the_chunk_its_vectors_and_bumps_the_version() -> None:
     assert bulk.kwargs["refresh"] == "wait_for"
     scope = {"tenant": "default", "lang": "zh", "category": "payments"}
     assert _bulk_lines(client) == [
-        {"index": {"_index": "kefu-kb", "_id": "refund"}},
+        {"index": {"_index": "kefu-kb", "_id": REFUND_DOC}},
         {
             "id": "refund",
             "kind": "faq",
@@ -206,7 +221,7 @@ def test_an_unchanged_chunk_is_neither_rewritten_nor_a_new_version() -> None:
     assert len(client.of("bulk")) == 1
     assert client.of("mget")[-1].kwargs == {
         "index": "kefu-kb",
-        "body": {"ids": ["refund"]},
+        "body": {"ids": [REFUND_DOC]},
         "_source_includes": ["fingerprint"],
     }
     assert index.version == "1"
@@ -229,7 +244,7 @@ def test_bulk_requests_stay_within_the_byte_bound_and_the_document_count() -> No
     assert len(sizes) > 120 / 25  # the byte bound, not the count, split these
     assert max(sizes) <= bound
     written = [line["index"]["_id"] for line in _bulk_lines(client) if "index" in line]
-    assert written == [chunk.id for chunk in chunks]
+    assert written == [document_id(chunk.tenant, chunk.id) for chunk in chunks]
 
 
 def test_a_chunk_larger_than_a_bulk_request_is_refused_with_its_id() -> None:
@@ -241,34 +256,59 @@ def test_a_chunk_larger_than_a_bulk_request_is_refused_with_its_id() -> None:
 
 def test_a_refused_document_is_reported_by_id_and_the_version_stays() -> None:
     client = RecordingClient()
-    client.refuse["c0001"] = (400, {"type": "mapper_parsing_exception", "reason": "bad"})
+    client.refuse[document_id("default", "c0001")] = (
+        400,
+        {"type": "mapper_parsing_exception", "reason": "bad"},
+    )
     index = _index(client)
-    with pytest.raises(IndexWriteRejected, match=r"1 of the chunks .*c0001: 400"):
+    with pytest.raises(
+        IndexWriteRejected, match=r"1 of the chunks .*c0001 \(tenant default\): 400"
+    ):
         index.upsert(_chunks(3), _unit_rows(3, 2))
     assert index.version == "0"
 
 
 def test_a_shard_failure_on_write_is_the_cluster_being_unavailable() -> None:
     client = RecordingClient()
-    client.refuse["c0000"] = (503, {"type": "unavailable_shards_exception"})
-    with pytest.raises(DependencyUnavailable, match="c0000: 503"):
+    client.refuse[document_id("default", "c0000")] = (503, {"type": "unavailable_shards_exception"})
+    with pytest.raises(DependencyUnavailable, match=r"c0000 \(tenant default\): 503"):
         _index(client).upsert(_chunks(1), _unit_rows(1, 2))
 
 
-def test_delete_sends_deletes_by_id_and_a_missing_id_is_no_error() -> None:
+def test_delete_sends_deletes_by_the_tenants_document_ids_and_a_missing_id_is_no_error() -> None:
     client = RecordingClient()
     index = _index(client)
     index.upsert([REFUND], [REFUND_VECTORS])
 
-    index.delete(["refund", "never-written"])
+    index.delete(["refund", "never-written"], tenant="default")
 
     assert _bulk_lines(client)[-2:] == [
-        {"delete": {"_index": "kefu-kb", "_id": "refund"}},
-        {"delete": {"_index": "kefu-kb", "_id": "never-written"}},
+        {"delete": {"_index": "kefu-kb", "_id": REFUND_DOC}},
+        {"delete": {"_index": "kefu-kb", "_id": document_id("default", "never-written")}},
     ]
     assert index.version == "2"
-    index.delete(["never-written"])
+    index.delete(["never-written"], tenant="default")
     assert index.version == "2"
+
+
+def test_one_chunk_id_in_two_tenants_is_two_documents_and_a_delete_stays_in_its_tenant() -> None:
+    # Given the same FAQ entry ingested for the default tenant and for acme
+    client = RecordingClient()
+    index = _index(client)
+    acme_refund = replace(REFUND, tenant="acme", text="Ask Acme.")
+    index.upsert([REFUND], [REFUND_VECTORS])
+    index.upsert([acme_refund], [REFUND_VECTORS])
+
+    # Then acme's upsert looked for acme's document, found none, and wrote it beside the other
+    assert client.of("mget")[-1].kwargs["body"] == {"ids": [document_id("acme", "refund")]}
+    assert set(client.docs) == {REFUND_DOC, document_id("acme", "refund")}
+    assert client.docs[REFUND_DOC]["text"] == REFUND.text
+    assert client.docs[document_id("acme", "refund")]["text"] == "Ask Acme."
+
+    # When acme deletes the entry, the default tenant's stays
+    index.delete(["refund"], tenant="acme")
+    assert set(client.docs) == {REFUND_DOC}
+    assert index.version == "3"
 
 
 def test_a_connection_failure_on_write_is_dependency_unavailable() -> None:
@@ -291,23 +331,29 @@ def test_a_missing_index_has_no_chunks_no_fingerprints_and_version_zero() -> Non
     assert index.fingerprints("default") == {}
 
 
+def _fingerprint_hit(tenant: str, chunk_id: str, digest: str) -> dict[str, Any]:
+    return {
+        "_id": document_id(tenant, chunk_id),
+        "_source": {"id": chunk_id, "fingerprint": digest},
+        "sort": [chunk_id],
+    }
+
+
 def test_fingerprints_are_paged_with_search_after_per_tenant_and_source() -> None:
     client = RecordingClient()
-    first = [
-        {"_id": f"c{n:04d}", "_source": {"fingerprint": f"f{n}"}, "sort": [f"c{n:04d}"]}
-        for n in range(1_000)
-    ]
-    last = [{"_id": "c1000", "_source": {"fingerprint": "f1000"}, "sort": ["c1000"]}]
+    first = [_fingerprint_hit("acme", f"c{n:04d}", f"f{n}") for n in range(1_000)]
+    last = [_fingerprint_hit("acme", "c1000", "f1000")]
     client.search_responses.extend([{"hits": {"hits": first}}, {"hits": {"hits": last}}])
 
     found = _index(client).fingerprints("acme", source="faq.jsonl")
 
+    # Keyed by the chunk ids, not by the documents' ids
     assert len(found) == 1_001
     assert found["c1000"] == "f1000"
     first_call, second_call = (call.kwargs["body"] for call in client.of("search"))
     assert first_call == {
         "size": 1000,
-        "_source": ["fingerprint"],
+        "_source": ["id", "fingerprint"],
         "query": {
             "bool": {"filter": [{"term": {"tenant": "acme"}}, {"term": {"source": "faq.jsonl"}}]}
         },
@@ -320,6 +366,7 @@ QUERY_VECTOR = np.array([0.6, 0.8, 0.0], dtype=np.float32)
 
 
 def _leg(*hits: tuple[str, float]) -> dict[str, Any]:
+    """One `_msearch` response: the documents of the default tenant's `(chunk id, score)`."""
     return {
         "took": 2,
         "timed_out": False,
@@ -328,7 +375,8 @@ def _leg(*hits: tuple[str, float]) -> dict[str, Any]:
         "hits": {
             "max_score": max((score for _, score in hits), default=None),
             "hits": [
-                {"_index": "kefu-kb", "_id": doc_id, "_score": score} for doc_id, score in hits
+                {"_index": "kefu-kb", "_id": document_id("default", chunk_id), "_score": score}
+                for chunk_id, score in hits
             ],
         },
     }
@@ -337,7 +385,7 @@ def _leg(*hits: tuple[str, float]) -> dict[str, Any]:
 def _scored(chunk: Chunk, **views: float) -> dict[str, Any]:
     return {
         "_index": "kefu-kb",
-        "_id": chunk.id,
+        "_id": document_id(chunk.tenant, chunk.id),
         "_score": sum(views.values()),
         "_source": {
             "id": chunk.id,
@@ -491,7 +539,17 @@ def test_a_search_asks_for_candidates_per_leg_filtered_then_scores_them_exactly(
             "track_total_hits": False,
             "query": {
                 "bool": {
-                    "filter": [{"ids": {"values": ["refund", "oos-weather", "policy#2"]}}],
+                    "filter": [
+                        {
+                            "ids": {
+                                "values": [
+                                    REFUND_DOC,
+                                    document_id("default", "oos-weather"),
+                                    document_id("default", "policy#2"),
+                                ]
+                            }
+                        }
+                    ],
                     "should": [
                         {
                             "nested": {
@@ -631,6 +689,19 @@ def test_connect_signs_with_sigv4_for_the_service_and_verifies_tls(service: str,
     # Signing is local: the scope names the region and the service.
     signed = auth(requests.Request("GET", f"{url}/kefu-kb/_count").prepare())
     assert f"/us-east-1/{service}/aws4_request" in signed.headers["Authorization"]
+
+
+def test_connect_fails_fast_by_default_and_takes_the_batch_budget_when_asked() -> None:
+    url = "https://search-kefu-abc.us-east-1.es.amazonaws.com"
+    credentials = Credentials("AKIDEXAMPLE", "secret", "token")
+
+    chat = connect(url, region="us-east-1", credentials=credentials)
+    batch = connect(url, region="us-east-1", credentials=credentials, timeout=10.0, max_retries=2)
+
+    assert chat.transport.get_connection().timeout == 1.5
+    assert (chat.transport.max_retries, chat.transport.retry_on_timeout) == (1, True)
+    assert batch.transport.get_connection().timeout == 10.0
+    assert batch.transport.max_retries == 2
 
 
 def test_connect_refuses_to_sign_over_plain_http() -> None:

@@ -22,7 +22,7 @@ CATEGORIES = {
 
 
 def _faq() -> list:
-    return [chunk for path in expand([SAMPLE_KB / "faq"]) for chunk in load(path)]
+    return [chunk for path, _ in expand([SAMPLE_KB / "faq"]) for chunk in load(path)]
 
 
 def _queries(name: str) -> list[dict]:

@@ -64,3 +64,37 @@ def test_a_file_that_cannot_be_parsed_changes_nothing(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="line 1"):
         sync_source(path, source="f.jsonl", index=index, embedder=EMBEDDER)
     assert set(index.fingerprints("default")) == {"e0"}
+
+
+def test_an_id_another_file_has_is_refused_not_overwritten(tmp_path: Path) -> None:
+    index = EmbeddedIndex(":memory:")
+    sync_source(_faq(tmp_path / "a.jsonl", "one"), source="a.jsonl", index=index, embedder=EMBEDDER)
+    with pytest.raises(ValueError, match="already belong to another file"):
+        sync_source(
+            _faq(tmp_path / "b.jsonl", "clash"), source="b.jsonl", index=index, embedder=EMBEDDER
+        )
+    assert index.fingerprints("default", source="a.jsonl").keys() == {"e0"}
+    assert index.fingerprints("default", source="b.jsonl") == {}
+
+
+def test_the_same_id_in_two_tenants_is_two_entries(tmp_path: Path) -> None:
+    index = EmbeddedIndex(":memory:")
+    path = _faq(tmp_path / "f.jsonl", "one")
+    for tenant in ("acme", "beta"):
+        sync_source(path, source="f.jsonl", index=index, embedder=EMBEDDER, tenant=tenant)
+    assert remove_source("f.jsonl", index=index, tenant="beta") == 1
+    assert index.fingerprints("acme").keys() == {"e0"}
+    assert index.fingerprints("beta") == {}
+
+
+def test_a_batch_with_two_files_claiming_one_id_keeps_the_first(tmp_path: Path) -> None:
+    from kb_ingest.pipeline import ingest
+
+    folder = tmp_path / "kb"
+    folder.mkdir()
+    _faq(folder / "a.jsonl", "one")
+    _faq(folder / "b.jsonl", "clash")
+    report = ingest([folder], index=EmbeddedIndex(":memory:"), embedder=EMBEDDER)
+    assert report.files == 1
+    assert [name for name, _ in report.failures] == ["b.jsonl"]
+    assert "already belong to a.jsonl" in report.failures[0][1]

@@ -12,7 +12,9 @@ from kefu.retrieval import DEFAULT_THRESHOLDS, Retriever, Thresholds
 from kefu.settings import Settings
 
 
-def build_embedder(settings: Settings) -> Embedder:
+def build_embedder(settings: Settings, *, interactive: bool = True) -> Embedder:
+    """The configured embedder. A cloud one's client fails fast for a chat turn
+    (`interactive`) or waits out throttling for ingestion (`interactive=False`)."""
     if settings.embedder == "e5":
         from kefu.adapters.embedders import E5Embedder
 
@@ -28,6 +30,7 @@ def build_embedder(settings: Settings) -> Embedder:
             dimensions=settings.titan_dimensions,
             model_id=settings.bedrock_embedding_model_id,
             max_workers=settings.embedding_max_workers,
+            interactive=interactive,
         )
     if not settings.sagemaker_embedding_endpoint or settings.sagemaker_embedding_dim is None:
         raise ConfigurationError(
@@ -42,6 +45,7 @@ def build_embedder(settings: Settings) -> Embedder:
         batch_size=settings.sagemaker_embedding_batch_size,
         query_prefix=settings.sagemaker_query_prefix,
         passage_prefix=settings.sagemaker_passage_prefix,
+        interactive=interactive,
     )
 
 
@@ -56,17 +60,35 @@ def embedding_dim(settings: Settings) -> int:
     return 384  # multilingual-e5-small and the hashing embedder
 
 
-def build_index(settings: Settings) -> KnowledgeIndex:
+def build_index(settings: Settings, *, interactive: bool = True) -> KnowledgeIndex:
+    """The configured index. An OpenSearch client fails fast for a chat turn (`interactive`)
+    or waits longer and retries more for ingestion (`interactive=False`)."""
     if settings.index == "embedded":
         from kefu.adapters.embedded_index import EmbeddedIndex
 
         return EmbeddedIndex(settings.index_path, lexical_weight=settings.lexical_weight)
     if not settings.opensearch_url:
         raise ConfigurationError("KEFU_OPENSEARCH_URL is required with KEFU_INDEX=opensearch")
-    from kefu.adapters.opensearch_index import OpenSearchIndex, connect
+    from kefu.adapters.opensearch_index import (
+        BATCH_RETRIES,
+        BATCH_TIMEOUT,
+        INTERACTIVE_RETRIES,
+        INTERACTIVE_TIMEOUT,
+        OpenSearchIndex,
+        connect,
+    )
 
+    timeout, retries = (
+        (INTERACTIVE_TIMEOUT, INTERACTIVE_RETRIES)
+        if interactive
+        else (BATCH_TIMEOUT, BATCH_RETRIES)
+    )
     client = connect(
-        settings.opensearch_url, region=settings.aws_region, service=settings.opensearch_service
+        settings.opensearch_url,
+        region=settings.aws_region,
+        service=settings.opensearch_service,
+        timeout=timeout,
+        max_retries=retries,
     )
     return OpenSearchIndex(
         client,

@@ -51,7 +51,9 @@ class KnowledgeIndex(Protocol):
         """
         ...
 
-    def delete(self, chunk_ids: Sequence[str]) -> None: ...
+    def delete(self, chunk_ids: Sequence[str], *, tenant: str) -> None:
+        """Remove the tenant's chunks with these ids (ids are unique within a tenant only)."""
+        ...
 
     def fingerprints(self, tenant: str, source: str | None = None) -> dict[str, str]:
         """The content fingerprint of every chunk the tenant has (from `source` only, if given),

@@ -1,8 +1,11 @@
 """Embedders that call AWS: Titan Text Embeddings v2 on Bedrock, and a SageMaker endpoint.
 
 Both take their boto3 client as an argument (tests hand in a stubbed one); `create` builds one with
-the retry and timeout settings an inference call needs. boto3 and botocore are imported inside
-functions, so a cold start that never embeds in the cloud does not pay for them.
+the retry and timeout settings an inference call needs: a chat turn's (`interactive`, which must
+fail fast enough for the turn to degrade inside API Gateway's 29 seconds) or ingestion's (which
+has minutes, and would rather wait out a throttled quota than fail a batch). boto3 and botocore
+are imported inside functions, so a cold start that never embeds in the cloud does not pay for
+them.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import numpy as np
 
-from kefu.errors import DependencyUnavailable
+from kefu.errors import ConfigurationError, DependencyUnavailable
 
 if TYPE_CHECKING:
     from kefu.ports import Vectors
@@ -40,6 +43,28 @@ DEFAULT_TITAN_INPUT_CHARS = 4_000
 _THROTTLING_CODES = frozenset({"ThrottlingException", "TooManyRequestsException", "Throttling"})
 # The request itself is wrong: neither retrying nor degrading the turn can make it succeed.
 _VALIDATION_CODES = frozenset({"ValidationException", "ValidationError"})
+
+
+@dataclass(frozen=True, slots=True)
+class CallBudget:
+    """How long one inference call may take: botocore's timeouts and attempts (`max_attempts`
+    counts the first), then how many more times a call the service throttled is retried after
+    a pause (`ThrottleBackoff`)."""
+
+    connect_timeout: float
+    read_timeout: float
+    max_attempts: int
+    throttle_retries: int
+
+
+# A chat turn embeds one question; a slow or throttled model should cost the customer seconds,
+# and a declined turn with a hand-over offer, not the API's 29-second timeout.
+INTERACTIVE = CallBudget(connect_timeout=1.0, read_timeout=3.0, max_attempts=2, throttle_retries=0)
+# Ingestion embeds thousands of texts against a per-minute quota: patience beats a failed batch.
+TITAN_BATCH = CallBudget(connect_timeout=3.0, read_timeout=30.0, max_attempts=4, throttle_retries=3)
+SAGEMAKER_BATCH = CallBudget(
+    connect_timeout=3.0, read_timeout=30.0, max_attempts=3, throttle_retries=3
+)
 
 
 def runtime_client(
@@ -110,10 +135,18 @@ def _error_code(exc: Exception) -> str:
 
 
 def _domain_error(exc: Exception, dependency: str) -> Exception:
-    """ValueError for a request the service judged invalid; DependencyUnavailable for any other
-    failure (throttled, down, unreachable, denied), so that the chat turn degrades."""
+    """ConfigurationError for a request the service judged invalid; DependencyUnavailable for any
+    other failure (throttled, down, unreachable, denied), so that the chat turn degrades.
+
+    The request is built here and its text already cut to the model's limit, so a rejection
+    means the deployment points at something that does not take it: a model id that is not Titan
+    v2 or not enabled in the region, a dimension the model does not offer, an endpoint that does
+    not exist. Retrying cannot help; the API answers 503 "not configured".
+    """
     if _error_code(exc) in _VALIDATION_CODES:
-        return ValueError(f"{dependency} rejected the input: {exc}")
+        return ConfigurationError(
+            f"{dependency} rejected the request; check the configured model or endpoint: {exc}"
+        )
     return DependencyUnavailable(f"{dependency} failed: {exc}")
 
 
@@ -205,21 +238,33 @@ class TitanEmbedder:
         dimensions: int = 1024,
         model_id: str = TITAN_V2_MODEL_ID,
         max_workers: int = 8,
-        max_attempts: int = 4,
+        interactive: bool = True,
     ) -> TitanEmbedder:
-        """A Titan embedder with its own Bedrock client.
+        """A Titan embedder with its own Bedrock client, within the `INTERACTIVE` budget for a
+        chat turn or `TITAN_BATCH`'s for ingestion.
 
-        Adaptive retries: the threads of a batch share the client, and its client-side rate
-        limiter slows them all down together once Bedrock starts throttling.
+        A batch retries adaptively: its threads share the client, and the client-side rate
+        limiter slows them all down together once Bedrock starts throttling. A chat turn retries
+        in standard mode, as the adaptive limiter may hold a call back for longer than a
+        customer waits.
         """
+        budget = INTERACTIVE if interactive else TITAN_BATCH
         client = runtime_client(
             "bedrock-runtime",
             region=region,
-            retry_mode="adaptive",
-            max_attempts=max_attempts,
+            retry_mode="standard" if interactive else "adaptive",
+            max_attempts=budget.max_attempts,
             max_pool_connections=max_workers,
+            connect_timeout=budget.connect_timeout,
+            read_timeout=budget.read_timeout,
         )
-        return cls(client=client, dimensions=dimensions, model_id=model_id, max_workers=max_workers)
+        return cls(
+            client=client,
+            dimensions=dimensions,
+            model_id=model_id,
+            max_workers=max_workers,
+            backoff=ThrottleBackoff(retries=budget.throttle_retries),
+        )
 
     def embed_queries(self, texts: Sequence[str]) -> Vectors:
         return _embed_non_blank(texts, self.dim, self._embed)
@@ -324,10 +369,18 @@ class SageMakerEmbedder:
         query_prefix: str = "",
         passage_prefix: str = "",
         name: str | None = None,
-        max_attempts: int = 3,
+        interactive: bool = True,
     ) -> SageMakerEmbedder:
-        """A SageMaker embedder with its own runtime client (botocore's standard retries)."""
-        client = runtime_client("sagemaker-runtime", region=region, max_attempts=max_attempts)
+        """A SageMaker embedder with its own runtime client (botocore's standard retries), within
+        the `INTERACTIVE` budget for a chat turn or `SAGEMAKER_BATCH`'s for ingestion."""
+        budget = INTERACTIVE if interactive else SAGEMAKER_BATCH
+        client = runtime_client(
+            "sagemaker-runtime",
+            region=region,
+            max_attempts=budget.max_attempts,
+            connect_timeout=budget.connect_timeout,
+            read_timeout=budget.read_timeout,
+        )
         return cls(
             client=client,
             endpoint_name=endpoint_name,
@@ -336,6 +389,7 @@ class SageMakerEmbedder:
             query_prefix=query_prefix,
             passage_prefix=passage_prefix,
             name=name,
+            backoff=ThrottleBackoff(retries=budget.throttle_retries),
         )
 
     def embed_queries(self, texts: Sequence[str]) -> Vectors:

@@ -32,7 +32,8 @@ if TYPE_CHECKING:
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS chunks (
-    id TEXT PRIMARY KEY,
+    key TEXT PRIMARY KEY,
+    id TEXT NOT NULL,
     tenant TEXT NOT NULL,
     source TEXT NOT NULL,
     fingerprint TEXT NOT NULL,
@@ -41,18 +42,18 @@ CREATE TABLE IF NOT EXISTS chunks (
 CREATE INDEX IF NOT EXISTS chunks_by_source ON chunks (tenant, source);
 CREATE TABLE IF NOT EXISTS keys (
     rowid INTEGER PRIMARY KEY,
-    chunk_id TEXT NOT NULL,
+    chunk_key TEXT NOT NULL,
     is_question INTEGER NOT NULL,
     lang TEXT NOT NULL,
     tenant TEXT NOT NULL,
     vector BLOB NOT NULL
 );
-CREATE INDEX IF NOT EXISTS keys_by_chunk ON keys (chunk_id);
+CREATE INDEX IF NOT EXISTS keys_by_chunk ON keys (chunk_key);
 CREATE VIRTUAL TABLE IF NOT EXISTS keys_fts USING fts5 (tokens, scope);
 CREATE VIRTUAL TABLE IF NOT EXISTS keys_vocab USING fts5vocab (keys_fts, 'row');
 """
 # The layout of the file; an index written with another is dropped and rebuilt on the next ingest.
-_SCHEMA_VERSION = "3"
+_SCHEMA_VERSION = "4"
 _TABLES = ("keys_vocab", "keys_fts", "keys", "chunks", "meta")
 
 # How many BM25 keys to fetch; chunks outside them get no lexical credit.
@@ -124,11 +125,11 @@ class EmbeddedIndex:
                         raise ValueError(f"chunk {chunk.id}: one vector for content and per key")
                     digest = fingerprint(chunk)
                     row = self._db.execute(
-                        "SELECT fingerprint FROM chunks WHERE id = ?", (chunk.id,)
+                        "SELECT fingerprint FROM chunks WHERE key = ?", (_key(chunk),)
                     ).fetchone()
                     if row and row[0] == digest:
                         continue
-                    self._delete_locked([chunk.id])
+                    self._delete_locked([chunk.id], chunk.tenant)
                     self._insert_locked(chunk, digest, vectors)
                     changed = True
                 if changed:
@@ -140,11 +141,11 @@ class EmbeddedIndex:
             if changed:
                 self._loaded = False
 
-    def delete(self, chunk_ids: Sequence[str]) -> None:
+    def delete(self, chunk_ids: Sequence[str], *, tenant: str) -> None:
         with self._lock:
             self._db.execute("BEGIN")
             try:
-                removed = self._delete_locked(chunk_ids)
+                removed = self._delete_locked(chunk_ids, tenant)
                 if removed:
                     self._bump_version_locked()
                 self._db.execute("COMMIT")
@@ -166,16 +167,17 @@ class EmbeddedIndex:
     def _insert_locked(self, chunk: Chunk, digest: str, vectors: Vectors) -> None:
         body = json.dumps(asdict(chunk), ensure_ascii=False)
         self._db.execute(
-            "INSERT INTO chunks (id, tenant, source, fingerprint, body) VALUES (?, ?, ?, ?, ?)",
-            (chunk.id, chunk.tenant, chunk.source, digest, body),
+            "INSERT INTO chunks (key, id, tenant, source, fingerprint, body) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (_key(chunk), chunk.id, chunk.tenant, chunk.source, digest, body),
         )
         unit = np.asarray(vectors, dtype=np.float32)
         texts = [chunk.content, *chunk.keys]
         for number, (text, vector) in enumerate(zip(texts, unit, strict=True)):
             cursor = self._db.execute(
-                "INSERT INTO keys (chunk_id, is_question, lang, tenant, vector) "
+                "INSERT INTO keys (chunk_key, is_question, lang, tenant, vector) "
                 "VALUES (?, ?, ?, ?, ?)",
-                (chunk.id, int(number > 0), chunk.lang, chunk.tenant, vector.tobytes()),
+                (_key(chunk), int(number > 0), chunk.lang, chunk.tenant, vector.tobytes()),
             )
             lexical = " ".join(tokenize(text))
             self._db.execute(
@@ -183,16 +185,16 @@ class EmbeddedIndex:
                 (cursor.lastrowid, lexical, f"{_tenant_term(chunk.tenant)} lang{chunk.lang}"),
             )
 
-    def _delete_locked(self, chunk_ids: Sequence[str]) -> int:
+    def _delete_locked(self, chunk_ids: Sequence[str], tenant: str) -> int:
         removed = 0
         for chunk_id in chunk_ids:
+            key = _tenant_key(tenant, chunk_id)
             rowids = [
-                r[0]
-                for r in self._db.execute("SELECT rowid FROM keys WHERE chunk_id = ?", (chunk_id,))
+                r[0] for r in self._db.execute("SELECT rowid FROM keys WHERE chunk_key = ?", (key,))
             ]
             self._db.executemany("DELETE FROM keys_fts WHERE rowid = ?", [(r,) for r in rowids])
-            self._db.execute("DELETE FROM keys WHERE chunk_id = ?", (chunk_id,))
-            removed += self._db.execute("DELETE FROM chunks WHERE id = ?", (chunk_id,)).rowcount
+            self._db.execute("DELETE FROM keys WHERE chunk_key = ?", (key,))
+            removed += self._db.execute("DELETE FROM chunks WHERE key = ?", (key,)).rowcount
         return removed
 
     def _bump_version_locked(self) -> None:
@@ -228,12 +230,12 @@ class EmbeddedIndex:
     def _ensure_loaded_locked(self) -> None:
         if self._loaded:
             return
-        chunk_rows = self._db.execute("SELECT id, body FROM chunks ORDER BY id").fetchall()
-        position = {chunk_id: i for i, (chunk_id, _) in enumerate(chunk_rows)}
+        chunk_rows = self._db.execute("SELECT key, body FROM chunks ORDER BY key").fetchall()
+        position = {key: i for i, (key, _) in enumerate(chunk_rows)}
         self._chunks = [_chunk_from_json(body) for _, body in chunk_rows]
         self._chunk_is_faq = np.array([c.kind == "faq" for c in self._chunks], dtype=bool)
         key_rows = self._db.execute(
-            "SELECT rowid, chunk_id, lang, tenant, vector, is_question FROM keys ORDER BY rowid"
+            "SELECT rowid, chunk_key, lang, tenant, vector, is_question FROM keys ORDER BY rowid"
         ).fetchall()
         self._key_rowids = np.fromiter(
             (r[0] for r in key_rows), dtype=np.int64, count=len(key_rows)
@@ -357,6 +359,15 @@ class EmbeddedIndex:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _tenant_key(tenant: str, chunk_id: str) -> str:
+    """Chunks are stored per tenant: the same id in two tenants is two chunks."""
+    return f"{tenant}\x1f{chunk_id}"
+
+
+def _key(chunk: Chunk) -> str:
+    return _tenant_key(chunk.tenant, chunk.id)
 
 
 def _tenant_term(tenant: str) -> str:

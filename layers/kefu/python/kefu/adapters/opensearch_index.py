@@ -1,9 +1,13 @@
 """The knowledge index on Amazon OpenSearch Service: k-NN vectors and BM25 text in one index.
 
-One document per chunk, with the chunk's own fields (`id`, `kind`, `lang`, `tenant`,
-`category`, `source` as keywords; `title`, `section`, `text`, `keys` as text analysed by the
-`english` analyzer, each with a `.zh` sub-field analysed for Chinese), its `fingerprint`, and
-three kinds of vector, mirroring the embedded index's views of a chunk:
+One document per chunk, under a document id derived from the chunk's tenant and id
+(`document_id`: the SHA-256 of both, in hex), so that two tenants' chunks of the same id (the
+same FAQ file ingested for both) are two documents rather than one overwriting the other. The
+chunk's id stays a keyword field, which results and fingerprints are keyed by. A document holds
+the chunk's own fields (`id`, `kind`, `lang`, `tenant`, `category`, `source` as keywords;
+`title`, `section`, `text`, `keys` as text analysed by the `english` analyzer, each with a `.zh`
+sub-field analysed for Chinese), its `fingerprint`, and three kinds of vector, mirroring the
+embedded index's views of a chunk:
 
 - `content_vector`: the vector of the chunk's heading and text;
 - `questions`: a nested field, one nested document per key (an FAQ entry's questions, an
@@ -33,16 +37,28 @@ normalisation destroys; and the FAQ blend weighs three vector views per kind of 
 pipeline's per-clause weights cannot express. Scoring the candidates exactly also keeps HNSW's
 approximation out of the scores: it only decides which chunks are considered.
 
+Every request names documents by their derived id or filters by tenant: the fingerprint `mget`
+before an upsert, the bulk index and delete actions, `delete(ids, tenant=...)`, the candidate
+legs of a search (and so the ids its second request scores), and `fingerprints`.
+
 The KB version is a counter in a separate meta index (`<name>-meta`), bumped by a scripted
 update whenever an upsert or a delete changed something.
 
 Limitations: an OpenSearch Serverless vector collection accepts neither custom document ids nor
-`refresh`, so this index (which upserts by chunk id) needs a managed domain; `connect` signs for
-both. `ensure_index` creates a missing index but does not migrate one with another mapping.
+`refresh`, so this index (which upserts by its own document ids) needs a managed domain;
+`connect` signs for both. `ensure_index` creates a missing index but does not migrate one with
+another mapping, or one written when the document id was the chunk id alone: ingest into a new
+index instead.
+
+`connect` defaults to a chat turn's budget (`INTERACTIVE_TIMEOUT`, `INTERACTIVE_RETRIES`), so
+that a slow cluster degrades the turn well inside API Gateway's 29 seconds; ingestion passes
+`BATCH_TIMEOUT` and `BATCH_RETRIES`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, fields
@@ -77,6 +93,27 @@ _PAGE = 1_000
 # Throttled bulk items are retried this many times (with the helper's backoff) before failing.
 _BULK_RETRIES = 3
 _META_BODY: dict[str, Any] = {"mappings": {"properties": {"version": {"type": "long"}}}}
+
+# Seconds a request may wait (requests applies it to connecting and to each read), and retries
+# after the first attempt. A chat search is `SEARCH_REQUESTS` requests after the question was
+# embedded, all within API Gateway's 29 seconds; ingestion has minutes, and a retry is cheaper
+# than a failed batch.
+INTERACTIVE_TIMEOUT = 1.5
+INTERACTIVE_RETRIES = 1
+BATCH_TIMEOUT = 10.0
+BATCH_RETRIES = 2
+SEARCH_REQUESTS = 2  # the candidates' `_msearch`, then the exact scoring
+
+
+def document_id(tenant: str, chunk_id: str) -> str:
+    """The id of a chunk's document: one per (tenant, chunk id), of a fixed 64 characters
+    whatever the chunk id's length (OpenSearch caps ids at 512 bytes), and safe in a URL.
+
+    The pair is hashed as a JSON array, so no tenant or chunk id can be spelled to collide with
+    another pair.
+    """
+    pair = json.dumps([tenant, chunk_id], ensure_ascii=False)
+    return hashlib.sha256(pair.encode()).hexdigest()
 
 
 class OpenSearchIndex:
@@ -182,22 +219,26 @@ class OpenSearchIndex:
                 raise ValueError(f"chunk {chunk.id}: one vector for content and per key")
         if not self._ready:
             self.ensure_index()
-        stored = self._stored_fingerprints([chunk.id for chunk in chunks])
+        doc_ids = [document_id(chunk.tenant, chunk.id) for chunk in chunks]
+        stored = self._stored_fingerprints(doc_ids)
         changed = [
-            (chunk, digest, vectors)
-            for chunk, vectors in zip(chunks, key_vectors, strict=True)
-            if stored.get(chunk.id) != (digest := fingerprint(chunk))
+            (chunk, doc_id, digest, vectors)
+            for chunk, doc_id, vectors in zip(chunks, doc_ids, key_vectors, strict=True)
+            if stored.get(doc_id) != (digest := fingerprint(chunk))
         ]
         if not changed:
             return
-        self._bulk(self._index_action(*entry) for entry in changed)
+        labels = {doc_id: _label(chunk.tenant, chunk.id) for chunk, doc_id, *_ in changed}
+        self._bulk((self._index_action(*entry) for entry in changed), labels)
         self._bump_version()
 
-    def delete(self, chunk_ids: Sequence[str]) -> None:
+    def delete(self, chunk_ids: Sequence[str], *, tenant: str) -> None:
         if not chunk_ids:
             return
+        labels = {document_id(tenant, chunk_id): _label(tenant, chunk_id) for chunk_id in chunk_ids}
         results = self._bulk(
-            ({"delete": {"_index": self.name, "_id": chunk_id}}, None) for chunk_id in chunk_ids
+            (({"delete": {"_index": self.name, "_id": doc_id}}, None) for doc_id in labels),
+            labels,
         )
         if any(result.get("result") == "deleted" for result in results):
             self._bump_version()
@@ -220,11 +261,11 @@ class OpenSearchIndex:
         return doc
 
     def _index_action(
-        self, chunk: Chunk, digest: str, vectors: Vectors
+        self, chunk: Chunk, doc_id: str, digest: str, vectors: Vectors
     ) -> tuple[dict[str, Any], str]:
         """A bulk action and its document, serialised once here so its size can be checked."""
         serializer = self._client.transport.serializer
-        action = {"index": {"_index": self.name, "_id": chunk.id}}
+        action = {"index": {"_index": self.name, "_id": doc_id}}
         source: str = serializer.dumps(self._document(chunk, digest, vectors))
         size = len(serializer.dumps(action).encode()) + len(source.encode()) + 2
         if size > self._max_bulk_bytes:
@@ -234,11 +275,14 @@ class OpenSearchIndex:
             )
         return action, source
 
-    def _bulk(self, actions: Iterable[tuple[dict[str, Any], str | None]]) -> list[dict[str, Any]]:
+    def _bulk(
+        self, actions: Iterable[tuple[dict[str, Any], str | None]], labels: dict[str, str]
+    ) -> list[dict[str, Any]]:
         """Send actions in requests bounded by bytes and count; return each item's result.
 
         A throttled or failed shard is the cluster's trouble (DependencyUnavailable); any other
-        refused item is the data's (IndexWriteRejected). Deleting a missing id is no failure.
+        refused item is the data's (IndexWriteRejected), reported by the chunk's `labels` entry
+        rather than its hashed document id. Deleting a missing id is no failure.
         """
         results: list[dict[str, Any]] = []
         failures: list[dict[str, Any]] = []
@@ -260,7 +304,8 @@ class OpenSearchIndex:
                     failures.append(result)
         if failures:
             summary = "; ".join(
-                f"{failure.get('_id')}: {failure.get('status')} {failure.get('error')}"
+                f"{labels.get(str(failure.get('_id')), failure.get('_id'))}: "
+                f"{failure.get('status')} {failure.get('error')}"
                 for failure in failures[:5]
             )
             message = f"{len(failures)} of the chunks were not written ({summary})"
@@ -270,11 +315,12 @@ class OpenSearchIndex:
             raise IndexWriteRejected(message)
         return results
 
-    def _stored_fingerprints(self, chunk_ids: Sequence[str]) -> dict[str, str]:
+    def _stored_fingerprints(self, doc_ids: Sequence[str]) -> dict[str, str]:
+        """The fingerprints of the documents that exist among `doc_ids`, by document id."""
         stored: dict[str, str] = {}
         with _unavailable("read"):
-            for start in range(0, len(chunk_ids), _MGET_BATCH):
-                batch = list(chunk_ids[start : start + _MGET_BATCH])
+            for start in range(0, len(doc_ids), _MGET_BATCH):
+                batch = list(doc_ids[start : start + _MGET_BATCH])
                 response = self._client.mget(
                     index=self.name, body={"ids": batch}, _source_includes=["fingerprint"]
                 )
@@ -319,7 +365,7 @@ class OpenSearchIndex:
             scope.append({"term": {"source": source}})
         body: dict[str, Any] = {
             "size": _PAGE,
-            "_source": ["fingerprint"],
+            "_source": ["id", "fingerprint"],
             "query": {"bool": {"filter": scope}},
             "sort": [{"id": "asc"}],
         }
@@ -330,7 +376,7 @@ class OpenSearchIndex:
                     hits = self._client.search(index=self.name, body=body)["hits"]["hits"]
                 except NotFoundError:
                     return found
-                found.update({hit["_id"]: hit["_source"]["fingerprint"] for hit in hits})
+                found.update({hit["_source"]["id"]: hit["_source"]["fingerprint"] for hit in hits})
                 if len(hits) < _PAGE:
                     return found
                 body["search_after"] = hits[-1]["sort"]
@@ -343,6 +389,7 @@ class OpenSearchIndex:
             )["responses"]
             for leg in legs:
                 _raise_for(leg)
+            # Document ids from legs filtered to the query's tenant: scoring them by id stays in it.
             candidates = list(
                 dict.fromkeys(hit["_id"] for leg in legs for hit in leg["hits"]["hits"])
             )
@@ -407,8 +454,8 @@ class OpenSearchIndex:
             body += [{}, {"size": k, "_source": False, "track_total_hits": False, "query": leg}]
         return body
 
-    def _exact_scoring(self, chunk_ids: Sequence[str], vector: list[float]) -> dict[str, Any]:
-        """The search scoring `chunk_ids` exactly: one named query per view of a chunk."""
+    def _exact_scoring(self, doc_ids: Sequence[str], vector: list[float]) -> dict[str, Any]:
+        """The search scoring the documents `doc_ids` exactly: one named query per view."""
 
         def similarity(field: str, among: dict[str, Any]) -> dict[str, Any]:
             script = {
@@ -431,12 +478,12 @@ class OpenSearchIndex:
         centroid["script_score"]["_name"] = "centroid"
         content["script_score"]["_name"] = "content"
         return {
-            "size": len(chunk_ids),
+            "size": len(doc_ids),
             "_source": _CHUNK_FIELDS,
             "track_total_hits": False,
             "query": {
                 "bool": {
-                    "filter": [{"ids": {"values": list(chunk_ids)}}],
+                    "filter": [{"ids": {"values": list(doc_ids)}}],
                     "should": [nearest, centroid, content],
                 }
             },
@@ -468,11 +515,17 @@ def connect(
     region: str,
     service: Literal["es", "aoss"] = "es",
     credentials: Credentials | None = None,
-    timeout: float = 10.0,
+    timeout: float = INTERACTIVE_TIMEOUT,
+    max_retries: int = INTERACTIVE_RETRIES,
 ) -> OpenSearch:
     """A client for a managed domain (`es`) or a serverless collection (`aoss`), signing each
     request with SigV4 and verifying TLS. Credentials default to boto3's chain (the Lambda's
-    role); nothing is sent until the first request."""
+    role); nothing is sent until the first request.
+
+    A request waits up to `timeout` seconds to connect and as long for each read, and is tried
+    `1 + max_retries` times (after a timeout, a lost connection or a 502-504). The defaults are
+    a chat turn's; ingestion passes `BATCH_TIMEOUT` and `BATCH_RETRIES`.
+    """
     if not url.startswith("https://"):
         raise ConfigurationError(f"OpenSearch URL {url!r} must use https: requests are signed")
     if credentials is None:
@@ -488,7 +541,7 @@ def connect(
         verify_certs=True,
         connection_class=RequestsHttpConnection,
         timeout=timeout,
-        max_retries=2,
+        max_retries=max_retries,
         retry_on_timeout=True,
     )
 
@@ -500,6 +553,11 @@ def _unavailable(action: str) -> Iterator[None]:
         yield
     except TransportError as exc:
         raise DependencyUnavailable(f"OpenSearch {action} failed: {exc}") from exc
+
+
+def _label(tenant: str, chunk_id: str) -> str:
+    """A chunk as an error message names it: its document id is a hash."""
+    return f"{chunk_id} (tenant {tenant})"
 
 
 def _raise_for(response: dict[str, Any]) -> None:
