@@ -81,3 +81,10 @@ def test_a_missing_table_is_a_dependency_failure(dynamodb: Any) -> None:
         store.get("session-1")
     with pytest.raises(DependencyUnavailable):
         store.append("session-1", turn(1), handed_over=False)
+
+
+def test_the_dynamodb_client_gives_up_in_seconds_not_minutes() -> None:
+    store = DynamoDBSessionStore("sessions", ttl=timedelta(hours=1))
+    config = store._client.meta.config
+    assert config.connect_timeout + config.read_timeout <= 3
+    assert config.retries["total_max_attempts"] <= 3

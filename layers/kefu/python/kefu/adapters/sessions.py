@@ -109,8 +109,18 @@ class DynamoDBSessionStore:
     def __init__(self, table_name: str, *, client: Any = None, ttl: timedelta) -> None:
         if client is None:
             import boto3
+            from botocore.config import Config
 
-            client = boto3.client("dynamodb")
+            # Sized for a chat turn inside a 29 s Lambda: give up in seconds and degrade, not
+            # in botocore's default minute.
+            client = boto3.client(
+                "dynamodb",
+                config=Config(
+                    connect_timeout=1,
+                    read_timeout=2,
+                    retries={"mode": "standard", "total_max_attempts": 3},
+                ),
+            )
         self._client = client
         self._table = table_name
         self._ttl = ttl
