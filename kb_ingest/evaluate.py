@@ -201,7 +201,14 @@ def evaluate_dataset(folder: Path, *, settings: Settings) -> list[Report]:
     with tempfile.TemporaryDirectory() as work:
         partial, held = hold_out(kb, HOLDOUT_SHARE, Path(work))
         name = f"{folder.name} (-{HOLDOUT_SHARE:.0%})"
-        reports += evaluate([partial], {name: queries}, settings=settings, dev=dev, held_out=held)
+        reports += evaluate(
+            [partial],
+            {name: queries},
+            settings=settings,
+            dev=dev,
+            held_out=held,
+            max_in_scope_drop=MAX_IN_SCOPE_DROP,
+        )
     return reports
 
 
