@@ -92,9 +92,9 @@ def ingest_access(index: str) -> tuple[IndexAccess, ...]:
         IndexAccess(actions=QUERY_ACTIONS, paths=(f"{index}/_search", f"{index}/_mget")),
         IndexAccess(actions=READ_ACTIONS, paths=(f"{meta}/_doc/{VERSION_DOCUMENT_ID}",)),
         IndexAccess(actions=("es:ESHttpHead", "es:ESHttpPut"), paths=(index, meta)),
-        # opensearch-py's bulk helper posts to the domain's `/_bulk`, each action naming its index.
         IndexAccess(
-            actions=("es:ESHttpPost",), paths=("_bulk", f"{meta}/_update/{VERSION_DOCUMENT_ID}")
+            actions=("es:ESHttpPost",),
+            paths=(f"{index}/_bulk", f"{meta}/_update/{VERSION_DOCUMENT_ID}"),
         ),
     )
 

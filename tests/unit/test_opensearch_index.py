@@ -245,6 +245,8 @@ def test_bulk_requests_stay_within_the_byte_bound_and_the_document_count() -> No
     assert max(sizes) <= bound
     written = [line["index"]["_id"] for line in _bulk_lines(client) if "index" in line]
     assert written == [document_id(chunk.tenant, chunk.id) for chunk in chunks]
+    # Posted to the index's own `_bulk`, which the access policy scopes to this index
+    assert {call.kwargs.get("index") for call in client.of("bulk")} == {"kefu-kb"}
 
 
 def test_a_chunk_larger_than_a_bulk_request_is_refused_with_its_id() -> None:

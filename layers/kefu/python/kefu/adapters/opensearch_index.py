@@ -287,9 +287,12 @@ class OpenSearchIndex:
         results: list[dict[str, Any]] = []
         failures: list[dict[str, Any]] = []
         with _unavailable("bulk write"):
+            # Posted to `<index>/_bulk`, not the domain's `/_bulk`: access policies can then
+            # allow the ingest role to write this index and no other.
             for ok, item in helpers.streaming_bulk(
                 self._client,
                 actions,
+                index=self.name,
                 chunk_size=self._max_bulk_docs,
                 max_chunk_bytes=self._max_bulk_bytes,
                 expand_action_callback=_already_expanded,
