@@ -49,6 +49,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--prune", action="store_true", help="remove chunks that no given file produced"
     )
+    parser.add_argument(
+        "--root",
+        type=Path,
+        default=Path(),
+        help="files are named by their path under this folder (default: the working directory)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     if args.target == "opensearch" and not args.embedder:
@@ -71,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         embedder=embedder,
         tenant=args.tenant or settings.tenant,
         prune=args.prune,
+        root=args.root,
         progress=_Progress(enabled=not args.quiet and sys.stderr.isatty()),
     )
     print(report.summary())

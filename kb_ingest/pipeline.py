@@ -45,38 +45,49 @@ class IngestReport:
         return "\n".join(lines)
 
 
-def expand(paths: Iterable[Path]) -> list[tuple[Path, str]]:
-    """Files as given, and the readable files under each folder, in a stable order, each with
-    its source name: a file's name, or its path under the folder given (as an S3 key would be)."""
-    files: list[tuple[Path, str]] = []
+def expand(paths: Iterable[Path], *, root: Path | None = None) -> list[tuple[Path, str]]:
+    """The readable files of `paths` (files as given, folders walked), in a stable order, each
+    with its source name, as an S3 key names a file by its path in the bucket.
+
+    With `root` (the CLI passes the working directory), a file is named by its path under it,
+    so the same file has the same name however it was named on the command line; a file
+    outside `root` is named by its absolute path. Without it, a file in a folder given is named
+    by its path under that folder, and a file given by its name.
+    """
+    base = root.resolve() if root is not None else None
+    found: dict[str, Path] = {}
     for path in paths:
         if path.is_dir():
-            files += [
-                (p, p.relative_to(path).as_posix())
-                for p in sorted(path.rglob("*"))
-                if p.is_file() and p.suffix.lower() in LOADERS
-            ]
+            files = sorted(
+                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in LOADERS
+            )
+            names = [p.relative_to(path).as_posix() for p in files]
         else:
-            files.append((path, path.name))
-    return files
+            files, names = [path], [path.name]
+        for file, name in zip(files, names, strict=True):
+            found.setdefault(name if base is None else _under(file, base), file)
+    return [(file, source) for source, file in found.items()]
+
+
+def _under(file: Path, base: Path) -> str:
+    absolute = file.resolve()
+    return (
+        absolute.relative_to(base).as_posix()
+        if absolute.is_relative_to(base)
+        else absolute.as_posix()
+    )
 
 
 def _check_ids_are_free(
-    chunks: Sequence[Chunk],
-    source: str,
-    owner: dict[str, str],
-    existing: dict[str, str],
-    index: KnowledgeIndex,
-    tenant: str,
+    chunks: Sequence[Chunk], source: str, claimed: dict[str, str], stored_elsewhere: set[str]
 ) -> None:
-    """Refuse a file whose chunk ids another file already has: one would silently replace
-    the other (ids are unique within a tenant)."""
-    ids = {c.id for c in chunks}
-    taken = {i: owner[i] for i in ids if i in owner}
-    stored_elsewhere = (ids & existing.keys()) - index.fingerprints(tenant, source=source).keys()
-    taken.update((i, "another file already indexed") for i in stored_elsewhere if i not in owner)
-    if len(ids) < len(chunks):
+    """Refuse a file whose chunk ids another file has: one would silently replace the other
+    (ids are unique within a tenant)."""
+    ids = [c.id for c in chunks]
+    if len(set(ids)) < len(ids):
         raise InvalidFile(f"{source}: the same id appears twice in the file")
+    taken = {i: claimed[i] for i in ids if i in claimed}
+    taken.update((i, "a file already indexed") for i in ids if i in stored_elsewhere)
     if taken:
         first = sorted(taken)[0]
         raise InvalidFile(
@@ -109,36 +120,56 @@ def ingest(
     embedder: Embedder,
     tenant: str = "default",
     prune: bool = False,
+    root: Path | None = None,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> IngestReport:
-    """Index every chunk of `paths`; with `prune`, remove the tenant's chunks no file produced.
+    """Make the index hold what each readable file of `paths` holds now; with `prune`, also
+    remove the tenant's chunks that no given file produced (the files are the whole KB).
 
-    A file that cannot be read is reported and skipped; the others still land. `progress` is
-    told `(stage, done, total)` as files are read ("read") and chunks written ("write").
+    Each file replaces its own chunks: what it no longer has is removed, and an entry may move
+    from one file to another within one run. A file that cannot be read, or whose ids another
+    file has, is reported and skipped, and its stored chunks stay; the others still land.
+    `progress` is told `(stage, done, total)` as files are read ("read") and chunks written
+    ("write").
     """
     started = time.perf_counter()
     report = IngestReport()
-    chunks: list[Chunk] = []
-    files = expand(paths)
+    files = expand(paths, root=root)
     existing = index.fingerprints(tenant)
-    owner: dict[str, str] = {}  # chunk id -> the source that has it in this ingest
+    # What each file of this run had before, and what every other file has: those ids are taken.
+    before = {source: set(index.fingerprints(tenant, source=source)) for _, source in files}
+    in_run = set().union(*before.values())
+    stored_elsewhere = set() if prune else set(existing) - in_run
+
+    loaded: dict[str, list[Chunk]] = {}
+    claimed: dict[str, str] = {}  # chunk id -> the file of this run that has it
     for number, (path, source) in enumerate(files, start=1):
         try:
-            loaded = load(path, tenant=tenant, source=source)
-            # With prune the given files are the whole KB: what others had is going anyway.
-            stored = {} if prune else existing
-            _check_ids_are_free(loaded, source, owner, stored, index, tenant)
+            chunks = load(path, tenant=tenant, source=source)
+            _check_ids_are_free(chunks, source, claimed, stored_elsewhere)
         except (ValueError, OSError) as exc:
             report.failures.append((source, str(exc)))
+            # Its stored chunks stay, and stay its own.
+            stored_elsewhere |= before[source] - set(claimed)
             continue
         finally:
             if progress:
                 progress("read", number, len(files))
         report.files += 1
-        owner.update((c.id, source) for c in loaded)
-        chunks += loaded
+        claimed.update((c.id, source) for c in chunks)
+        loaded[source] = chunks
+    chunks = [c for file_chunks in loaded.values() for c in file_chunks]
     report.entries = len(chunks)
     report.faq_entries = sum(c.kind == "faq" for c in chunks)
+
+    # Removed first, so that an entry that moved to another file is written after its old copy
+    # is gone (chunks are keyed by tenant and id).
+    stale = {i for source in loaded for i in before[source]} - set(claimed)
+    if prune and not report.failures:
+        stale |= set(existing) - set(claimed)
+    if stale:
+        index.delete(sorted(stale), tenant=tenant)
+    report.chunks_removed = len(stale)
 
     changed = [c for c in chunks if existing.get(c.id) != fingerprint(c)]
     report.chunks_unchanged = len(chunks) - len(changed)
@@ -148,12 +179,6 @@ def ingest(
         if progress:
             progress("write", start + len(batch), len(changed))
     report.chunks_written = len(changed)
-
-    if prune and not report.failures:
-        stale = sorted(set(existing) - {c.id for c in chunks})
-        if stale:
-            index.delete(stale, tenant=tenant)
-        report.chunks_removed = len(stale)
     report.version = index.version
     report.seconds = time.perf_counter() - started
     return report
@@ -174,8 +199,8 @@ def sync_source(
     """
     started = time.perf_counter()
     chunks = load(path, tenant=tenant, source=source)
-    _check_ids_are_free(chunks, source, {}, index.fingerprints(tenant), index, tenant)
     existing = index.fingerprints(tenant, source=source)
+    _check_ids_are_free(chunks, source, {}, set(index.fingerprints(tenant)) - set(existing))
     changed = [c for c in chunks if existing.get(c.id) != fingerprint(c)]
     for start in range(0, len(changed), 256):
         batch = changed[start : start + 256]

@@ -21,13 +21,15 @@ def test_a_bad_file_is_reported_and_the_rest_still_lands(
     bad = tmp_path / "broken.jsonl"
     bad.write_text('{"id": "x", "questions": ["q"]}\n', encoding="utf-8")
     argv = [*map(str, mini_kb_paths), str(bad), "--embedder", "hashing", "--quiet"]
+    argv += ["--root", str(tmp_path)]
     assert main(argv) == 1
     out = capsys.readouterr().out
     assert "files 2, FAQ entries 6, chunks 8 (8 written" in out
     assert "failed: broken.jsonl: broken.jsonl line 1" in out
     assert (data_dir / "index-hashing.sqlite3").is_file()
 
-    assert main([*map(str, mini_kb_paths), "--embedder", "hashing", "--quiet"]) == 0
+    again = [*map(str, mini_kb_paths), "--embedder", "hashing", "--quiet", "--root", str(tmp_path)]
+    assert main(again) == 0
     assert "(0 written, 8 unchanged" in capsys.readouterr().out
 
 

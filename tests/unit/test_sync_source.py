@@ -69,7 +69,7 @@ def test_a_file_that_cannot_be_parsed_changes_nothing(tmp_path: Path) -> None:
 def test_an_id_another_file_has_is_refused_not_overwritten(tmp_path: Path) -> None:
     index = EmbeddedIndex(":memory:")
     sync_source(_faq(tmp_path / "a.jsonl", "one"), source="a.jsonl", index=index, embedder=EMBEDDER)
-    with pytest.raises(ValueError, match="already belong to another file"):
+    with pytest.raises(ValueError, match="already belong to a file already indexed"):
         sync_source(
             _faq(tmp_path / "b.jsonl", "clash"), source="b.jsonl", index=index, embedder=EMBEDDER
         )
@@ -98,3 +98,50 @@ def test_a_batch_with_two_files_claiming_one_id_keeps_the_first(tmp_path: Path) 
     assert report.files == 1
     assert [name for name, _ in report.failures] == ["b.jsonl"]
     assert "already belong to a.jsonl" in report.failures[0][1]
+
+
+def test_a_re_ingested_folder_drops_what_a_file_lost_and_lets_an_entry_move(
+    tmp_path: Path,
+) -> None:
+    from kb_ingest.pipeline import ingest
+
+    folder = tmp_path / "kb"
+    folder.mkdir()
+    a = folder / "a.jsonl"
+    b = folder / "b.jsonl"
+    rows = {"r1": "one", "r2": "two", "r3": "three"}
+
+    def write(path: Path, *ids: str) -> None:
+        lines = [
+            json.dumps({"id": i, "questions": [f"question {i}?"], "answer": rows[i]}) for i in ids
+        ]
+        path.write_text("\n".join(lines), encoding="utf-8")
+
+    index = EmbeddedIndex(":memory:")
+    write(a, "r1", "r2")
+    write(b, "r3")
+    assert ingest([folder], index=index, embedder=EMBEDDER).failures == []
+
+    write(a, "r1")  # r2 moves to b
+    write(b, "r3", "r2")
+    moved = ingest([folder], index=index, embedder=EMBEDDER)
+    assert moved.failures == []
+    assert index.fingerprints("default", source="a.jsonl").keys() == {"r1"}
+    assert index.fingerprints("default", source="b.jsonl").keys() == {"r2", "r3"}
+
+    a.write_text("", encoding="utf-8")  # a is emptied
+    emptied = ingest([folder], index=index, embedder=EMBEDDER)
+    assert emptied.chunks_removed == 1
+    assert index.fingerprints("default").keys() == {"r2", "r3"}
+
+
+def test_the_same_file_named_two_ways_is_one_source(tmp_path: Path) -> None:
+    from kb_ingest.pipeline import expand
+
+    folder = tmp_path / "kb" / "faq"
+    folder.mkdir(parents=True)
+    _faq(folder / "a.jsonl", "one")
+    root = tmp_path / "kb"
+    assert expand([root, folder / "a.jsonl", folder], root=root) == [
+        (folder / "a.jsonl", "faq/a.jsonl")
+    ]
