@@ -1,9 +1,10 @@
 """A recording stand-in for `opensearchpy.OpenSearch`: no server, no network.
 
 It keeps the documents written through `bulk`, answers `mget`, `get`, `update` and `count`
-from them, records every call, and answers `search` and `msearch` with canned responses queued
-by the test (searching is the server's job; the tests check what is asked and how the answer
-is read).
+from them, keeps search pipelines, records every call, and answers `search` with canned
+responses queued by the test (searching is the server's job; the tests check what is asked and
+how the answer is read). `update` runs the index's meta-document scripts, known by their text,
+in Python: a script it does not know fails the test.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from opensearchpy.exceptions import NotFoundError
+from opensearchpy.exceptions import NotFoundError, RequestError
 from opensearchpy.serializer import JSONSerializer
 
 
@@ -21,6 +22,21 @@ from opensearchpy.serializer import JSONSerializer
 class Call:
     method: str
     kwargs: dict[str, Any]
+
+
+# The meta-document scripts of `OpenSearchIndex`, as painless would run them.
+_SCRIPTS: dict[str, Any] = {
+    (
+        "long version = ctx._source.version; "
+        "long reserved = ctx._source.reserved == null ? 0L : ctx._source.reserved; "
+        "ctx._source.reserved = Math.max(version, reserved) + 1"
+    ): lambda doc, params: {**doc, "reserved": max(doc["version"], doc.get("reserved", 0)) + 1},
+    (
+        "long next = ctx._source.version + 1; "
+        "long reserved = params.reserved; "
+        "ctx._source.version = Math.max(next, reserved)"
+    ): lambda doc, params: {**doc, "version": max(doc["version"] + 1, params["reserved"])},
+}
 
 
 @dataclass
@@ -41,19 +57,43 @@ class _Indices:
         self._client.indices_created[index] = body
         return {"acknowledged": True, "index": index}
 
+    def put_mapping(self, *, index: str, body: dict[str, Any]) -> dict[str, Any]:
+        self._client.calls.append(Call("indices.put_mapping", {"index": index, "body": body}))
+        mapping = self._client.indices_created[index]["mappings"]["properties"]
+        mapping.update(body["properties"])
+        return {"acknowledged": True}
+
+
+class _SearchPipelines:
+    def __init__(self, client: RecordingClient) -> None:
+        self._client = client
+
+    def get(self, *, id: str) -> dict[str, Any]:
+        self._client.calls.append(Call("search_pipeline.get", {"id": id}))
+        if id not in self._client.pipelines:
+            raise NotFoundError(404, "resource_not_found_exception", {})
+        return {id: json.loads(json.dumps(self._client.pipelines[id]))}
+
+    def put(self, *, id: str, body: dict[str, Any]) -> dict[str, Any]:
+        self._client.calls.append(Call("search_pipeline.put", {"id": id, "body": body}))
+        self._client.pipelines[id] = json.loads(json.dumps(body))
+        return {"acknowledged": True}
+
 
 class RecordingClient:
     def __init__(self) -> None:
         self.transport = _Transport()
         self.indices = _Indices(self)
+        self.search_pipeline = _SearchPipelines(self)
         self.indices_created: dict[str, dict[str, Any]] = {}
+        self.pipelines: dict[str, dict[str, Any]] = {}
         self.calls: list[Call] = []
         self.docs: dict[str, dict[str, Any]] = {}
-        self.version: int | None = None
+        # The meta index's version document, once written.
+        self.meta: dict[str, int] | None = None
         # id -> (status, error) for items the bulk API should refuse.
         self.refuse: dict[str, tuple[int, dict[str, Any]]] = {}
         self.search_responses: deque[Any] = deque()
-        self.msearch_responses: deque[Any] = deque()
 
     def of(self, method: str) -> list[Call]:
         return [call for call in self.calls if call.method == method]
@@ -104,14 +144,24 @@ class RecordingClient:
 
     def update(self, *, index: str, id: str, body: dict[str, Any], **params: Any) -> dict[str, Any]:
         self.calls.append(Call("update", {"index": index, "id": id, "body": body, **params}))
-        self.version = (self.version or 0) + 1
-        return {"_id": id, "result": "updated"}
+        script = body["script"]
+        if script["source"] not in _SCRIPTS:
+            raise RequestError(400, "script_exception", {"script": script["source"]})
+        created = self.meta is None
+        if self.meta is None:
+            self.meta = dict(body["upsert"])
+        else:
+            self.meta = _SCRIPTS[script["source"]](self.meta, script.get("params", {}))
+        response: dict[str, Any] = {"_id": id, "result": "created" if created else "updated"}
+        if params.get("_source"):
+            response["get"] = {"found": True, "_source": dict(self.meta)}
+        return response
 
     def get(self, *, index: str, id: str, **params: Any) -> dict[str, Any]:
         self.calls.append(Call("get", {"index": index, "id": id, **params}))
-        if self.version is None:
+        if self.meta is None:
             raise NotFoundError(404, "not_found", {"found": False})
-        return {"_index": index, "_id": id, "found": True, "_source": {"version": self.version}}
+        return {"_index": index, "_id": id, "found": True, "_source": dict(self.meta)}
 
     def count(self, *, index: str, **params: Any) -> dict[str, Any]:
         self.calls.append(Call("count", {"index": index, **params}))
@@ -123,13 +173,6 @@ class RecordingClient:
             Call("search", {"index": index, "body": json.loads(json.dumps(body)), **params})
         )
         response = self.search_responses.popleft()
-        if isinstance(response, Exception):
-            raise response
-        return response
-
-    def msearch(self, *, index: str, body: list[dict[str, Any]], **params: Any) -> Any:
-        self.calls.append(Call("msearch", {"index": index, "body": body, **params}))
-        response = self.msearch_responses.popleft()
         if isinstance(response, Exception):
             raise response
         return response

@@ -58,10 +58,12 @@ INGEST_BATCH_SIZE = 5
 INGEST_MAX_CONCURRENCY = 5
 OPENSEARCH_ENGINE = opensearch.EngineVersion.OPENSEARCH_2_19
 
-# kefu's OpenSearchIndex keeps the KB version in this document of the `<index>-meta` index.
+# kefu's OpenSearchIndex keeps the KB version in this document of the `<index>-meta` index,
+# and fuses its candidates through the search pipeline `<index>-hybrid`.
 VERSION_DOCUMENT_ID = "version"
+SEARCH_PIPELINE_SUFFIX = "-hybrid"
 READ_ACTIONS = ("es:ESHttpGet", "es:ESHttpHead")
-# POST only where it reads: `_search`, `_msearch` and `_mget` take their query as a body.
+# POST only where it reads: `_search` and `_mget` take their query as a body.
 QUERY_ACTIONS = (*READ_ACTIONS, "es:ESHttpPost")
 
 
@@ -74,10 +76,11 @@ class IndexAccess:
 
 
 def search_access(index: str) -> tuple[IndexAccess, ...]:
-    """What answering a question sends: `OpenSearchIndex.search` (an `_msearch` for candidates,
-    then a `_search` scoring them) and `version` (a GET of the meta document)."""
+    """What answering a question sends: `OpenSearchIndex.search` (a `_search` for candidates
+    through the search pipeline, which it names but never writes, then a `_search` scoring them)
+    and `version` (a GET of the meta document)."""
     return (
-        IndexAccess(actions=QUERY_ACTIONS, paths=(f"{index}/_search", f"{index}/_msearch")),
+        IndexAccess(actions=QUERY_ACTIONS, paths=(f"{index}/_search",)),
         # GET only: a POST or PUT to `_doc/<id>` would overwrite the KB version.
         IndexAccess(actions=READ_ACTIONS, paths=(f"{index}-meta/_doc/{VERSION_DOCUMENT_ID}",)),
     )
@@ -85,13 +88,20 @@ def search_access(index: str) -> tuple[IndexAccess, ...]:
 
 def ingest_access(index: str) -> tuple[IndexAccess, ...]:
     """What keeping the index in sync sends, read from `OpenSearchIndex`: `ensure_index` (HEAD,
-    then PUT of each index), `upsert` (`_mget` of stored fingerprints, `_bulk`, a scripted
-    `_update` of the version), `delete` (`_bulk`), `fingerprints` (`_search`) and `version`."""
+    then PUT of each index, or a PUT of the index's `_mapping` for a field added since; GET,
+    then PUT if it differs, of the search pipeline), `upsert` (`_mget` of stored fingerprints,
+    scripted `_update`s of the version around a `_bulk`), `delete` (`_bulk`, an `_update`),
+    `fingerprints` (`_search`) and `version`."""
     meta = f"{index}-meta"
     return (
         IndexAccess(actions=QUERY_ACTIONS, paths=(f"{index}/_search", f"{index}/_mget")),
         IndexAccess(actions=READ_ACTIONS, paths=(f"{meta}/_doc/{VERSION_DOCUMENT_ID}",)),
         IndexAccess(actions=("es:ESHttpHead", "es:ESHttpPut"), paths=(index, meta)),
+        IndexAccess(actions=("es:ESHttpPut",), paths=(f"{index}/_mapping",)),
+        IndexAccess(
+            actions=("es:ESHttpGet", "es:ESHttpPut"),
+            paths=(f"_search/pipeline/{index}{SEARCH_PIPELINE_SUFFIX}",),
+        ),
         IndexAccess(
             actions=("es:ESHttpPost",),
             paths=(f"{index}/_bulk", f"{meta}/_update/{VERSION_DOCUMENT_ID}"),

@@ -2,8 +2,9 @@
 
 The embedded index always runs. The OpenSearch index runs when `OPENSEARCH_URL` points at a
 cluster the tests may reach (loopback only, e.g. a local container or a tunnel to a domain),
-each test in its own index, deleted after it. A cluster without the smartcn plugin can run
-the suite with `OPENSEARCH_ZH_ANALYZER=cjk`.
+each test in its own index and search pipeline, deleted after it; the cluster needs the
+neural-search plugin (the pipeline's normalization processor). A cluster without the smartcn
+plugin can run the suite with `OPENSEARCH_ZH_ANALYZER=cjk`.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -51,6 +53,7 @@ def index(request: pytest.FixtureRequest) -> Iterator[KnowledgeIndex]:
         yield remote
     finally:
         client.indices.delete(index=[remote.name, remote.meta_index], ignore_unavailable=True)
+        client.search_pipeline.delete(id=remote.search_pipeline, ignore=404)
 
 
 def entry(
@@ -96,6 +99,11 @@ def search(index: KnowledgeIndex, text: str, **kwargs: Any) -> list[SearchHit]:
     return index.search(query)
 
 
+def written(chunk: Chunk, at: str) -> Chunk:
+    """A chunk as the index gives it back: as written, at KB version `at`."""
+    return replace(chunk, kb_version=at)
+
+
 REFUND = entry(
     "refund",
     "How long does a refund take?",
@@ -113,7 +121,7 @@ def test_the_matching_entry_is_found_first(index: KnowledgeIndex) -> None:
 
     hits = search(index, "How long does a refund take?")
 
-    assert hits[0].chunk == REFUND
+    assert hits[0].chunk == written(REFUND, index.version)
     assert hits[0].dense > hits[1].dense
     assert hits[0].nearest == pytest.approx(1.0, abs=1e-4)  # its own question, word for word
 
@@ -154,6 +162,27 @@ def test_an_unchanged_upsert_changes_nothing_and_a_changed_chunk_replaces_the_ol
     assert search(index, "How long does a refund take?")[0].chunk.text == "Within 24 hours now."
 
 
+def test_chunks_carry_the_kb_version_they_were_written_at(index: KnowledgeIndex) -> None:
+    def written_at() -> dict[str, str]:
+        hits = search(index, "refund password", limit=10)
+        return {hit.chunk.id: hit.chunk.kb_version for hit in hits}
+
+    # Given two chunks written together
+    put(index, REFUND, PASSWORD)
+    first = index.version
+    assert written_at() == {"refund": first, "password": first}
+
+    # When the same chunks are written again, nothing changes
+    put(index, REFUND, PASSWORD)
+    assert index.version == first
+    assert written_at() == {"refund": first, "password": first}
+
+    # When one of them changes, it alone carries the version its write made
+    put(index, REFUND, replace(PASSWORD, text="Use the e-mail link."))
+    assert index.version != first
+    assert written_at() == {"refund": first, "password": index.version}
+
+
 def test_deleted_chunks_are_gone_from_search_count_and_fingerprints(index: KnowledgeIndex) -> None:
     put(index, REFUND, PASSWORD)
     version = index.version
@@ -188,12 +217,15 @@ def test_one_chunk_id_in_two_tenants_stays_two_chunks(index: KnowledgeIndex) -> 
         tenant="acme",
     )
     put(index, REFUND, PASSWORD)
+    default_at = index.version
     put(index, acme)
+    acme_at = index.version
 
     # Then each tenant finds its own answer and lists its own fingerprint
     assert index.count() == 3
-    assert search(index, "How long does a refund take?")[0].chunk == REFUND
-    assert search(index, "How long does a refund take?", tenant="acme")[0].chunk == acme
+    assert search(index, "How long does a refund take?")[0].chunk == written(REFUND, default_at)
+    acme_hit = search(index, "How long does a refund take?", tenant="acme")[0]
+    assert acme_hit.chunk == written(acme, acme_at)
     assert set(index.fingerprints("default")) == {"refund", "password"}
     assert set(index.fingerprints("acme")) == {"refund"}
     assert index.fingerprints("acme")["refund"] != index.fingerprints("default")["refund"]
@@ -203,7 +235,7 @@ def test_one_chunk_id_in_two_tenants_stays_two_chunks(index: KnowledgeIndex) -> 
 
     assert ask(index, "How long does a refund take?", tenant="acme") == []
     assert index.fingerprints("acme") == {}
-    assert search(index, "How long does a refund take?")[0].chunk == REFUND
+    assert search(index, "How long does a refund take?")[0].chunk == written(REFUND, default_at)
     assert set(index.fingerprints("default")) == {"refund", "password"}
     assert index.count() == 2
 
@@ -231,10 +263,10 @@ def test_passages_and_out_of_scope_examples_round_trip(index: KnowledgeIndex) ->
     put(index, passage, outside, PASSWORD)
 
     by_id = {hit.chunk.id: hit for hit in search(index, "What is the weather tomorrow?")}
-    assert by_id["oos"].chunk == outside
+    assert by_id["oos"].chunk == written(outside, index.version)
     assert by_id["oos"].dense == by_id["oos"].nearest == pytest.approx(1.0, abs=1e-4)
     policy = search(index, "Refunds returned to the original payment method")[0]
-    assert policy.chunk == passage
+    assert policy.chunk == written(passage, index.version)
     assert policy.dense == policy.nearest
 
 

@@ -16,6 +16,8 @@ PARTITION = {"Ref": "AWS::Partition"}
 REGION = {"Ref": "AWS::Region"}
 ACCOUNT = {"Ref": "AWS::AccountId"}
 INDEX = "kefu-kb"
+# The search pipeline fusing the index's hybrid candidates: only ingestion may write it.
+PIPELINE = f"_search/pipeline/{INDEX}-hybrid"
 
 
 def arn_of(logical_id: str) -> dict[str, Any]:
@@ -263,7 +265,7 @@ READ_METHODS = {"Get", "Head"}
 WRITE_METHODS = {"Put", "Delete", "Patch"}
 # What the chat role may call, as (HTTP method, path below the domain ARN).
 CHAT_GRANTS = {
-    *((method, f"{INDEX}/{api}") for method in SEARCH_METHODS for api in ("_search", "_msearch")),
+    *((method, f"{INDEX}/_search") for method in SEARCH_METHODS),
     *((method, f"{INDEX}-meta/_doc/version") for method in READ_METHODS),
 }
 
@@ -341,6 +343,7 @@ def test_the_chat_role_may_only_search_the_index_and_read_the_kb_version(
         assert allowed == CHAT_GRANTS
         assert not {method for method, _ in allowed} & WRITE_METHODS
         assert not any(path.endswith("_bulk") for _, path in allowed)
+        assert not any(path.startswith("_search/pipeline") for _, path in allowed)
         # POST to a document path would index it: the version may only be read.
         assert ("Post", f"{INDEX}-meta/_doc/version") not in allowed
 
@@ -359,6 +362,9 @@ def test_the_ingest_role_may_create_and_write_the_index_and_nothing_else(
         ("Post", f"{INDEX}/_mget"),
         ("Post", f"{INDEX}/_search"),
         ("Get", f"{INDEX}-meta/_doc/version"),
+        ("Put", f"{INDEX}/_mapping"),
+        ("Get", PIPELINE),
+        ("Put", PIPELINE),
     }
 
     from_domain = grants(each_stage, domain_policy_statements(each_stage, ingest))
@@ -399,11 +405,16 @@ class RecordingConnection(Connection):
     def _answer(method: str, path: str, body: Any) -> tuple[int, Any]:
         if method == "HEAD":
             return 404, {}
-        if path.endswith("/_msearch"):
-            leg = {"hits": {"hits": [{"_id": "faq-1", "_score": 1.0}]}}
-            return 200, {"responses": [leg] * 4}
+        if path.startswith("_search/pipeline/") and method == "GET":
+            return 404, {"error": {"type": "resource_not_found_exception"}, "status": 404}
         if path.endswith("/_search"):
+            text = body.decode() if isinstance(body, bytes) else body or ""
+            if "hybrid" in text:  # the candidates: one, for the exact scoring to follow
+                return 200, {"hits": {"hits": [{"_id": "faq-1", "_score": 1.0}]}}
             return 200, {"hits": {"hits": []}}
+        if path.endswith("/_update/version"):
+            version = {"version": 3, "reserved": 4}
+            return 200, {"_id": "version", "result": "updated", "get": {"_source": version}}
         if path.endswith("/_mget"):
             return 200, {"docs": []}
         if path.endswith("_bulk"):
@@ -458,7 +469,6 @@ def test_every_request_the_adapter_makes_is_allowed_to_the_role_that_makes_it(
 
     # Then each request is one its role's policy allows
     assert chat_requests == {
-        ("Post", f"{INDEX}/_msearch"),
         ("Post", f"{INDEX}/_search"),
         ("Get", f"{INDEX}-meta/_doc/version"),
     }
@@ -466,6 +476,7 @@ def test_every_request_the_adapter_makes_is_allowed_to_the_role_that_makes_it(
     assert ingest_requests <= ingest
     assert ("Post", f"{INDEX}/_bulk") in ingest_requests
     assert ("Put", INDEX) in ingest_requests
+    assert ("Put", PIPELINE) in ingest_requests
 
 
 def test_the_ingest_function_embeds_with_titan_and_reads_only_the_knowledge_bucket(

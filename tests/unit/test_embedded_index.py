@@ -1,3 +1,4 @@
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +51,7 @@ def test_the_matching_entry_ranks_first_with_both_scores() -> None:
         text="refund take long", vector=EMBEDDER.embed_queries(["refund take long"])[0]
     )
     hits = index.search(query)
-    assert hits[0].chunk == REFUND
+    assert hits[0].chunk == replace(REFUND, kb_version="1")
     assert hits[0].lexical == 1.0
     assert hits[0].dense > hits[1].dense
 
@@ -186,3 +187,18 @@ def test_a_search_can_be_limited_to_a_category() -> None:
     put(index, refund, shipping)
     assert ask(index, "How long does a refund take?", category="shipping") == ["ship"]
     assert ask(index, "How long does a refund take?")[0] == "refund"
+
+
+def test_chunks_carry_the_kb_version_they_were_written_at() -> None:
+    index = EmbeddedIndex(":memory:")
+    put(index, REFUND, PASSWORD)
+    assert index.version == "1"
+    put(index, REFUND, faq("password", "How do I reset my password?", "Use the e-mail link."))
+    assert index.version == "2"
+    hits = {
+        h.chunk.id: h.chunk.kb_version
+        for h in index.search(
+            SearchQuery(text="x", vector=EMBEDDER.embed_queries(["password refund"])[0])
+        )
+    }
+    assert hits == {"refund": "1", "password": "2"}

@@ -15,7 +15,12 @@ import pytest
 import requests
 from botocore.credentials import Credentials
 from opensearchpy import AWSV4SignerAuth, RequestsHttpConnection
-from opensearchpy.exceptions import ConnectionError, NotFoundError, RequestError
+from opensearchpy.exceptions import (
+    ConnectionError,
+    NotFoundError,
+    RequestError,
+    TransportError,
+)
 
 from kefu.adapters.opensearch_index import OpenSearchIndex, connect, document_id
 from kefu.errors import (
@@ -100,6 +105,7 @@ def test_the_index_is_created_with_knn_vectors_bilingual_text_and_keywords() -> 
                 "category": keyword,
                 "source": keyword,
                 "fingerprint": keyword,
+                "kb_version": keyword,
                 "title": text,
                 "section": text,
                 "text": text,
@@ -119,8 +125,61 @@ def test_the_index_is_created_with_knn_vectors_bilingual_text_and_keywords() -> 
         },
     }
     assert client.indices_created["kefu-kb-meta"] == {
-        "mappings": {"properties": {"version": {"type": "long"}}}
+        "mappings": {"properties": {"version": {"type": "long"}, "reserved": {"type": "long"}}}
     }
+
+
+HYBRID_PIPELINE = {
+    "description": "Fuses the candidate sub-queries of knowledge index kefu-kb",
+    "phase_results_processors": [
+        {
+            "normalization-processor": {
+                "normalization": {"technique": "min_max"},
+                "combination": {
+                    "technique": "arithmetic_mean",
+                    "parameters": {"weights": [0.25, 0.25, 0.25, 0.25]},
+                },
+            }
+        }
+    ],
+}
+
+
+def test_ensuring_the_index_creates_the_search_pipeline_that_fuses_the_candidates() -> None:
+    client = RecordingClient()
+    index = _index(client)
+
+    index.ensure_index()
+
+    assert index.search_pipeline == "kefu-kb-hybrid"
+    [put] = client.of("search_pipeline.put")
+    assert put.kwargs == {"id": "kefu-kb-hybrid", "body": HYBRID_PIPELINE}
+
+
+def test_a_pipeline_already_in_place_is_not_rewritten_and_a_different_one_is_replaced() -> None:
+    client = RecordingClient()
+    _index(client).ensure_index()
+    _index(client).ensure_index()
+    assert len(client.of("search_pipeline.get")) == 2
+    assert len(client.of("search_pipeline.put")) == 1  # a PUT republishes the cluster state
+
+    # Given a pipeline of other weights, as an older release wrote it
+    client.pipelines["kefu-kb-hybrid"]["phase_results_processors"][0]["normalization-processor"][
+        "combination"
+    ]["parameters"]["weights"] = [0.4, 0.2, 0.2, 0.2]
+    _index(client).ensure_index()
+    assert client.pipelines["kefu-kb-hybrid"] == HYBRID_PIPELINE
+
+
+def test_a_cluster_that_refuses_the_pipeline_is_a_configuration_error() -> None:
+    client = RecordingClient()
+
+    def refuse(*, id: str, body: dict[str, Any]) -> None:
+        raise RequestError(400, "parse_exception", {"reason": "normalization-processor"})
+
+    client.search_pipeline.put = refuse  # type: ignore[method-assign]
+    with pytest.raises(ConfigurationError, match="cannot create search pipeline kefu-kb-hybrid"):
+        _index(client).ensure_index()
 
 
 def test_an_existing_index_is_left_alone_and_a_lost_race_to_create_it_is_harmless() -> None:
@@ -137,6 +196,23 @@ def test_an_existing_index_is_left_alone_and_a_lost_race_to_create_it_is_harmles
 
     racing.indices.create = lose_race  # type: ignore[method-assign]
     _index(racing).ensure_index()
+
+
+def test_an_index_created_before_chunks_carried_their_kb_version_gets_the_field() -> None:
+    # Given an index of the previous mapping, without kb_version
+    client = RecordingClient()
+    _index(client).ensure_index()
+    del client.indices_created["kefu-kb"]["mappings"]["properties"]["kb_version"]
+
+    _index(client).ensure_index()
+
+    [put_mapping] = client.of("indices.put_mapping")
+    assert put_mapping.kwargs == {
+        "index": "kefu-kb",
+        "body": {"properties": {"kb_version": {"type": "keyword"}}},
+    }
+    properties = client.indices_created["kefu-kb"]["mappings"]["properties"]
+    assert properties["kb_version"] == {"type": "keyword"}
 
 
 def test_an_analyzer_the_cluster_lacks_is_a_configuration_error() -> None:
@@ -164,7 +240,7 @@ def test_a_document_id_is_the_sha256_of_tenant_and_chunk_id_and_never_changes() 
 
 
 # -- writes ---------------------------------------------------------------------------------
-def test_an_upsert_writes_the_chunk_its_vectors_and_bumps_the_version() -> None:
+def test_an_upsert_writes_the_chunk_its_vectors_and_kb_version_and_bumps_the_version() -> None:
     client = RecordingClient()
     index = _index(client)
 
@@ -186,6 +262,7 @@ def test_an_upsert_writes_the_chunk_its_vectors_and_bumps_the_version() -> None:
             "source": "faq.jsonl",
             "section": "",
             "tenant": "default",
+            "kb_version": "1",
             "fingerprint": fingerprint(REFUND),
             "content_vector": [1.0, 0.0, 0.0],
             "questions": [
@@ -198,18 +275,71 @@ def test_an_upsert_writes_the_chunk_its_vectors_and_bumps_the_version() -> None:
     ]
     # Chinese travels as UTF-8, not as \u escapes that would triple its size.
     assert "退款" in bulk.kwargs["body"]
-    [update] = client.of("update")
-    assert update.kwargs == {
+    # The version is reserved before the write and published after it
+    reserve, publish = client.of("update")
+    assert client.calls.index(reserve) < client.calls.index(bulk) < client.calls.index(publish)
+    assert reserve.kwargs == {
         "index": "kefu-kb-meta",
         "id": "version",
         "body": {
-            "script": {"source": "ctx._source.version += 1", "lang": "painless"},
+            "script": {
+                "source": "long version = ctx._source.version; "
+                "long reserved = ctx._source.reserved == null ? 0L : ctx._source.reserved; "
+                "ctx._source.reserved = Math.max(version, reserved) + 1",
+                "lang": "painless",
+            },
+            "upsert": {"version": 0, "reserved": 1},
+        },
+        "retry_on_conflict": 5,
+        "_source": True,
+    }
+    assert publish.kwargs == {
+        "index": "kefu-kb-meta",
+        "id": "version",
+        "body": {
+            "script": {
+                "source": "long next = ctx._source.version + 1; "
+                "long reserved = params.reserved; "
+                "ctx._source.version = Math.max(next, reserved)",
+                "lang": "painless",
+                "params": {"reserved": 1},
+            },
             "upsert": {"version": 1},
         },
         "retry_on_conflict": 5,
         "refresh": "wait_for",
     }
     assert index.version == "1"
+
+
+def test_a_changed_chunk_carries_the_version_its_write_makes_and_the_others_keep_theirs() -> None:
+    client = RecordingClient()
+    index = _index(client)
+    first, second = _chunks(2)
+    index.upsert([first, second], _unit_rows(2, 2))
+    assert index.version == "1"
+
+    # When only the second chunk changes
+    index.upsert([first, replace(second, text="new")], _unit_rows(2, 2))
+
+    assert index.version == "2"
+    assert client.docs[document_id("default", first.id)]["kb_version"] == "1"
+    assert client.docs[document_id("default", second.id)]["kb_version"] == "2"
+    # A chunk's own kb_version is not what it is stored at, nor part of its fingerprint
+    index.upsert([replace(first, kb_version="7")], _unit_rows(1, 2))
+    assert index.version == "2"
+
+
+def test_a_write_behind_a_concurrent_reservation_takes_the_next_version() -> None:
+    # Given another ingest that reserved version 4 and has not published it yet
+    client = RecordingClient()
+    client.meta = {"version": 3, "reserved": 4}
+
+    _index(client).upsert([REFUND], [REFUND_VECTORS])
+
+    # Then this write carries 5, and publishing makes it the version
+    assert client.docs[REFUND_DOC]["kb_version"] == "5"
+    assert client.meta == {"version": 5, "reserved": 5}
 
 
 def test_an_unchanged_chunk_is_neither_rewritten_nor_a_new_version() -> None:
@@ -289,6 +419,7 @@ def test_delete_sends_deletes_by_the_tenants_document_ids_and_a_missing_id_is_no
         {"delete": {"_index": "kefu-kb", "_id": document_id("default", "never-written")}},
     ]
     assert index.version == "2"
+    assert client.of("update")[-1].kwargs["body"]["script"]["params"] == {"reserved": 0}
     index.delete(["never-written"], tenant="default")
     assert index.version == "2"
 
@@ -367,28 +498,32 @@ def test_fingerprints_are_paged_with_search_after_per_tenant_and_source() -> Non
 QUERY_VECTOR = np.array([0.6, 0.8, 0.0], dtype=np.float32)
 
 
-def _leg(*hits: tuple[str, float]) -> dict[str, Any]:
-    """One `_msearch` response: the documents of the default tenant's `(chunk id, score)`."""
+def _fused(*chunk_ids: str) -> dict[str, Any]:
+    """The candidates' `hybrid` search response: the default tenant's chunks, best fused first
+    (the pipeline's scores, which nothing reads)."""
     return {
-        "took": 2,
+        "took": 4,
         "timed_out": False,
-        "status": 200,
         "_shards": {"total": 1, "successful": 1, "skipped": 0, "failed": 0},
         "hits": {
-            "max_score": max((score for _, score in hits), default=None),
+            "max_score": 1.0 if chunk_ids else None,
             "hits": [
-                {"_index": "kefu-kb", "_id": document_id("default", chunk_id), "_score": score}
-                for chunk_id, score in hits
+                {
+                    "_index": "kefu-kb",
+                    "_id": document_id("default", chunk_id),
+                    "_score": 1.0 - rank * 0.1,
+                }
+                for rank, chunk_id in enumerate(chunk_ids)
             ],
         },
     }
 
 
-def _scored(chunk: Chunk, **views: float) -> dict[str, Any]:
+def _scored(chunk: Chunk, *, kb_version: str = "4", **named: float) -> dict[str, Any]:
     return {
         "_index": "kefu-kb",
         "_id": document_id(chunk.tenant, chunk.id),
-        "_score": sum(views.values()),
+        "_score": sum(named.values()),
         "_source": {
             "id": chunk.id,
             "kind": chunk.kind,
@@ -400,8 +535,9 @@ def _scored(chunk: Chunk, **views: float) -> dict[str, Any]:
             "source": chunk.source,
             "section": chunk.section,
             "tenant": chunk.tenant,
+            "kb_version": kb_version,
         },
-        "matched_queries": views,
+        "matched_queries": named,
     }
 
 
@@ -421,26 +557,16 @@ OUTSIDE = Chunk(
 
 
 def _canned_search(client: RecordingClient) -> None:
-    """What a cluster answers for 退款多久: four candidate legs, then the exact scores."""
-    client.msearch_responses.append(
-        {
-            "took": 5,
-            "responses": [
-                _leg(("refund", 1.93), ("oos-weather", 0.8)),  # closest questions
-                _leg(("refund", 1.81)),  # closest centroids
-                _leg(("policy#2", 1.7), ("refund", 1.6), ("oos-weather", 0.9)),  # contents
-                _leg(("policy#2", 6.2), ("refund", 3.1)),  # BM25
-            ],
-        }
-    )
+    """What a cluster answers for 退款多久: the fused candidates, then the exact scores."""
+    client.search_responses.append(_fused("refund", "policy#2", "oos-weather"))
     client.search_responses.append(
         {
             "took": 3,
             "timed_out": False,
             "hits": {
                 "hits": [
-                    _scored(REFUND, nearest=1.9, centroid=1.8, content=1.6),
-                    _scored(PASSAGE, content=1.7),
+                    _scored(REFUND, nearest=1.9, centroid=1.8, content=1.6, lexical=3.1),
+                    _scored(PASSAGE, kb_version="3", content=1.7, lexical=6.2),
                     _scored(OUTSIDE, nearest=0.8, content=0.9),
                 ]
             },
@@ -448,7 +574,7 @@ def _canned_search(client: RecordingClient) -> None:
     )
 
 
-def test_a_search_asks_for_candidates_per_leg_filtered_then_scores_them_exactly() -> None:
+def test_a_search_fuses_filtered_candidates_in_one_hybrid_query_then_scores_them_exactly() -> None:
     client = RecordingClient()
     _canned_search(client)
     query = SearchQuery(
@@ -472,45 +598,38 @@ def test_a_search_asks_for_candidates_per_leg_filtered_then_scores_them_exactly(
     def knn(field: str, filters: list[dict[str, Any]]) -> dict[str, Any]:
         return {field: {"vector": vector, "k": 20, "filter": {"bool": {"filter": filters}}}}
 
-    def leg(query: dict[str, Any]) -> dict[str, Any]:
-        return {"size": 20, "_source": False, "track_total_hits": False, "query": query}
-
-    [msearch] = client.of("msearch")
-    assert msearch.kwargs == {
+    bm25 = {
+        "multi_match": {
+            "query": "退款多久",
+            "fields": ["title.zh", "section.zh", "text.zh", "keys.zh"],
+            "type": "best_fields",
+        }
+    }
+    fused, exact = client.of("search")
+    # One top-level hybrid query of four sub-queries, in the pipeline's weights' order
+    assert fused.kwargs == {
         "index": "kefu-kb",
-        "body": [
-            {},
-            leg(
-                {
-                    "nested": {
-                        "path": "questions",
-                        "score_mode": "max",
-                        "query": {"knn": knn("questions.vector", nested_scope)},
-                    }
-                }
-            ),
-            {},
-            leg({"knn": knn("centroid_vector", scope)}),
-            {},
-            leg({"knn": knn("content_vector", scope)}),
-            {},
-            leg(
-                {
-                    "bool": {
-                        "filter": scope,
-                        "must": [
-                            {
-                                "multi_match": {
-                                    "query": "退款多久",
-                                    "fields": ["title.zh", "section.zh", "text.zh", "keys.zh"],
-                                    "type": "best_fields",
-                                }
+        "search_pipeline": "kefu-kb-hybrid",
+        "body": {
+            "size": 20,
+            "_source": False,
+            "query": {
+                "hybrid": {
+                    "queries": [
+                        {
+                            "nested": {
+                                "path": "questions",
+                                "score_mode": "max",
+                                "query": {"knn": knn("questions.vector", nested_scope)},
                             }
-                        ],
-                    }
+                        },
+                        {"knn": knn("centroid_vector", scope)},
+                        {"knn": knn("content_vector", scope)},
+                        {"bool": {"filter": scope, "must": [bm25]}},
+                    ]
                 }
-            ),
-        ],
+            },
+        },
     }
 
     def script(field: str) -> dict[str, Any]:
@@ -520,7 +639,6 @@ def test_a_search_asks_for_candidates_per_leg_filtered_then_scores_them_exactly(
             "params": {"field": field, "query_value": vector, "space_type": "innerproduct"},
         }
 
-    [exact] = client.of("search")
     assert exact.kwargs == {
         "index": "kefu-kb",
         "include_named_queries_score": True,
@@ -537,6 +655,7 @@ def test_a_search_asks_for_candidates_per_leg_filtered_then_scores_them_exactly(
                 "source",
                 "section",
                 "tenant",
+                "kb_version",
             ],
             "track_total_hits": False,
             "query": {
@@ -546,8 +665,8 @@ def test_a_search_asks_for_candidates_per_leg_filtered_then_scores_them_exactly(
                             "ids": {
                                 "values": [
                                     REFUND_DOC,
-                                    document_id("default", "oos-weather"),
                                     document_id("default", "policy#2"),
+                                    document_id("default", "oos-weather"),
                                 ]
                             }
                         }
@@ -580,11 +699,14 @@ def test_a_search_asks_for_candidates_per_leg_filtered_then_scores_them_exactly(
                                 "_name": "content",
                             }
                         },
+                        {"multi_match": {**bm25["multi_match"], "_name": "lexical"}},
                     ],
                 }
             },
         },
     }
+    # A search never writes the pipeline: the chat role may not
+    assert client.of("search_pipeline.put") == client.of("search_pipeline.get") == []
 
 
 def test_a_search_without_language_matches_both_analyzers_and_only_the_tenant() -> None:
@@ -592,19 +714,12 @@ def test_a_search_without_language_matches_both_analyzers_and_only_the_tenant() 
     _canned_search(client)
     _index(client).search(SearchQuery(text="refund", vector=QUERY_VECTOR))
 
-    body = client.of("msearch")[0].kwargs["body"]
-    lexical = body[7]["query"]["bool"]
+    fused, exact = (call.kwargs["body"] for call in client.of("search"))
+    lexical = fused["query"]["hybrid"]["queries"][3]["bool"]
     assert lexical["filter"] == [{"term": {"tenant": "default"}}]
-    assert lexical["must"][0]["multi_match"]["fields"] == [
-        "title",
-        "section",
-        "text",
-        "keys",
-        "title.zh",
-        "section.zh",
-        "text.zh",
-        "keys.zh",
-    ]
+    both = ["title", "section", "text", "keys", "title.zh", "section.zh", "text.zh", "keys.zh"]
+    assert lexical["must"][0]["multi_match"]["fields"] == both
+    assert exact["query"]["bool"]["should"][3]["multi_match"]["fields"] == both
 
 
 def test_the_exact_scores_become_the_same_blend_as_the_embedded_index() -> None:
@@ -613,7 +728,12 @@ def test_the_exact_scores_become_the_same_blend_as_the_embedded_index() -> None:
 
     hits = _index(client).search(SearchQuery(text="退款多久", vector=QUERY_VECTOR, limit=3))
 
-    assert [hit.chunk for hit in hits] == [REFUND, PASSAGE, OUTSIDE]
+    # Each chunk as written, with the KB version it was written at
+    assert [hit.chunk for hit in hits] == [
+        replace(REFUND, kb_version="4"),
+        replace(PASSAGE, kb_version="3"),
+        replace(OUTSIDE, kb_version="4"),
+    ]
     refund, passage, outside = hits
     # FAQ: cosines 0.9 (closest question), 0.8 (centroid), 0.6 (answer): (0.9+0.8+0.5*0.6)/2.5
     assert refund.nearest == pytest.approx(0.9)
@@ -626,6 +746,19 @@ def test_the_exact_scores_become_the_same_blend_as_the_embedded_index() -> None:
     # An inner-product score below 1 is a negative cosine: 1 / (1 - ip) = 0.8 -> ip = -0.25.
     assert outside.dense == outside.nearest == pytest.approx(-0.25)
     assert outside.lexical == 0.0
+
+
+def test_a_chunk_written_before_kb_versions_were_stored_reads_back_with_an_empty_one() -> None:
+    client = RecordingClient()
+    old = _scored(PASSAGE, content=1.7)
+    del old["_source"]["kb_version"]
+    client.search_responses.extend([_fused("policy#2"), {"hits": {"hits": [old]}}])
+
+    [hit] = _index(client).search(SearchQuery(text="退款", vector=QUERY_VECTOR))
+
+    assert hit.chunk == PASSAGE
+    assert hit.chunk.kb_version == ""
+    assert hit.lexical == 0.0  # no BM25 match among the candidates
 
 
 def test_the_lexical_weight_reorders_and_the_limit_cuts() -> None:
@@ -645,27 +778,56 @@ def test_the_lexical_weight_reorders_and_the_limit_cuts() -> None:
 
 def test_no_candidates_means_no_hits_and_no_second_request() -> None:
     client = RecordingClient()
-    client.msearch_responses.append({"responses": [_leg(), _leg(), _leg(), _leg()]})
+    client.search_responses.append(_fused())
     assert _index(client).search(SearchQuery(text="zzz", vector=QUERY_VECTOR)) == []
-    assert client.of("search") == []
+    assert len(client.of("search")) == 1
 
 
-def test_a_search_of_a_missing_index_says_the_index_is_not_ready() -> None:
+def test_a_search_of_a_missing_index_or_pipeline_says_the_index_is_not_ready() -> None:
     client = RecordingClient()
-    missing = {"error": {"type": "index_not_found_exception", "index": "kefu-kb"}, "status": 404}
-    client.msearch_responses.append({"responses": [missing] * 4})
-    with pytest.raises(IndexNotReady):
-        _index(client).search(SearchQuery(text="x", vector=QUERY_VECTOR))
-
-
-def test_a_failed_leg_or_a_lost_connection_makes_search_unavailable() -> None:
-    client = RecordingClient()
-    rejected = {"error": {"type": "es_rejected_execution_exception"}, "status": 429}
-    client.msearch_responses.append({"responses": [_leg(), rejected, _leg(), _leg()]})
-    client.msearch_responses.append(ConnectionError("N/A", "timed out", OSError()))
+    client.search_responses.append(
+        NotFoundError(404, "index_not_found_exception", {"error": {"index": "kefu-kb"}})
+    )
+    # What OpenSearch answers for a `search_pipeline` it does not know
+    client.search_responses.append(
+        RequestError(
+            400,
+            "illegal_argument_exception",
+            {
+                "error": {
+                    "root_cause": [
+                        {
+                            "type": "illegal_argument_exception",
+                            "reason": "Pipeline kefu-kb-hybrid is not defined",
+                        }
+                    ],
+                    "type": "illegal_argument_exception",
+                    "reason": "Pipeline kefu-kb-hybrid is not defined",
+                },
+                "status": 400,
+            },
+        )
+    )
     index = _index(client)
-    for _ in range(2):
-        with pytest.raises(DependencyUnavailable):
+    with pytest.raises(IndexNotReady, match="knowledge index does not exist"):
+        index.search(SearchQuery(text="x", vector=QUERY_VECTOR))
+    with pytest.raises(IndexNotReady, match="search pipeline kefu-kb-hybrid does not exist"):
+        index.search(SearchQuery(text="x", vector=QUERY_VECTOR))
+    assert client.of("search_pipeline.put") == []
+
+
+def test_a_refused_query_or_a_lost_connection_makes_search_unavailable() -> None:
+    client = RecordingClient()
+    client.search_responses.append(
+        RequestError(400, "search_phase_execution_exception", {"error": {"reason": "knn"}})
+    )
+    client.search_responses.append(
+        TransportError(429, "es_rejected_execution_exception", {"error": {}})
+    )
+    client.search_responses.append(ConnectionError("N/A", "timed out", OSError()))
+    index = _index(client)
+    for _ in range(3):
+        with pytest.raises(DependencyUnavailable, match="OpenSearch search failed"):
             index.search(SearchQuery(text="x", vector=QUERY_VECTOR))
 
 

@@ -92,6 +92,9 @@ class Chunk:
     source: str = ""
     section: str = ""
     tenant: str = "default"
+    # The KB version at which the index wrote this chunk; set by the index, not by loaders, and
+    # not part of its content (`fingerprint` leaves it out).
+    kb_version: str = ""
 
     @property
     def content(self) -> str:
@@ -101,7 +104,9 @@ class Chunk:
 
 def fingerprint(chunk: Chunk) -> str:
     """A content hash: an unchanged chunk is neither re-embedded nor rewritten."""
-    payload = json.dumps(asdict(chunk), ensure_ascii=False, sort_keys=True)
+    content = asdict(chunk)
+    del content["kb_version"]
+    payload = json.dumps(content, ensure_ascii=False, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 

@@ -17,7 +17,7 @@ import json
 import sqlite3
 import threading
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -120,6 +120,8 @@ class EmbeddedIndex:
             changed = False
             self._db.execute("BEGIN")
             try:
+                # What this write makes the version: the chunks it writes carry it.
+                written_at = str(int(self._version_locked()) + 1)
                 for chunk, vectors in zip(chunks, key_vectors, strict=True):
                     if vectors.shape[0] != 1 + len(chunk.keys):
                         raise ValueError(f"chunk {chunk.id}: one vector for content and per key")
@@ -130,7 +132,7 @@ class EmbeddedIndex:
                     if row and row[0] == digest:
                         continue
                     self._delete_locked([chunk.id], chunk.tenant)
-                    self._insert_locked(chunk, digest, vectors)
+                    self._insert_locked(replace(chunk, kb_version=written_at), digest, vectors)
                     changed = True
                 if changed:
                     self._bump_version_locked()
@@ -207,8 +209,11 @@ class EmbeddedIndex:
     @property
     def version(self) -> str:
         with self._lock:
-            row = self._db.execute("SELECT value FROM meta WHERE key = 'version'").fetchone()
-            return str(row[0]) if row else "0"
+            return self._version_locked()
+
+    def _version_locked(self) -> str:
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'version'").fetchone()
+        return str(row[0]) if row else "0"
 
     def count(self) -> int:
         with self._lock:

@@ -19,36 +19,54 @@ embedded index's views of a chunk:
 Vectors are unit length and compared by inner product (`faiss` HNSW, `innerproduct`), which on
 unit vectors is the cosine that the embedded index uses.
 
-A search takes two requests. The first, an `_msearch` of four legs filtered by tenant, language
-and category (as efficient k-NN filters), gathers candidates: the chunks of the closest
-questions, the closest centroids, the closest contents, and the best BM25 matches. The second
-scores exactly those candidates with the k-NN scoring script, one named query per view, and
-returns each view's score (`include_named_queries_score`, OpenSearch 2.13 or later). The blend
-is then computed here exactly as `EmbeddedIndex` does it: an FAQ entry's `dense` is
-`(nearest + centroid_weight * centroid + content_weight * content) / (1 + centroid_weight +
-content_weight)`, an out-of-scope entry's and a passage's is their `nearest`; `lexical` is a
-chunk's BM25 score relative to the best of the search.
+A search takes two requests. The first gathers candidates with one `hybrid` query of four
+sub-queries, each filtered by tenant, language and category (as efficient k-NN filters, or a
+BM25 filter): the closest questions (a nested k-NN query), the closest centroids, the closest
+contents, and the best BM25 matches over the text fields. It runs through the index's search
+pipeline (`<name>-hybrid`), whose `normalization-processor` min-max normalises each
+sub-query's scores and combines them by an arithmetic mean with equal weights (no view is
+favoured: which chunks get through is all this stage decides). The fused top `candidates`
+are the candidates.
 
-Why not a `hybrid` query fused by a `normalization-processor` search pipeline: it returns one
-min-max normalised score per hit, relative to the other hits of the same search. The
-answer-or-decline decision compares absolute cosines (`dense` against thresholds calibrated on
-the embedded index, `nearest` of FAQ entries against out-of-scope examples), which a per-search
-normalisation destroys; and the FAQ blend weighs three vector views per kind of chunk, which a
-pipeline's per-clause weights cannot express. Scoring the candidates exactly also keeps HNSW's
+The second request scores exactly those candidates with the k-NN scoring script, one named
+query per view, plus the BM25 query as a named query, and returns each one's score
+(`include_named_queries_score`, OpenSearch 2.13 or later). The fused scores are discarded:
+they are relative to the other hits of the same search, while the answer-or-decline decision
+compares absolute cosines (`dense` against thresholds calibrated on the embedded index,
+`nearest` of FAQ entries against out-of-scope examples). The blend is then computed here
+exactly as `EmbeddedIndex` does it: an FAQ entry's `dense` is `(nearest + centroid_weight *
+centroid + content_weight * content) / (1 + centroid_weight + content_weight)`, an
+out-of-scope entry's and a passage's is their `nearest`; `lexical` is a chunk's BM25 score
+relative to the best BM25 score among the candidates. Scoring exactly also keeps HNSW's
 approximation out of the scores: it only decides which chunks are considered.
+
+The pipeline is created (or corrected) by `ensure_pipeline`, which `ensure_index` calls: the
+ingest side, whose role may write it. A search never creates it: the chat role may only
+search, and a search before the first ingest finds neither index nor pipeline
+(`IndexNotReady`). The `hybrid` query must be the top-level query and takes at most five
+sub-queries; its own `filter` needs OpenSearch 3.0, so each sub-query carries the filter, and
+`pagination_depth` (2.19) is not needed: from 0, each sub-query takes `size` hits per shard.
 
 Every request names documents by their derived id or filters by tenant: the fingerprint `mget`
 before an upsert, the bulk index and delete actions, `delete(ids, tenant=...)`, the candidate
-legs of a search (and so the ids its second request scores), and `fingerprints`.
+sub-queries of a search (and so the ids its second request scores), and `fingerprints`.
 
-The KB version is a counter in a separate meta index (`<name>-meta`), bumped by a scripted
-update whenever an upsert or a delete changed something.
+The KB version is a counter in a separate meta index (`<name>-meta`). An upsert that changes
+something first reserves a version (a scripted update returning `reserved`: one past the larger
+of the version and the last reservation), writes the changed chunks with it as their
+`kb_version`, then publishes it (`version` becomes the larger of itself plus one and the
+reservation); a delete that removed something only publishes. One write at a time, the chunks
+carry the version the index has once the upsert returns. Concurrent writes each get their own
+reservation, and since a version is published only after its write and always moves the
+counter on, no version is readable before the content it stands for is searchable (the answer
+cache keys on it).
 
 Limitations: an OpenSearch Serverless vector collection accepts neither custom document ids nor
 `refresh`, so this index (which upserts by its own document ids) needs a managed domain;
-`connect` signs for both. `ensure_index` creates a missing index but does not migrate one with
-another mapping, or one written when the document id was the chunk id alone: ingest into a new
-index instead.
+`connect` signs for both. `ensure_index` creates a missing index, and adds `kb_version` to the
+mapping of one created before it; it does not otherwise migrate one with another mapping, or one
+written when the document id was the chunk id alone: ingest into a new index instead. Chunks
+written before `kb_version` was stored read back with an empty one.
 
 `connect` defaults to a chat turn's budget (`INTERACTIVE_TIMEOUT`, `INTERACTIVE_RETRIES`), so
 that a slow cluster degrades the turn well inside API Gateway's 29 seconds; ingestion passes
@@ -82,7 +100,16 @@ if TYPE_CHECKING:
     from kefu.ports import SearchQuery, Vectors
 
 _CHUNK_FIELDS = [field.name for field in fields(Chunk)]
-_KEYWORD_FIELDS = ("id", "kind", "lang", "tenant", "category", "source", "fingerprint")
+_KEYWORD_FIELDS = (
+    "id",
+    "kind",
+    "lang",
+    "tenant",
+    "category",
+    "source",
+    "fingerprint",
+    "kb_version",
+)
 _TEXT_FIELDS = ("title", "section", "text", "keys")
 _VERSION_DOC = "version"
 # Stored vectors are rounded to this many decimals: half the bytes of a full float repr, and a
@@ -92,7 +119,26 @@ _MGET_BATCH = 1_000
 _PAGE = 1_000
 # Throttled bulk items are retried this many times (with the helper's backoff) before failing.
 _BULK_RETRIES = 3
-_META_BODY: dict[str, Any] = {"mappings": {"properties": {"version": {"type": "long"}}}}
+_META_BODY: dict[str, Any] = {
+    "mappings": {"properties": {"version": {"type": "long"}, "reserved": {"type": "long"}}}
+}
+# Meta-document scripts (painless). A reservation is one past both the published version and
+# the last reservation; publishing always moves the version on, to the reservation if it is
+# ahead (a delete publishes reservation 0).
+_RESERVE_SCRIPT = (
+    "long version = ctx._source.version; "
+    "long reserved = ctx._source.reserved == null ? 0L : ctx._source.reserved; "
+    "ctx._source.reserved = Math.max(version, reserved) + 1"
+)
+_PUBLISH_SCRIPT = (
+    "long next = ctx._source.version + 1; "
+    "long reserved = params.reserved; "
+    "ctx._source.version = Math.max(next, reserved)"
+)
+# The normalization processor's weights, one per sub-query of the candidates' `hybrid` query
+# (questions, centroids, contents, BM25); they must sum to 1. Equal: the fused score only
+# decides which chunks are scored exactly, and every view may bring the right one.
+_FUSION_WEIGHTS = (0.25, 0.25, 0.25, 0.25)
 
 # Seconds a request may wait (requests applies it to connecting and to each read), and retries
 # after the first attempt. A chat search is `SEARCH_REQUESTS` requests after the question was
@@ -102,7 +148,7 @@ INTERACTIVE_TIMEOUT = 1.5
 INTERACTIVE_RETRIES = 1
 BATCH_TIMEOUT = 10.0
 BATCH_RETRIES = 2
-SEARCH_REQUESTS = 2  # the candidates' `_msearch`, then the exact scoring
+SEARCH_REQUESTS = 2  # the candidates' `hybrid` search, then the exact scoring
 
 
 def document_id(tenant: str, chunk_id: str) -> str:
@@ -120,9 +166,10 @@ class OpenSearchIndex:
     """A `KnowledgeIndex` in one OpenSearch index (and a small meta index for the version).
 
     `client` is an `opensearchpy.OpenSearch` (see `connect`); `dim` is the embedder's dimension.
-    The blend weights default to `EmbeddedIndex`'s. `candidates` chunks are gathered per leg
-    of a search. Bulk writes are split into requests of at most `max_bulk_bytes` and
-    `max_bulk_docs`. With `refresh`, writes wait until they are searchable.
+    The blend weights default to `EmbeddedIndex`'s. A search scores its `candidates` best fused
+    chunks exactly (and asks each sub-query for as many). Bulk writes are split into requests of
+    at most `max_bulk_bytes` and `max_bulk_docs`. With `refresh`, writes wait until they are
+    searchable.
     """
 
     def __init__(
@@ -144,6 +191,7 @@ class OpenSearchIndex:
         self._client = client
         self.name = name
         self.meta_index = f"{name}-meta"
+        self.search_pipeline = f"{name}-hybrid"
         self._dim = dim
         self._centroid_weight = centroid_weight
         self._content_weight = content_weight
@@ -198,17 +246,70 @@ class OpenSearchIndex:
         }
 
     def ensure_index(self) -> None:
-        """Create the index and the meta index if they do not exist; safe to call concurrently."""
+        """Create the index and the meta index if they do not exist, then the search pipeline
+        (`ensure_pipeline`); safe to call concurrently."""
         with _unavailable("index setup"):
             for name, body in ((self.name, self._index_body()), (self.meta_index, _META_BODY)):
                 if self._client.indices.exists(index=name):
+                    if name == self.name:
+                        self._add_kb_version_field()
                     continue
                 try:
                     self._client.indices.create(index=name, body=body)
                 except RequestError as exc:
                     if exc.error != "resource_already_exists_exception":
                         raise ConfigurationError(f"cannot create index {name}: {exc}") from exc
+        self.ensure_pipeline()
         self._ready = True
+
+    def _add_kb_version_field(self) -> None:
+        """Map `kb_version` in an index created before it (the mapping is strict); adding a
+        field is allowed on a live index, and putting the same field again changes nothing."""
+        try:
+            self._client.indices.put_mapping(
+                index=self.name, body={"properties": {"kb_version": {"type": "keyword"}}}
+            )
+        except RequestError as exc:
+            raise ConfigurationError(f"cannot map kb_version in index {self.name}: {exc}") from exc
+
+    def _pipeline_body(self) -> dict[str, Any]:
+        """The search pipeline fusing the candidates' `hybrid` sub-queries."""
+        return {
+            "description": f"Fuses the candidate sub-queries of knowledge index {self.name}",
+            "phase_results_processors": [
+                {
+                    "normalization-processor": {
+                        "normalization": {"technique": "min_max"},
+                        "combination": {
+                            "technique": "arithmetic_mean",
+                            "parameters": {"weights": list(_FUSION_WEIGHTS)},
+                        },
+                    }
+                }
+            ],
+        }
+
+    def ensure_pipeline(self) -> None:
+        """Create the search pipeline, or replace one that differs; safe to call concurrently.
+
+        Read first: a PUT always publishes a new cluster state, even for the same pipeline,
+        and every ingest invocation ensures the index.
+        """
+        body = self._pipeline_body()
+        with _unavailable("search pipeline setup"):
+            try:
+                stored = self._client.search_pipeline.get(id=self.search_pipeline)
+            except NotFoundError:
+                stored = {}
+            if stored.get(self.search_pipeline) == body:
+                return
+            try:
+                self._client.search_pipeline.put(id=self.search_pipeline, body=body)
+            except RequestError as exc:
+                # e.g. a cluster without the neural-search plugin's normalization processor
+                raise ConfigurationError(
+                    f"cannot create search pipeline {self.search_pipeline}: {exc}"
+                ) from exc
 
     # -- writes ------------------------------------------------------------------------------
     def upsert(self, chunks: Sequence[Chunk], key_vectors: Sequence[Vectors]) -> None:
@@ -228,9 +329,10 @@ class OpenSearchIndex:
         ]
         if not changed:
             return
+        written_at = self._reserve_version()
         labels = {doc_id: _label(chunk.tenant, chunk.id) for chunk, doc_id, *_ in changed}
-        self._bulk((self._index_action(*entry) for entry in changed), labels)
-        self._bump_version()
+        self._bulk((self._index_action(*entry, written_at) for entry in changed), labels)
+        self._publish_version(written_at)
 
     def delete(self, chunk_ids: Sequence[str], *, tenant: str) -> None:
         if not chunk_ids:
@@ -241,14 +343,18 @@ class OpenSearchIndex:
             labels,
         )
         if any(result.get("result") == "deleted" for result in results):
-            self._bump_version()
+            self._publish_version(0)
 
-    def _document(self, chunk: Chunk, digest: str, vectors: Vectors) -> dict[str, Any]:
-        """The document a chunk is stored as (`vectors`: content row, then one per key)."""
+    def _document(
+        self, chunk: Chunk, digest: str, vectors: Vectors, written_at: int
+    ) -> dict[str, Any]:
+        """The document a chunk is stored as (`vectors`: content row, then one per key), written
+        at KB version `written_at`."""
         rows = np.asarray(vectors, dtype=np.float64)
         doc: dict[str, Any] = {
             **asdict(chunk),
             "keys": list(chunk.keys),
+            "kb_version": str(written_at),
             "fingerprint": digest,
             "content_vector": _rounded(rows[0]),
         }
@@ -261,12 +367,12 @@ class OpenSearchIndex:
         return doc
 
     def _index_action(
-        self, chunk: Chunk, doc_id: str, digest: str, vectors: Vectors
+        self, chunk: Chunk, doc_id: str, digest: str, vectors: Vectors, written_at: int
     ) -> tuple[dict[str, Any], str]:
         """A bulk action and its document, serialised once here so its size can be checked."""
         serializer = self._client.transport.serializer
         action = {"index": {"_index": self.name, "_id": doc_id}}
-        source: str = serializer.dumps(self._document(chunk, digest, vectors))
+        source: str = serializer.dumps(self._document(chunk, digest, vectors, written_at))
         size = len(serializer.dumps(action).encode()) + len(source.encode()) + 2
         if size > self._max_bulk_bytes:
             raise IndexWriteRejected(
@@ -332,14 +438,34 @@ class OpenSearchIndex:
                         stored[doc["_id"]] = doc["_source"]["fingerprint"]
         return stored
 
-    def _bump_version(self) -> None:
+    def _reserve_version(self) -> int:
+        """The KB version the chunks of this write carry; readers see it once published."""
+        with _unavailable("version update"):
+            response = self._client.update(
+                index=self.meta_index,
+                id=_VERSION_DOC,
+                body={
+                    "script": {"source": _RESERVE_SCRIPT, "lang": "painless"},
+                    "upsert": {"version": 0, "reserved": 1},
+                },
+                retry_on_conflict=5,
+                _source=True,
+            )
+        return int(response["get"]["_source"]["reserved"])
+
+    def _publish_version(self, reserved: int) -> None:
+        """Move the KB version on, to `reserved` if that is ahead (0: by one)."""
         with _unavailable("version update"):
             self._client.update(
                 index=self.meta_index,
                 id=_VERSION_DOC,
                 body={
-                    "script": {"source": "ctx._source.version += 1", "lang": "painless"},
-                    "upsert": {"version": 1},
+                    "script": {
+                        "source": _PUBLISH_SCRIPT,
+                        "lang": "painless",
+                        "params": {"reserved": reserved},
+                    },
+                    "upsert": {"version": max(reserved, 1)},
                 },
                 retry_on_conflict=5,
                 **self._refresh,
@@ -386,34 +512,57 @@ class OpenSearchIndex:
 
     def search(self, query: SearchQuery) -> list[SearchHit]:
         vector = _rounded(query.vector)
+        text_fields = _text_fields(query)
         with _unavailable("search"):
-            legs = self._client.msearch(
-                index=self.name, body=self._candidate_searches(query, vector)
-            )["responses"]
-            for leg in legs:
-                _raise_for(leg)
-            # Document ids from legs filtered to the query's tenant: scoring them by id stays in it.
-            candidates = list(
-                dict.fromkeys(hit["_id"] for leg in legs for hit in leg["hits"]["hits"])
-            )
+            candidates = self._fused_candidates(query, vector, text_fields)
             if not candidates:
                 return []
             scored = self._client.search(
                 index=self.name,
-                body=self._exact_scoring(candidates, vector),
+                body=self._exact_scoring(candidates, query, vector, text_fields),
                 include_named_queries_score=True,
             )["hits"]["hits"]
-        bm25 = {hit["_id"]: float(hit["_score"]) for hit in legs[-1]["hits"]["hits"]}
-        best = max(bm25.values(), default=0.0)
-        hits = [
-            self._hit(hit, bm25.get(hit["_id"], 0.0) / best if best > 0 else 0.0) for hit in scored
-        ]
+        best = max((_named_scores(hit).get("lexical", 0.0) for hit in scored), default=0.0)
+        hits = [self._hit(hit, best_bm25=best) for hit in scored]
         hits.sort(key=lambda hit: hit.score, reverse=True)
         return hits[: query.limit]
 
-    def _candidate_searches(self, query: SearchQuery, vector: list[float]) -> list[dict[str, Any]]:
-        """The `_msearch` body gathering candidates: closest questions, centroids, contents, and
-        the best BM25 matches, each filtered to the query's tenant, language and category."""
+    def _fused_candidates(
+        self, query: SearchQuery, vector: list[float], text_fields: list[str]
+    ) -> list[str]:
+        """The document ids of the candidates' `hybrid` search, best fused first.
+
+        The index or the pipeline missing means nothing was ingested yet: the search pipeline
+        is the ingest side's to create, never a search's.
+        """
+        try:
+            response = self._client.search(
+                index=self.name,
+                body=self._candidate_search(query, vector, text_fields),
+                search_pipeline=self.search_pipeline,
+            )
+        except NotFoundError as exc:
+            if exc.error != "index_not_found_exception":
+                raise
+            raise IndexNotReady(
+                "the knowledge index does not exist yet: ingest a knowledge base"
+            ) from exc
+        except RequestError as exc:
+            if f"Pipeline {self.search_pipeline} is not defined" not in str(exc.info):
+                raise
+            raise IndexNotReady(
+                f"the search pipeline {self.search_pipeline} does not exist yet: "
+                "ingest a knowledge base"
+            ) from exc
+        # Every sub-query is filtered to the query's tenant: scoring these ids stays in it.
+        return list(dict.fromkeys(hit["_id"] for hit in response["hits"]["hits"]))
+
+    def _candidate_search(
+        self, query: SearchQuery, vector: list[float], text_fields: list[str]
+    ) -> dict[str, Any]:
+        """The `hybrid` search gathering candidates: closest questions, centroids, contents,
+        and the best BM25 matches, each filtered to the query's tenant, language and category,
+        fused by the search pipeline."""
         k = max(self._candidates, query.limit)
         scope = _scope(query, prefix="")
         nested_scope = _scope(query, prefix="questions.")
@@ -421,13 +570,7 @@ class OpenSearchIndex:
         def knn(field: str, filters: list[dict[str, Any]]) -> dict[str, Any]:
             return {field: {"vector": vector, "k": k, "filter": {"bool": {"filter": filters}}}}
 
-        if query.language == "zh":
-            text_fields = [f"{name}.zh" for name in _TEXT_FIELDS]
-        elif query.language == "en":
-            text_fields = list(_TEXT_FIELDS)
-        else:
-            text_fields = [*_TEXT_FIELDS, *(f"{name}.zh" for name in _TEXT_FIELDS)]
-        legs = [
+        sub_queries = [
             {
                 "nested": {
                     "path": "questions",
@@ -437,28 +580,19 @@ class OpenSearchIndex:
             },
             {"knn": knn("centroid_vector", scope)},
             {"knn": knn("content_vector", scope)},
-            {
-                "bool": {
-                    "filter": scope,
-                    "must": [
-                        {
-                            "multi_match": {
-                                "query": query.text,
-                                "fields": text_fields,
-                                "type": "best_fields",
-                            }
-                        }
-                    ],
-                }
-            },
+            {"bool": {"filter": scope, "must": [_bm25(query, text_fields)]}},
         ]
-        body: list[dict[str, Any]] = []
-        for leg in legs:
-            body += [{}, {"size": k, "_source": False, "track_total_hits": False, "query": leg}]
-        return body
+        return {"size": k, "_source": False, "query": {"hybrid": {"queries": sub_queries}}}
 
-    def _exact_scoring(self, doc_ids: Sequence[str], vector: list[float]) -> dict[str, Any]:
-        """The search scoring the documents `doc_ids` exactly: one named query per view."""
+    def _exact_scoring(
+        self,
+        doc_ids: Sequence[str],
+        query: SearchQuery,
+        vector: list[float],
+        text_fields: list[str],
+    ) -> dict[str, Any]:
+        """The search scoring the documents `doc_ids` exactly: one named query per view, and
+        the BM25 query named `lexical`."""
 
         def similarity(field: str, among: dict[str, Any]) -> dict[str, Any]:
             script = {
@@ -480,6 +614,8 @@ class OpenSearchIndex:
         content = similarity("content_vector", {"match_all": {}})
         centroid["script_score"]["_name"] = "centroid"
         content["script_score"]["_name"] = "content"
+        lexical = _bm25(query, text_fields)
+        lexical["multi_match"]["_name"] = "lexical"
         return {
             "size": len(doc_ids),
             "_source": _CHUNK_FIELDS,
@@ -487,15 +623,18 @@ class OpenSearchIndex:
             "query": {
                 "bool": {
                     "filter": [{"ids": {"values": list(doc_ids)}}],
-                    "should": [nearest, centroid, content],
+                    "should": [nearest, centroid, content, lexical],
                 }
             },
         }
 
-    def _hit(self, hit: dict[str, Any], lexical: float) -> SearchHit:
+    def _hit(self, hit: dict[str, Any], *, best_bm25: float) -> SearchHit:
         source = hit["_source"]
         chunk = Chunk(**{**source, "keys": tuple(source["keys"])})
-        views = {name: _cosine(score) for name, score in (hit.get("matched_queries") or {}).items()}
+        scores = _named_scores(hit)
+        bm25 = scores.pop("lexical", 0.0)
+        lexical = bm25 / best_bm25 if best_bm25 > 0 else 0.0
+        views = {name: _cosine(score) for name, score in scores.items()}
         content = views.get("content", 0.0)
         nearest = views.get("nearest", content)
         if chunk.kind == "faq":
@@ -563,15 +702,22 @@ def _label(tenant: str, chunk_id: str) -> str:
     return f"{chunk_id} (tenant {tenant})"
 
 
-def _raise_for(response: dict[str, Any]) -> None:
-    """`_msearch` answers 200 and reports each search's error in its own response."""
-    error = response.get("error")
-    if error is None:
-        return
-    kind = error.get("type") if isinstance(error, dict) else str(error)
-    if kind == "index_not_found_exception":
-        raise IndexNotReady("the knowledge index does not exist yet: ingest a knowledge base")
-    raise DependencyUnavailable(f"OpenSearch search failed: {response.get('status')} {kind}")
+def _text_fields(query: SearchQuery) -> list[str]:
+    """The fields BM25 matches: the query language's analysis, or both when it is unknown."""
+    if query.language == "zh":
+        return [f"{name}.zh" for name in _TEXT_FIELDS]
+    if query.language == "en":
+        return list(_TEXT_FIELDS)
+    return [*_TEXT_FIELDS, *(f"{name}.zh" for name in _TEXT_FIELDS)]
+
+
+def _bm25(query: SearchQuery, text_fields: list[str]) -> dict[str, Any]:
+    return {"multi_match": {"query": query.text, "fields": text_fields, "type": "best_fields"}}
+
+
+def _named_scores(hit: dict[str, Any]) -> dict[str, float]:
+    """Each named query's score for a hit (`include_named_queries_score`)."""
+    return {name: float(score) for name, score in (hit.get("matched_queries") or {}).items()}
 
 
 def _scope(query: SearchQuery, *, prefix: str) -> list[dict[str, Any]]:
