@@ -1,6 +1,8 @@
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
+
 from kefu.adapters.extractive import ExtractiveModel
 from kefu.adapters.sessions import SqliteSessionStore
 from kefu.chat import ChatService
@@ -116,3 +118,35 @@ def test_retrieval_down_degrades_to_an_apology_and_keeps_the_message(retriever: 
     stored = sessions.get(reply.session_id)
     assert stored is not None
     assert stored.turns[0].message == "How long does a refund take?"
+
+
+class _BrokenSessions:
+    def get(self, session_id: str) -> Any:
+        raise DependencyUnavailable("sessions down")
+
+    def append(self, session_id: str, turn: Any, *, handed_over: bool) -> None:
+        raise DependencyUnavailable("sessions down")
+
+
+def test_a_session_store_outage_still_answers_and_logs_the_turn(
+    retriever: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import kefu.chat
+
+    records: list[tuple[str, dict[str, Any]]] = []
+
+    class _Recorder:
+        def exception(self, message: str, *, extra: dict[str, Any] | None = None) -> None:
+            records.append((message, extra or {}))
+
+        def info(self, message: str, *, extra: dict[str, Any] | None = None) -> None:
+            records.append((message, extra or {}))
+
+    monkeypatch.setattr(kefu.chat, "logger", _Recorder())
+    service = ChatService(retriever=retriever, model=ExtractiveModel(), sessions=_BrokenSessions())
+    reply = ask(service, "How long does a refund take? call me on 13812345678")
+    assert reply.outcome == "answered"
+    [unstored] = [extra for message, extra in records if message.endswith("turn not stored")]
+    assert unstored["turn_id"] == reply.turn_id
+    assert unstored["unstored_message"] == "How long does a refund take? call me on [phone]"
+    assert unstored["unstored_answer"] == reply.answer

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from kefu.errors import DependencyUnavailable
+from kefu.masking import mask_personal_data
 from kefu.models import ChatRequest, ChatResponse, Session, Source, Turn
 from kefu.observability import logger
 from kefu.ports import AnswerContext, ChatModel, SessionStore
@@ -42,7 +43,12 @@ class ChatService:
 
     def handle(self, request: ChatRequest) -> ChatResponse:
         session_id = request.session_id or new_id()
-        session = self.sessions.get(session_id) or Session(session_id=session_id)
+        try:
+            session = self.sessions.get(session_id) or Session(session_id=session_id)
+        except DependencyUnavailable:
+            # Without its memory the turn is still answered; the conversation just restarts.
+            logger.exception("session store unavailable; answering without the conversation")
+            session = Session(session_id=session_id)
         language: Language = request.language or detect_language(request.message)
         first_turn = not session.turns
 
@@ -66,7 +72,23 @@ class ChatService:
             sources=tuple(source.id for source in response.sources),
         )
         handed_over = session.handed_over or response.outcome == "handed_over"
-        self.sessions.append(session_id, turn, handed_over=handed_over)
+        try:
+            self.sessions.append(session_id, turn, handed_over=handed_over)
+        except DependencyUnavailable:
+            # The customer still gets the answer, and the turn survives in the log (contact
+            # details masked) for the conversation to be restored from.
+            logger.exception(
+                "session store unavailable; turn not stored",
+                extra={
+                    "session_id": session_id,
+                    "turn_id": turn.turn_id,
+                    "unstored_message": mask_personal_data(turn.message, language=language),
+                    "unstored_answer": turn.answer,
+                    "outcome": turn.outcome,
+                    "handed_over": handed_over,
+                    "at": turn.at.isoformat(),
+                },
+            )
         logger.info(
             "chat turn",
             extra={
