@@ -38,7 +38,7 @@ node_modules/.installed: package.json package-lock.json
 
 # --- product ------------------------------------------------------------------
 run: $(VENV)/.run-deps
-	$(BIN)/python -m local --port $(PORT)
+	$(BIN)/python -m local --port $(PORT) $(if $(KB),--kb $(KB))
 
 DATASETS ?= ../shared/datasets
 eval: $(VENV)/.run-deps

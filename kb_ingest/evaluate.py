@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 import sys
 import tempfile
@@ -27,7 +28,7 @@ from kb_ingest.pipeline import ingest
 from kefu.adapters.embedded_index import EmbeddedIndex
 from kefu.bootstrap import build_embedder, build_retriever
 from kefu.models import SearchHit
-from kefu.retrieval import Retriever, Thresholds
+from kefu.retrieval import DEFAULT_THRESHOLDS, Retriever, Thresholds
 from kefu.settings import Settings
 from kefu.text import detect_language
 
@@ -145,7 +146,8 @@ def calibrate(
     `max_in_scope_drop`, it declines as much as it can while in-scope accuracy stays within that
     much of its value when nothing is declined for being too far.
     """
-    candidates = sorted({round(h.dense, 3) for s in scored for h in s.hits[:1]})
+    # Rounded down, so that a threshold taken from a score still admits that score.
+    candidates = sorted({math.floor(h.dense * 1000) / 1000 for s in scored for h in s.hits[:1]})
 
     def trial(value: float) -> tuple[Thresholds, Report]:
         thresholds = replace(retriever.thresholds, faq=value)
@@ -183,7 +185,16 @@ def evaluate(
     embedder = build_embedder(settings, interactive=False)
     index = EmbeddedIndex(":memory:", lexical_weight=settings.lexical_weight)
     ingest(kb_paths, index=index, embedder=embedder, tenant=settings.tenant)
-    retriever = build_retriever(settings, embedder=embedder, index=index)
+    if dev is not None and embedder.name not in DEFAULT_THRESHOLDS:
+        # Nothing built in to start from (Titan, a SageMaker model): calibration measures the
+        # FAQ threshold; the passage threshold stays as given, or off until it is chosen.
+        given = Thresholds(
+            faq=settings.faq_threshold or 0.0,
+            passage=settings.passage_threshold if settings.passage_threshold is not None else 1.0,
+        )
+        retriever = Retriever(embedder=embedder, index=index, thresholds=given)
+    else:
+        retriever = build_retriever(settings, embedder=embedder, index=index)
     if dev is not None:
         dev_scored = score(retriever, load_queries(dev, held_out), settings.tenant)
         thresholds = calibrate(retriever, dev_scored, max_in_scope_drop=max_in_scope_drop)
@@ -244,7 +255,9 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="with --sample: tune the threshold on the sample's dev set first",
     )
-    parser.add_argument("--embedder", choices=["e5", "hashing"], default=None)
+    parser.add_argument(
+        "--embedder", choices=["e5", "hashing", "bedrock", "sagemaker"], default=None
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
 

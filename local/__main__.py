@@ -6,12 +6,20 @@ import argparse
 import os
 import sys
 import warnings
+from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m local", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument(
+        "--kb",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="knowledge-base files or folders to serve (default: the bundled sample KB)",
+    )
     args = parser.parse_args(argv)
 
     # Powertools reads its own settings from the environment; give local mode quiet defaults.
@@ -33,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     if settings.index == "embedded":
         print(f"Indexing the sample knowledge base with {retriever.embedder.name} …", flush=True)
         report = ingest(
-            SAMPLE_KB_PATHS,
+            args.kb or SAMPLE_KB_PATHS,
             index=retriever.index,
             embedder=retriever.embedder,
             tenant=settings.tenant,

@@ -46,6 +46,7 @@ class ChatApi(Construct):
         sessions_table: dynamodb.ITable,
         bedrock_model_id: str,
         bedrock_embedding_model_id: str,
+        thresholds: dict[str, float],
         memory_mb: int,
         timeout: Duration,
         log_level: LogLevel,
@@ -79,6 +80,7 @@ class ChatApi(Construct):
                 "KEFU_BEDROCK_EMBEDDING_MODEL_ID": bedrock_embedding_model_id,
                 # With a proxy integration the function writes the CORS headers itself.
                 "KEFU_CORS_ALLOW_ORIGINS": json.dumps(list(cors_allow_origins)),
+                **{f"KEFU_{name.upper()}": str(value) for name, value in thresholds.items()},
             },
             memory_mb=memory_mb,
             timeout=timeout,

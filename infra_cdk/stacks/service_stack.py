@@ -47,6 +47,14 @@ class KefuServiceStack(Stack):
             sessions_table=sessions.table,
             bedrock_model_id=config.bedrock_model_id,
             bedrock_embedding_model_id=config.bedrock_embedding_model_id,
+            thresholds={
+                name: value
+                for name, value in (
+                    ("faq_threshold", config.faq_threshold),
+                    ("passage_threshold", config.passage_threshold),
+                )
+                if value is not None
+            },
             memory_mb=config.chat_memory_mb,
             timeout=Duration.seconds(config.chat_timeout_seconds),
             log_level=config.log_level,

@@ -59,6 +59,8 @@ def keyless(tmp_path_factory: pytest.TempPathFactory) -> SynthesizedStage:
         tmp_path_factory.mktemp("cdk-keyless"),
         overrides={
             "api_key_required": False,
+            "faq_threshold": 0.62,
+            "passage_threshold": 0.58,
             "cors_allow_origins": ["https://support.example.com", "https://help.example.com"],
         },
     )

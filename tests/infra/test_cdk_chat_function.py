@@ -129,3 +129,25 @@ def test_nothing_but_x_ray_is_granted_on_every_resource(each_stage: SynthesizedS
                 actions = statement["Action"]
                 actions = [actions] if isinstance(actions, str) else actions
                 assert all(action.startswith("xray:") for action in actions), statement
+
+
+def test_calibrated_thresholds_reach_the_chat_function_only_when_the_stage_sets_them(
+    dev: SynthesizedStage, keyless: SynthesizedStage
+) -> None:
+    def chat_variables(stage: SynthesizedStage) -> dict[str, object]:
+        functions = stage.template.find_resources("AWS::Lambda::Function")
+        [variables] = [
+            f["Properties"]["Environment"]["Variables"]
+            for f in functions.values()
+            if f["Properties"]
+            .get("Environment", {})
+            .get("Variables", {})
+            .get("POWERTOOLS_SERVICE_NAME")
+            == CHAT_SERVICE
+        ]
+        return variables
+
+    assert "KEFU_FAQ_THRESHOLD" not in chat_variables(dev)
+    configured = chat_variables(keyless)
+    assert configured["KEFU_FAQ_THRESHOLD"] == "0.62"
+    assert configured["KEFU_PASSAGE_THRESHOLD"] == "0.58"

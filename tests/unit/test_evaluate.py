@@ -147,3 +147,20 @@ def test_calibration_can_decline_as_much_as_a_bounded_in_scope_loss_allows() -> 
     # Losing one covered question in four (25 points) buys one decline; 5 points buys none.
     assert ev.calibrate(_retriever(0.5), scored, max_in_scope_drop=0.25).faq == 0.8
     assert ev.calibrate(_retriever(0.5), scored, max_in_scope_drop=0.05).faq == 0.7
+
+
+def test_an_embedder_without_built_in_thresholds_can_be_calibrated(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kefu.retrieval import DEFAULT_THRESHOLDS
+
+    monkeypatch.delitem(DEFAULT_THRESHOLDS, "hashing-v1")
+    folder = _dataset(tmp_path / "toy")
+    [report] = ev.evaluate(
+        [folder / "kb.jsonl"],
+        {"toy": folder / "queries.jsonl"},
+        settings=ev.Settings(embedder="hashing"),
+        dev=folder / "dev_queries.jsonl",
+    )
+    assert report.in_scope_accuracy == 1.0
+    assert 0.0 < report.faq_threshold <= 1.0
