@@ -21,7 +21,6 @@ import hashlib
 import importlib.util
 import json
 import shutil
-import subprocess
 import sys
 import tempfile
 from functools import cache
@@ -58,40 +57,12 @@ def _build_layer() -> ModuleType:
     return module
 
 
-def _pip_target_options() -> tuple[str, ...]:
-    options: tuple[str, ...] = _build_layer().PIP_TARGET_OPTIONS
-    return options
-
-
 def _dependencies_digest() -> str:
     digest = hashlib.sha256()
     digest.update(INGEST_REQUIREMENTS.read_bytes())
-    digest.update("\0".join(_pip_target_options()).encode())
+    digest.update("\0".join(_build_layer().PIP_TARGET_OPTIONS).encode())
     digest.update(Path(__file__).read_bytes())
     return digest.hexdigest()
-
-
-def _install(site_dir: Path) -> None:
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "--no-input",
-            # Bytecode of the build interpreter is useless on 3.12 and would change the asset hash.
-            "--no-compile",
-            *_pip_target_options(),
-            "--target",
-            str(site_dir),
-            "--requirement",
-            str(INGEST_REQUIREMENTS),
-        ],
-        check=True,
-    )
-    shutil.rmtree(site_dir / "bin", ignore_errors=True)
 
 
 def ensure_ingest_dependencies() -> Path:
@@ -121,7 +92,7 @@ def _ensure_ingest_dependencies_locked() -> Path:
     # leaves a half-filled folder for the next synth to package.
     staging = Path(tempfile.mkdtemp(prefix="ingest-deps.", dir=_STAMP.parent))
     try:
-        _install(staging)
+        _build_layer().install_dependencies(INGEST_REQUIREMENTS, staging)
         shutil.rmtree(INGEST_DEPENDENCIES_DIR, ignore_errors=True)
         staging.rename(INGEST_DEPENDENCIES_DIR)
     finally:

@@ -45,7 +45,7 @@ REFUND_ZH = faq("refund-zh", "退款多久到账？", "1–3 个工作日。", l
 
 
 def test_the_matching_entry_ranks_first_with_both_scores() -> None:
-    index = EmbeddedIndex(":memory:")
+    index = EmbeddedIndex(":memory:", lexical_weight=0.05)
     put(index, REFUND, PASSWORD, REFUND_ZH)
     query = SearchQuery(
         text="refund take long", vector=EMBEDDER.embed_queries(["refund take long"])[0]
@@ -202,3 +202,16 @@ def test_chunks_carry_the_kb_version_they_were_written_at() -> None:
         )
     }
     assert hits == {"refund": "1", "password": "2"}
+
+
+def test_without_a_lexical_share_no_bm25_query_is_made() -> None:
+    index = EmbeddedIndex(":memory:")
+    put(index, REFUND, PASSWORD)
+    calls: list[str] = []
+    index._db.set_trace_callback(calls.append)
+    hits = index.search(
+        SearchQuery(text="refund take long", vector=EMBEDDER.embed_queries(["refund take"])[0])
+    )
+    assert hits[0].chunk.id == "refund"
+    assert hits[0].lexical == 0.0
+    assert not [sql for sql in calls if "keys_fts" in sql]

@@ -6,19 +6,9 @@ from collections import Counter
 from kb_ingest import SAMPLE_KB
 from kb_ingest.loaders import load, load_markdown
 from kb_ingest.pipeline import expand
+from kb_ingest.transcripts import CATEGORIES as TEN_CATEGORIES
 
-CATEGORIES = {
-    "shipping",
-    "returns",
-    "refunds",
-    "payment",
-    "orders",
-    "account",
-    "products",
-    "promotions",
-    "invoices",
-    "after_sales",
-}
+CATEGORIES = set(TEN_CATEGORIES)
 
 
 def _faq() -> list:

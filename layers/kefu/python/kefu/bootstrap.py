@@ -122,23 +122,14 @@ def build_model(settings: Settings) -> ChatModel:
 
 
 def build_retriever(settings: Settings, *, embedder: Embedder, index: KnowledgeIndex) -> Retriever:
-    """A retriever with the embedder's calibrated thresholds, or those the settings give.
-
-    Similarities are not comparable across embedders: an embedder without calibrated defaults
-    (Titan, a SageMaker model) needs `KEFU_FAQ_THRESHOLD` and `KEFU_PASSAGE_THRESHOLD`, measured
-    with `python -m kb_ingest.evaluate --calibrate`; guessing would answer what it should decline.
-    """
+    """A retriever with the embedder's calibrated thresholds, each overridable by the settings."""
     base = DEFAULT_THRESHOLDS.get(embedder.name)
     faq, passage = settings.faq_threshold, settings.passage_threshold
     if base is not None:
         faq = base.faq if faq is None else faq
         passage = base.passage if passage is None else passage
-    if faq is None or passage is None:
-        raise ConfigurationError(
-            f"no calibrated thresholds for the {embedder.name} embedder: set KEFU_FAQ_THRESHOLD "
-            "and KEFU_PASSAGE_THRESHOLD (python -m kb_ingest.evaluate --calibrate measures them)"
-        )
-    return Retriever(embedder=embedder, index=index, thresholds=Thresholds(faq, passage))
+    given = Thresholds(faq, passage) if faq is not None and passage is not None else None
+    return Retriever(embedder=embedder, index=index, thresholds=given)
 
 
 def build_chat_service(settings: Settings) -> ChatService:

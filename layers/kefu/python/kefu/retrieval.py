@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from kefu.errors import ConfigurationError
 from kefu.models import SearchHit
 from kefu.ports import Embedder, KnowledgeIndex, SearchQuery
 from kefu.text import Language
@@ -54,9 +55,17 @@ class Retriever:
     ) -> None:
         self.embedder = embedder
         self.index = index
-        self.thresholds = thresholds or DEFAULT_THRESHOLDS.get(
-            embedder.name, DEFAULT_THRESHOLDS["hashing-v1"]
-        )
+        # Similarities are not comparable across embedders: one without calibrated defaults
+        # (Titan, a SageMaker model) must be given its thresholds; guessing would answer what
+        # it should decline.
+        chosen = thresholds or DEFAULT_THRESHOLDS.get(embedder.name)
+        if chosen is None:
+            raise ConfigurationError(
+                f"no calibrated thresholds for the {embedder.name} embedder: set "
+                "KEFU_FAQ_THRESHOLD and KEFU_PASSAGE_THRESHOLD (python -m kb_ingest.evaluate "
+                "--calibrate measures the first)"
+            )
+        self.thresholds = chosen
         self.limit = limit
 
     def search(

@@ -273,7 +273,8 @@ class EmbeddedIndex:
             key_chunk, rowids_of = self._key_chunk, self._row_of_rowid
             is_question, is_faq = self._key_is_question, self._chunk_is_faq
             allowed = self._mask_locked(query.tenant, query.language, query.category)
-            lexical_rows = self._lexical_locked(query, allowed)
+            # With no share in the ranking, BM25 would be an FTS5 query per chat turn for nothing.
+            lexical_rows = self._lexical_locked(query, allowed) if self._lexical_weight else []
         if not chunks or not allowed.any():
             return []
 
