@@ -71,10 +71,12 @@ class StageConfig(BaseModel):
     bedrock_embedding_model_id: str = Field(
         default="amazon.titan-embed-text-v2:0", pattern=r"^[a-z0-9-]+(\.[\w.:-]+)+$"
     )
-    # The similarity an FAQ entry or a passage needs to answer, for the deployed embedder (Titan
-    # has no built-in values): measure them with `python -m kb_ingest.evaluate --calibrate`.
-    # Unset, the chat answers 503 not_configured rather than guess.
+    # The similarity an FAQ entry or a passage needs to answer, and the FAQ head's probability an
+    # entry needs, for the deployed embedder (Titan has no built-in values): measure them with
+    # `python -m kb_ingest.evaluate --calibrate`. Unset, the chat answers 503 not_configured
+    # rather than guess.
     faq_threshold: float | None = Field(default=None, ge=0, le=1)
+    head_threshold: float | None = Field(default=None, ge=0, le=1)
     passage_threshold: float | None = Field(default=None, ge=0, le=1)
     api_throttling_rate_limit: float = Field(default=50, gt=0)
     api_throttling_burst_limit: int = Field(default=100, gt=0)

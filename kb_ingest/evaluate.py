@@ -59,6 +59,7 @@ class Report:
     oos_recall: float | None
     oos_precision: float | None
     faq_threshold: float
+    head_threshold: float | None  # None: no FAQ head took part
 
 
 HOLDOUT_SHARE = 0.25
@@ -116,6 +117,7 @@ def report(name: str, retriever: Retriever, scored: Sequence[Scored]) -> Report:
             rr += 1 / rank
         decision = retriever.decide_on(list(s.hits))
         correct += decision.kind == "faq" and decision.hits[0].chunk.id == s.query.expected_id
+    by_head = any(h.probability is not None for s in scored for h in s.hits)
     declined_uncovered = sum(retriever.decide_on(list(s.hits)).kind == "decline" for s in uncovered)
     declined_all = declined_uncovered + sum(
         retriever.decide_on(list(s.hits)).kind == "decline" for s in covered
@@ -134,42 +136,69 @@ def report(name: str, retriever: Retriever, scored: Sequence[Scored]) -> Report:
         if uncovered
         else None,
         faq_threshold=retriever.thresholds.faq,
+        head_threshold=retriever.thresholds.head if by_head else None,
     )
 
 
 def calibrate(
     retriever: Retriever, scored: Sequence[Scored], *, max_in_scope_drop: float | None = None
 ) -> Thresholds:
-    """The FAQ threshold that best balances answering covered and declining uncovered questions.
+    """The thresholds that best balance answering covered and declining uncovered questions:
+    the FAQ similarity threshold, and with a head, its probability threshold with it.
 
-    By default it maximises the mean of in-scope accuracy and out-of-scope recall. With
-    `max_in_scope_drop`, it declines as much as it can while in-scope accuracy stays within that
-    much of its value when nothing is declined for being too far.
+    By default they maximise the mean of in-scope accuracy and out-of-scope recall. With
+    `max_in_scope_drop`, they decline as much as they can while in-scope accuracy stays within
+    that much of its value when nothing is declined for being too far.
     """
-    # Rounded down, so that a threshold taken from a score still admits that score.
-    candidates = sorted({math.floor(h.dense * 1000) / 1000 for s in scored for h in s.hits[:1]})
+    tops = [faqs[0] for s in scored if (faqs := [h for h in s.hits if h.chunk.kind == "faq"])]
+    by_head = any(h.probability is not None for h in tops)
+    dense = _grid([h.dense for h in tops], None if not by_head else _HEAD_GRID)
+    heads = (
+        _grid([h.probability for h in tops if h.probability is not None], _HEAD_GRID)
+        if by_head
+        else [retriever.thresholds.head]
+    )
 
-    def trial(value: float) -> tuple[Thresholds, Report]:
-        thresholds = replace(retriever.thresholds, faq=value)
-        probe = Retriever(embedder=retriever.embedder, index=retriever.index, thresholds=thresholds)
+    def trial(faq: float, head: float) -> tuple[Thresholds, Report]:
+        thresholds = replace(retriever.thresholds, faq=faq, head=head)
+        probe = Retriever(
+            embedder=retriever.embedder,
+            index=retriever.index,
+            thresholds=thresholds,
+            use_head=retriever.use_head,
+        )
         return thresholds, report("calibration", probe, scored)
 
     floor = None
     if max_in_scope_drop is not None:
-        floor = trial(-1.0)[1].in_scope_accuracy - max_in_scope_drop
+        floor = trial(-1.0, -1.0)[1].in_scope_accuracy - max_in_scope_drop
     best, best_value = retriever.thresholds, -1.0
-    for value in candidates:
-        thresholds, r = trial(value)
-        oos = r.oos_recall if r.oos_recall is not None else 0.0
-        if floor is not None:
-            objective = oos if r.in_scope_accuracy >= floor - 1e-9 else -1.0
-        elif r.oos_recall is not None:
-            objective = (r.in_scope_accuracy + oos) / 2
-        else:
-            objective = r.in_scope_accuracy
-        if objective > best_value:
-            best, best_value = thresholds, objective
+    for faq in dense:
+        for head in heads:
+            thresholds, r = trial(faq, head)
+            oos = r.oos_recall if r.oos_recall is not None else 0.0
+            if floor is not None:
+                objective = oos if r.in_scope_accuracy >= floor - 1e-9 else -1.0
+            elif r.oos_recall is not None:
+                objective = (r.in_scope_accuracy + oos) / 2
+            else:
+                objective = r.in_scope_accuracy
+            if objective > best_value:
+                best, best_value = thresholds, objective
     return best
+
+
+# With a head, the two thresholds are searched on a grid of this many values each.
+_HEAD_GRID = 30
+
+
+def _grid(values: Sequence[float], points: int | None) -> list[float]:
+    """The distinct values rounded down to 3 decimals (so that a threshold taken from a score
+    still admits that score), thinned to `points` evenly spread ones when given."""
+    distinct = sorted({math.floor(v * 1000) / 1000 for v in values})
+    if points is None or len(distinct) <= points:
+        return distinct
+    return [distinct[round(i * (len(distinct) - 1) / (points - 1))] for i in range(points)]
 
 
 def evaluate(
@@ -180,8 +209,11 @@ def evaluate(
     dev: Path | None = None,
     held_out: frozenset[str] = frozenset(),
     max_in_scope_drop: float | None = None,
+    use_head: bool = True,
 ) -> list[Report]:
-    """Index the KB once, calibrate on `dev` if given, and report on every query set."""
+    """Index the KB once, calibrate on `dev` if given, and report on every query set.
+
+    Without `use_head`, FAQ entries are ranked and accepted by similarity alone."""
     embedder = build_embedder(settings, interactive=False)
     index = EmbeddedIndex(":memory:", lexical_weight=settings.lexical_weight)
     ingest(kb_paths, index=index, embedder=embedder, tenant=settings.tenant)
@@ -191,24 +223,30 @@ def evaluate(
         given = Thresholds(
             faq=settings.faq_threshold or 0.0,
             passage=settings.passage_threshold if settings.passage_threshold is not None else 1.0,
+            head=settings.head_threshold or 0.0,
         )
-        retriever = Retriever(embedder=embedder, index=index, thresholds=given)
+        retriever = Retriever(embedder=embedder, index=index, thresholds=given, use_head=use_head)
     else:
-        retriever = build_retriever(settings, embedder=embedder, index=index)
+        built = build_retriever(settings, embedder=embedder, index=index)
+        retriever = Retriever(
+            embedder=embedder, index=index, thresholds=built.thresholds, use_head=use_head
+        )
     if dev is not None:
         dev_scored = score(retriever, load_queries(dev, held_out), settings.tenant)
         thresholds = calibrate(retriever, dev_scored, max_in_scope_drop=max_in_scope_drop)
-        retriever = Retriever(embedder=embedder, index=index, thresholds=thresholds)
+        retriever = Retriever(
+            embedder=embedder, index=index, thresholds=thresholds, use_head=use_head
+        )
     return [
         report(name, retriever, score(retriever, load_queries(path, held_out), settings.tenant))
         for name, path in query_sets.items()
     ]
 
 
-def evaluate_dataset(folder: Path, *, settings: Settings) -> list[Report]:
+def evaluate_dataset(folder: Path, *, settings: Settings, use_head: bool = True) -> list[Report]:
     """A dataset whole, then with a share of its entries held out and the threshold calibrated."""
     kb, queries, dev = (folder / f for f in ("kb.jsonl", "queries.jsonl", "dev_queries.jsonl"))
-    reports = evaluate([kb], {folder.name: queries}, settings=settings)
+    reports = evaluate([kb], {folder.name: queries}, settings=settings, use_head=use_head)
     with tempfile.TemporaryDirectory() as work:
         partial, held = hold_out(kb, HOLDOUT_SHARE, Path(work))
         name = f"{folder.name} (-{HOLDOUT_SHARE:.0%})"
@@ -219,6 +257,7 @@ def evaluate_dataset(folder: Path, *, settings: Settings) -> list[Report]:
             dev=dev,
             held_out=held,
             max_in_scope_drop=MAX_IN_SCOPE_DROP,
+            use_head=use_head,
         )
     return reports
 
@@ -230,12 +269,13 @@ def _pct(value: float | None) -> str:
 def render(reports: Sequence[Report]) -> str:
     header = (
         f"{'set':<20}{'covered':>8}{'uncov.':>8}{'hit@1':>8}{'hit@5':>8}{'MRR':>7}"
-        f"{'answered right':>16}{'OOS recall':>12}{'OOS prec.':>11}{'threshold':>11}"
+        f"{'answered right':>16}{'OOS recall':>12}{'OOS prec.':>11}  thresholds (similarity, head)"
     )
     rows = [
         f"{r.name:<20}{r.covered:>8}{r.uncovered:>8}{_pct(r.hit_at_1):>8}{_pct(r.hit_at_5):>8}"
         f"{r.mrr:>7.3f}{_pct(r.in_scope_accuracy):>16}{_pct(r.oos_recall):>12}"
-        f"{_pct(r.oos_precision):>11}{r.faq_threshold:>11.3f}"
+        f"{_pct(r.oos_precision):>11}  {r.faq_threshold:.3f}"
+        + ("" if r.head_threshold is None else f", {r.head_threshold:.3f}")
         for r in reports
     ]
     return "\n".join([header, *rows])
@@ -258,6 +298,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--embedder", choices=["e5", "hashing", "bedrock", "sagemaker"], default=None
     )
+    parser.add_argument(
+        "--no-head",
+        action="store_true",
+        help="rank and accept FAQ entries by similarity alone, as without a trained FAQ head",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
 
@@ -270,6 +315,7 @@ def main(argv: list[str] | None = None) -> int:
             {"sample": evals / "queries.jsonl", "sample (dev)": evals / "dev_queries.jsonl"},
             settings=settings,
             dev=evals / "dev_queries.jsonl" if args.calibrate_sample else None,
+            use_head=not args.no_head,
         )
     if args.kb and args.queries:
         reports += evaluate(
@@ -277,10 +323,11 @@ def main(argv: list[str] | None = None) -> int:
             {args.queries.stem: args.queries},
             settings=settings,
             dev=args.calibrate,
+            use_head=not args.no_head,
         )
     if args.datasets:
         for folder in sorted(p for p in args.datasets.iterdir() if (p / "kb.jsonl").is_file()):
-            reports += evaluate_dataset(folder, settings=settings)
+            reports += evaluate_dataset(folder, settings=settings, use_head=not args.no_head)
     if not reports:
         parser.error("give --sample, --datasets, or --kb and --queries")
     print(json.dumps([asdict(r) for r in reports], indent=2) if args.json else render(reports))

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from kb_ingest.loaders import LOADERS, InvalidFile, load
+from kefu import head
 from kefu.models import Chunk, fingerprint
 from kefu.ports import Embedder, KnowledgeIndex
 
@@ -34,6 +35,8 @@ class IngestReport:
     seconds: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)
     version: str = ""
+    head_classes: int = 0
+    head_skipped: str = ""
 
     def summary(self) -> str:
         lines = [
@@ -41,6 +44,10 @@ class IngestReport:
             f"({self.chunks_written} written, {self.chunks_unchanged} unchanged, "
             f"{self.chunks_removed} removed), {self.seconds:.1f} s, KB version {self.version}"
         ]
+        if self.head_classes:
+            lines.append(f"FAQ head trained over {self.head_classes} entries")
+        if self.head_skipped:
+            lines.append(f"FAQ head not trained: {self.head_skipped}")
         lines += [f"  failed: {name}: {reason}" for name, reason in self.failures]
         return "\n".join(lines)
 
@@ -179,9 +186,29 @@ def ingest(
         if progress:
             progress("write", start + len(batch), len(changed))
     report.chunks_written = len(changed)
+    if changed or stale or index.load_head(tenant) is None:
+        report.head_classes, report.head_skipped = retrain_head(index, tenant=tenant)
     report.version = index.version
     report.seconds = time.perf_counter() - started
     return report
+
+
+def retrain_head(index: KnowledgeIndex, *, tenant: str = "default") -> tuple[int, str]:
+    """Train the tenant's FAQ head on what the index holds now and store it, or remove it when
+    none can be trained; returns how many entries it tells apart, and why there is no head
+    when a KB of several entries has none."""
+    questions = index.faq_questions(tenant)
+    trained = head.train(questions)
+    index.save_head(tenant, trained.to_bytes() if trained else None)
+    if trained:
+        return len(trained.ids), ""
+    if len(questions) < 2:
+        return 0, ""
+    cells = head.training_cells(questions)
+    return 0, (
+        f"{cells:,} question-entry pairs are over the training budget "
+        f"({head.MAX_TRAINING_CELLS:,}); FAQ entries are ranked by similarity alone"
+    )
 
 
 def sync_source(

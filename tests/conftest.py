@@ -80,7 +80,9 @@ def retriever(mini_index: Any) -> Any:
     from kefu.retrieval import Retriever, Thresholds
 
     return Retriever(
-        embedder=HashingEmbedder(), index=mini_index, thresholds=Thresholds(faq=0.4, passage=0.3)
+        embedder=HashingEmbedder(),
+        index=mini_index,
+        thresholds=Thresholds(faq=0.4, passage=0.3, head=0.58),
     )
 
 

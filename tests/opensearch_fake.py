@@ -54,7 +54,8 @@ class _Indices:
 
     def create(self, *, index: str, body: dict[str, Any]) -> dict[str, Any]:
         self._client.calls.append(Call("indices.create", {"index": index, "body": body}))
-        self._client.indices_created[index] = body
+        # A copy, as a server keeps its own: the body may be the adapter's module constant.
+        self._client.indices_created[index] = json.loads(json.dumps(body))
         return {"acknowledged": True, "index": index}
 
     def put_mapping(self, *, index: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -91,6 +92,8 @@ class RecordingClient:
         self.docs: dict[str, dict[str, Any]] = {}
         # The meta index's version document, once written.
         self.meta: dict[str, int] | None = None
+        # The meta index's other documents (FAQ heads), by id.
+        self.meta_docs: dict[str, dict[str, Any]] = {}
         # id -> (status, error) for items the bulk API should refuse.
         self.refuse: dict[str, tuple[int, dict[str, Any]]] = {}
         self.search_responses: deque[Any] = deque()
@@ -99,8 +102,12 @@ class RecordingClient:
         return [call for call in self.calls if call.method == method]
 
     # -- documents ---------------------------------------------------------------------------
-    def bulk(self, *, body: str, **params: Any) -> dict[str, Any]:
+    def bulk(self, *, body: str | list[dict[str, Any]], **params: Any) -> dict[str, Any]:
+        if not isinstance(body, str):  # the client serialises a list of actions and documents
+            body = "".join(f"{json.dumps(line)}\n" for line in body)
         self.calls.append(Call("bulk", {"body": body, **params}))
+        # Documents of the meta index (FAQ heads) are kept apart from the chunks.
+        docs = self.meta_docs if str(params.get("index", "")).endswith("-meta") else self.docs
         lines = body.rstrip("\n").split("\n")
         items, position = [], 0
         while position < len(lines):
@@ -113,10 +120,10 @@ class RecordingClient:
                 position += op_type == "index"
                 continue
             if op_type == "index":
-                self.docs[doc_id] = json.loads(lines[position])
+                docs[doc_id] = json.loads(lines[position])
                 position += 1
                 items.append({op_type: {"_id": doc_id, "status": 201, "result": "created"}})
-            elif self.docs.pop(doc_id, None) is None:
+            elif docs.pop(doc_id, None) is None:
                 items.append({op_type: {"_id": doc_id, "status": 404, "result": "not_found"}})
             else:
                 items.append({op_type: {"_id": doc_id, "status": 200, "result": "deleted"}})
@@ -128,6 +135,15 @@ class RecordingClient:
 
     def mget(self, *, index: str, body: dict[str, Any], **params: Any) -> dict[str, Any]:
         self.calls.append(Call("mget", {"index": index, "body": body, **params}))
+        if index.endswith("-meta"):
+            return {
+                "docs": [
+                    {"_index": index, "_id": i, "found": True, "_source": self.meta_docs[i]}
+                    if i in self.meta_docs
+                    else {"_index": index, "_id": i, "found": False}
+                    for i in body["ids"]
+                ]
+            }
         return {
             "docs": [
                 {
@@ -159,7 +175,7 @@ class RecordingClient:
 
     def get(self, *, index: str, id: str, **params: Any) -> dict[str, Any]:
         self.calls.append(Call("get", {"index": index, "id": id, **params}))
-        if self.meta is None:
+        if self.meta is None or id != "version":
             raise NotFoundError(404, "not_found", {"found": False})
         return {"_index": index, "_id": id, "found": True, "_source": dict(self.meta)}
 

@@ -42,7 +42,7 @@ from botocore.exceptions import ClientError
 from pydantic import BaseModel, Json
 
 from kb_ingest.loaders import LOADERS, InvalidFile, UnsupportedFile
-from kb_ingest.pipeline import remove_source, sync_source
+from kb_ingest.pipeline import remove_source, retrain_head, sync_source
 from kefu.bootstrap import build_embedder, build_index, get_settings
 from kefu.observability import logger, metrics, tracer
 from kefu.ports import Embedder, KnowledgeIndex
@@ -156,6 +156,11 @@ def _download(change: ObjectChange, folder: Path) -> Path | None:
     return path
 
 
+# Tenants whose FAQ entries this invocation changed: their FAQ heads are retrained once, after
+# the batch, not once per file.
+_changed_tenants: set[str] = set()
+
+
 def apply_change(change: ObjectChange) -> dict[str, int]:
     """Make the index hold exactly what the object holds now (nothing, if it is gone)."""
     tenant = tenant_of(change.key, get_settings().tenant)
@@ -164,6 +169,8 @@ def apply_change(change: ObjectChange) -> dict[str, int]:
         path = _download(change, Path(folder))
         if path is None:
             removed = remove_source(change.key, index=_index(), tenant=tenant)
+            if removed:
+                _changed_tenants.add(tenant)
             metrics.add_metric(name="ChunksRemoved", unit=MetricUnit.Count, value=removed)
             logger.info("knowledge file removed", extra={**log, "chunks_removed": removed})
             return {"files": 0, "chunks_written": 0, "chunks_removed": removed}
@@ -174,6 +181,8 @@ def apply_change(change: ObjectChange) -> dict[str, int]:
         except (InvalidFile, UnsupportedFile) as exc:
             logger.error("knowledge file rejected", extra={**log, "reason": str(exc)})
             raise
+    if report.chunks_written or report.chunks_removed:
+        _changed_tenants.add(tenant)
     metrics.add_metric(name="FilesIngested", unit=MetricUnit.Count, value=1)
     metrics.add_metric(name="ChunksWritten", unit=MetricUnit.Count, value=report.chunks_written)
     metrics.add_metric(name="ChunksRemoved", unit=MetricUnit.Count, value=report.chunks_removed)
@@ -246,6 +255,27 @@ processor = BatchProcessor(
 @metrics.log_metrics(capture_cold_start_metric=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     IDEMPOTENCY.register_lambda_context(context)
-    return process_partial_response(
+    _changed_tenants.clear()
+    response = process_partial_response(
         event=event, record_handler=record_handler, processor=processor, context=context
     )
+    retrain_heads(sorted(_changed_tenants))
+    return response
+
+
+def retrain_heads(tenants: list[str]) -> None:
+    """Retrain the FAQ head of each tenant whose KB changed. The chunks are already stored: a
+    failure here is logged and counted, not reported against the records (a redelivery would
+    be skipped as already applied); until the next change retrains it, a stale head is not
+    used for the entries it does not know (see `kefu.retrieval`)."""
+    for tenant in tenants:
+        try:
+            classes, skipped = retrain_head(_index(), tenant=tenant)
+        except Exception:
+            metrics.add_metric(name="HeadTrainingFailures", unit=MetricUnit.Count, value=1)
+            logger.exception("FAQ head not retrained", extra={"tenant": tenant})
+        else:
+            logger.info(
+                "FAQ head retrained" if classes else "no FAQ head",
+                extra={"tenant": tenant, "entries": classes, "reason": skipped or None},
+            )

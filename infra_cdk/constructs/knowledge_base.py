@@ -77,10 +77,10 @@ class IndexAccess:
 
 def search_access(index: str) -> tuple[IndexAccess, ...]:
     """What answering a question sends: `OpenSearchIndex.search` (a `_search` for candidates
-    through the search pipeline, which it names but never writes, then a `_search` scoring them)
-    and `version` (a GET of the meta document)."""
+    through the search pipeline, which it names but never writes, then a `_search` scoring them),
+    `version` (a GET of the meta document) and `load_head` (an `_mget` of the meta index)."""
     return (
-        IndexAccess(actions=QUERY_ACTIONS, paths=(f"{index}/_search",)),
+        IndexAccess(actions=QUERY_ACTIONS, paths=(f"{index}/_search", f"{index}-meta/_mget")),
         # GET only: a POST or PUT to `_doc/<id>` would overwrite the KB version.
         IndexAccess(actions=READ_ACTIONS, paths=(f"{index}-meta/_doc/{VERSION_DOCUMENT_ID}",)),
     )
@@ -91,20 +91,21 @@ def ingest_access(index: str) -> tuple[IndexAccess, ...]:
     then PUT of each index, or a PUT of the index's `_mapping` for a field added since; GET,
     then PUT if it differs, of the search pipeline), `upsert` (`_mget` of stored fingerprints,
     scripted `_update`s of the version around a `_bulk`), `delete` (`_bulk`, an `_update`),
-    `fingerprints` (`_search`) and `version`."""
+    `fingerprints` and `faq_questions` (`_search`), `save_head` (the meta index's `_bulk`, an
+    `_update`) and `version`."""
     meta = f"{index}-meta"
     return (
         IndexAccess(actions=QUERY_ACTIONS, paths=(f"{index}/_search", f"{index}/_mget")),
         IndexAccess(actions=READ_ACTIONS, paths=(f"{meta}/_doc/{VERSION_DOCUMENT_ID}",)),
         IndexAccess(actions=("es:ESHttpHead", "es:ESHttpPut"), paths=(index, meta)),
-        IndexAccess(actions=("es:ESHttpPut",), paths=(f"{index}/_mapping",)),
+        IndexAccess(actions=("es:ESHttpPut",), paths=(f"{index}/_mapping", f"{meta}/_mapping")),
         IndexAccess(
             actions=("es:ESHttpGet", "es:ESHttpPut"),
             paths=(f"_search/pipeline/{index}{SEARCH_PIPELINE_SUFFIX}",),
         ),
         IndexAccess(
             actions=("es:ESHttpPost",),
-            paths=(f"{index}/_bulk", f"{meta}/_update/{VERSION_DOCUMENT_ID}"),
+            paths=(f"{index}/_bulk", f"{meta}/_bulk", f"{meta}/_update/{VERSION_DOCUMENT_ID}"),
         ),
     )
 

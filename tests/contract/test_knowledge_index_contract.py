@@ -275,3 +275,48 @@ def test_the_limit_is_respected(index: KnowledgeIndex) -> None:
 
     assert len(search(index, "question about orders", limit=3)) == 3
     assert len(search(index, "question about orders", limit=10)) == 10
+
+
+def test_faq_questions_are_the_question_vectors_of_the_tenants_faq_entries(
+    index: KnowledgeIndex,
+) -> None:
+    acme = entry("acme-refund", "Refund?", "Ask Acme.", tenant="acme")
+    outside = Chunk(
+        id="scope", kind="out_of_scope", lang="en", title="", text="", keys=("Weather today?",)
+    )
+    passage = Chunk(
+        id="guide#1", kind="passage", lang="en", title="Guide", text="Returns.", keys=()
+    )
+    put(index, REFUND, PASSWORD, acme, outside, passage)
+
+    found = index.faq_questions("default")
+
+    assert sorted(found) == ["password", "refund"]
+    assert found["refund"].shape == (2, EMBEDDER.dim)  # its question, then its similar one
+    expected = EMBEDDER.embed_queries(list(REFUND.keys))
+    np.testing.assert_allclose(
+        sorted(found["refund"].tolist()), sorted(expected.tolist()), atol=1e-5
+    )
+    assert list(index.faq_questions("acme")) == ["acme-refund"]
+    assert index.faq_questions("nobody") == {}
+
+
+def test_a_head_is_kept_per_tenant_and_storing_it_moves_the_version(
+    index: KnowledgeIndex,
+) -> None:
+    put(index, REFUND)
+    before = index.version
+    assert index.load_head("default") is None
+
+    index.save_head("default", b"\x00head-one\xff")
+    index.save_head("acme", b"head-of-acme")
+
+    assert index.load_head("default") == b"\x00head-one\xff"
+    assert index.load_head("acme") == b"head-of-acme"
+    assert index.version != before
+
+    moved = index.version
+    index.save_head("default", None)
+    assert index.load_head("default") is None
+    assert index.load_head("acme") == b"head-of-acme"
+    assert index.version != moved

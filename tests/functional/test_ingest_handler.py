@@ -257,6 +257,62 @@ def test_a_redelivered_message_is_not_ingested_twice(
     assert bucket.chunks("faq/mini_faq.jsonl") == FAQ_IDS
 
 
+def test_the_faq_head_of_each_changed_tenant_is_retrained_once_per_batch(
+    bucket: KnowledgeBucket, ingest: Ingest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from functions.ingest import handler
+    from kefu.bootstrap import build_index
+    from kefu.head import FaqHead
+    from kefu.settings import Settings
+
+    trained: list[str] = []
+    real_retrain = handler.retrain_head
+
+    def counting_retrain(index: Any, *, tenant: str) -> tuple[int, str]:
+        trained.append(tenant)
+        return real_retrain(index, tenant=tenant)
+
+    monkeypatch.setattr(handler, "retrain_head", counting_retrain)
+    first = bucket.upload("faq/mini_faq.jsonl", FIXTURES / "mini_faq.jsonl")
+    acme = bucket.upload("tenants/acme/faq.jsonl", FIXTURES / "mini_faq.jsonl")
+    policy = bucket.upload("docs/policy.en.md", FIXTURES / "mini-policy.en.md")
+
+    assert ingest(batch(first, acme, policy)) == {"batchItemFailures": []}
+
+    assert trained == ["acme", "default"]
+    index = build_index(Settings())
+    for tenant in ("acme", "default"):
+        stored = index.load_head(tenant)
+        assert stored is not None
+        assert set(FaqHead.from_bytes(stored).ids) == FAQ_IDS
+    # A redelivery changes nothing, so nothing is retrained
+    ingest(batch(first))
+    assert trained == ["acme", "default"]
+
+
+def test_a_head_that_cannot_be_retrained_fails_no_record(
+    bucket: KnowledgeBucket,
+    ingest: Ingest,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from functions.ingest import handler
+    from kefu.errors import DependencyUnavailable
+
+    def failing_retrain(index: Any, *, tenant: str) -> tuple[int, str]:
+        raise DependencyUnavailable("index down")
+
+    monkeypatch.setattr(handler, "retrain_head", failing_retrain)
+    record = bucket.upload("faq/mini_faq.jsonl", FIXTURES / "mini_faq.jsonl")
+
+    # The chunks are stored: a redelivery would be skipped as applied, so the record succeeds
+    assert ingest(batch(record)) == {"batchItemFailures": []}
+    assert bucket.chunks("faq/mini_faq.jsonl") == FAQ_IDS
+    assert "FAQ head not retrained" in caplog.text
+    assert '"HeadTrainingFailures":[1.0]' in capsys.readouterr().out.replace(" ", "")
+
+
 def test_a_new_version_of_the_same_file_is_ingested_again(
     bucket: KnowledgeBucket, ingest: Ingest, syncs: list[str]
 ) -> None:

@@ -60,6 +60,7 @@ def keyless(tmp_path_factory: pytest.TempPathFactory) -> SynthesizedStage:
         overrides={
             "api_key_required": False,
             "faq_threshold": 0.62,
+            "head_threshold": 0.3,
             "passage_threshold": 0.58,
             "cors_allow_origins": ["https://support.example.com", "https://help.example.com"],
         },

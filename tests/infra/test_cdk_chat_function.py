@@ -150,4 +150,5 @@ def test_calibrated_thresholds_reach_the_chat_function_only_when_the_stage_sets_
     assert "KEFU_FAQ_THRESHOLD" not in chat_variables(dev)
     configured = chat_variables(keyless)
     assert configured["KEFU_FAQ_THRESHOLD"] == "0.62"
+    assert configured["KEFU_HEAD_THRESHOLD"] == "0.3"
     assert configured["KEFU_PASSAGE_THRESHOLD"] == "0.58"

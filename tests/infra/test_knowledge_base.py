@@ -266,6 +266,7 @@ WRITE_METHODS = {"Put", "Delete", "Patch"}
 # What the chat role may call, as (HTTP method, path below the domain ARN).
 CHAT_GRANTS = {
     *((method, f"{INDEX}/_search") for method in SEARCH_METHODS),
+    *((method, f"{INDEX}-meta/_mget") for method in SEARCH_METHODS),
     *((method, f"{INDEX}-meta/_doc/version") for method in READ_METHODS),
 }
 
@@ -358,6 +359,7 @@ def test_the_ingest_role_may_create_and_write_the_index_and_nothing_else(
         ("Head", f"{INDEX}-meta"),
         ("Put", f"{INDEX}-meta"),
         ("Post", f"{INDEX}/_bulk"),
+        ("Post", f"{INDEX}-meta/_bulk"),
         ("Post", f"{INDEX}-meta/_update/version"),
         ("Post", f"{INDEX}/_mget"),
         ("Post", f"{INDEX}/_search"),
@@ -415,6 +417,8 @@ class RecordingConnection(Connection):
         if path.endswith("/_update/version"):
             version = {"version": 3, "reserved": 4}
             return 200, {"_id": "version", "result": "updated", "get": {"_source": version}}
+        if path.endswith("-meta/_mget"):
+            return 200, {"docs": [{"_id": "head-x", "found": False}]}
         if path.endswith("/_mget"):
             return 200, {"docs": []}
         if path.endswith("_bulk"):
@@ -457,6 +461,7 @@ def test_every_request_the_adapter_makes_is_allowed_to_the_role_that_makes_it(
     # When the chat function answers a question
     knowledge_index.search(SearchQuery(text="returns?", vector=np.ones(4) / 2))
     _ = knowledge_index.version
+    knowledge_index.load_head("default")
     chat_requests = set(RecordingConnection.requests)
 
     # and the ingest function syncs and removes a file
@@ -464,6 +469,8 @@ def test_every_request_the_adapter_makes_is_allowed_to_the_role_that_makes_it(
     knowledge_index.upsert([chunk], [np.ones((2, 4)) / 2])
     knowledge_index.delete([chunk.id], tenant=chunk.tenant)
     knowledge_index.fingerprints("default", source="faq.jsonl")
+    knowledge_index.faq_questions("default")
+    knowledge_index.save_head("default", b"head")
     _ = knowledge_index.version
     ingest_requests = set(RecordingConnection.requests)
 
@@ -471,10 +478,12 @@ def test_every_request_the_adapter_makes_is_allowed_to_the_role_that_makes_it(
     assert chat_requests == {
         ("Post", f"{INDEX}/_search"),
         ("Get", f"{INDEX}-meta/_doc/version"),
+        ("Post", f"{INDEX}-meta/_mget"),
     }
     assert chat_requests <= chat
     assert ingest_requests <= ingest
     assert ("Post", f"{INDEX}/_bulk") in ingest_requests
+    assert ("Post", f"{INDEX}-meta/_bulk") in ingest_requests
     assert ("Put", INDEX) in ingest_requests
     assert ("Put", PIPELINE) in ingest_requests
 

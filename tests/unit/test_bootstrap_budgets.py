@@ -115,7 +115,12 @@ def test_the_chat_service_is_built_with_the_interactive_clients(
     monkeypatch.setattr(bootstrap, "build_embedder", embedder)
     monkeypatch.setattr(bootstrap, "build_index", index)
     settings = _settings("bedrock").model_copy(
-        update={"faq_threshold": 0.5, "passage_threshold": 0.5, "data_dir": tmp_path}
+        update={
+            "faq_threshold": 0.5,
+            "passage_threshold": 0.5,
+            "head_threshold": 0.5,
+            "data_dir": tmp_path,
+        }
     )
 
     service = bootstrap.build_chat_service(settings)

@@ -102,6 +102,9 @@ class _BrokenIndex:
     def search(self, query: Any) -> Any:
         raise DependencyUnavailable("index down")
 
+    def load_head(self, tenant: str) -> Any:
+        raise DependencyUnavailable("index down")
+
 
 def test_retrieval_down_degrades_to_an_apology_and_keeps_the_message(retriever: Any) -> None:
     retriever.index = _BrokenIndex()

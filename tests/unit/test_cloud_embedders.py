@@ -353,7 +353,7 @@ def test_a_titan_rejection_reaches_the_customer_as_a_json_503_not_a_500(
         retriever=Retriever(
             embedder=TitanEmbedder(client=bedrock),
             index=EmbeddedIndex(":memory:"),
-            thresholds=Thresholds(0.5, 0.5),
+            thresholds=Thresholds(0.5, 0.5, 0.5),
         ),
         model=ExtractiveModel(),
         sessions=SqliteSessionStore(tmp_path / "sessions.sqlite3"),

@@ -25,7 +25,7 @@ def _retriever(faq: float) -> Retriever:
     return Retriever(
         embedder=_Unused(),  # type: ignore[arg-type]
         index=_Unused(),  # type: ignore[arg-type]
-        thresholds=Thresholds(faq=faq, passage=0.99),
+        thresholds=Thresholds(faq=faq, passage=0.99, head=0.5),
     )
 
 

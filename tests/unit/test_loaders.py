@@ -8,6 +8,7 @@ from kb_ingest.loaders import InvalidFile, UnsupportedFile, load, load_faq_jsonl
 from kb_ingest.pipeline import ingest
 from kefu.adapters.embedded_index import EmbeddedIndex
 from kefu.adapters.embedders import HashingEmbedder
+from kefu.head import FaqHead
 from kefu.text import tokenize
 
 
@@ -122,8 +123,15 @@ def test_reingesting_unchanged_files_writes_nothing_and_prune_removes_dropped_fi
     index = EmbeddedIndex(":memory:")
     embedder = HashingEmbedder()
     first = ingest(mini_kb_paths, index=index, embedder=embedder)
+    # The FAQ head is trained over the six FAQ entries and stored with the index
+    assert first.head_classes == 6
+    assert "FAQ head trained over 6 entries" in first.summary()
+    stored = index.load_head("default")
+    assert stored is not None
+    assert FaqHead.from_bytes(stored).ids == tuple(sorted(index.faq_questions("default")))
     again = ingest(mini_kb_paths, index=index, embedder=embedder)
     assert (again.chunks_written, again.chunks_unchanged, again.version) == (0, 8, first.version)
+    assert again.head_classes == 0  # nothing changed: not retrained
 
     pruned = ingest(mini_kb_paths[:1], index=index, embedder=embedder, prune=True)
     assert pruned.chunks_removed == 2

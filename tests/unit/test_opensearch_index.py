@@ -6,6 +6,8 @@ a real cluster is the contract suite's (tests/contract, with OPENSEARCH_URL).
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 from dataclasses import replace
 from typing import Any
@@ -125,7 +127,14 @@ def test_the_index_is_created_with_knn_vectors_bilingual_text_and_keywords() -> 
         },
     }
     assert client.indices_created["kefu-kb-meta"] == {
-        "mappings": {"properties": {"version": {"type": "long"}, "reserved": {"type": "long"}}}
+        "mappings": {
+            "properties": {
+                "version": {"type": "long"},
+                "reserved": {"type": "long"},
+                "tenant": {"type": "keyword"},
+                "head": {"type": "binary"},
+            }
+        }
     }
 
 
@@ -206,7 +215,7 @@ def test_an_index_created_before_chunks_carried_their_kb_version_gets_the_field(
 
     _index(client).ensure_index()
 
-    [put_mapping] = client.of("indices.put_mapping")
+    put_mapping, _meta = client.of("indices.put_mapping")
     assert put_mapping.kwargs == {
         "index": "kefu-kb",
         "body": {"properties": {"kb_version": {"type": "keyword"}}},
@@ -456,6 +465,109 @@ def test_a_connection_failure_on_write_is_dependency_unavailable() -> None:
 
 
 # -- reads ----------------------------------------------------------------------------------
+def test_a_meta_index_created_before_faq_heads_gets_their_fields() -> None:
+    client = RecordingClient()
+    _index(client).ensure_index()
+    meta = client.indices_created["kefu-kb-meta"]["mappings"]["properties"]
+    assert meta["head"] == {"type": "binary"}  # stored, never analysed or indexed
+    del meta["head"], meta["tenant"]
+
+    _index(client).ensure_index()
+
+    _kb_version, put_mapping = client.of("indices.put_mapping")
+    assert put_mapping.kwargs["index"] == "kefu-kb-meta"
+    assert put_mapping.kwargs["body"]["properties"]["head"] == {"type": "binary"}
+    assert meta["tenant"] == {"type": "keyword"}
+
+
+def test_a_head_is_stored_base64_in_the_meta_index_per_tenant_and_moves_the_version() -> None:
+    client = RecordingClient()
+    index = _index(client)
+    body = bytes(range(256)) * 3
+    head_id = "head-" + hashlib.sha256(b"acme").hexdigest()
+
+    index.save_head("acme", body)
+
+    # Through the meta index's _bulk and _mget: fixed paths for the access policies
+    [call] = client.of("bulk")
+    assert call.kwargs["index"] == "kefu-kb-meta"
+    assert call.kwargs["refresh"] == "wait_for"
+    assert _bulk_lines(client) == [
+        {"index": {"_id": head_id}},
+        {"tenant": "acme", "head": base64.b64encode(body).decode()},
+    ]
+    assert index.version == "1"
+    assert index.load_head("acme") == body
+    assert index.load_head("other") is None
+    assert client.of("mget")[-2].kwargs == {"index": "kefu-kb-meta", "body": {"ids": [head_id]}}
+
+    index.save_head("acme", None)
+    index.save_head("acme", None)  # removing a head that is gone is no error
+
+    assert index.load_head("acme") is None
+    assert _bulk_lines(client)[2:] == [{"delete": {"_id": head_id}}] * 2
+    assert index.version == "3"
+
+
+def test_a_head_write_the_cluster_refuses_is_an_error_and_the_version_stays() -> None:
+    client = RecordingClient()
+    index = _index(client)
+    head_id = "head-" + hashlib.sha256(b"default").hexdigest()
+    client.refuse[head_id] = (429, {"type": "es_rejected_execution_exception"})
+    with pytest.raises(DependencyUnavailable, match="429"):
+        index.save_head("default", b"x")
+    client.refuse[head_id] = (400, {"type": "mapper_parsing_exception"})
+    with pytest.raises(IndexWriteRejected, match="mapper_parsing_exception"):
+        index.save_head("default", b"x")
+    assert index.version == "0"
+
+    def fail(**_: Any) -> None:
+        raise ConnectionError("N/A", "refused", None)
+
+    client.bulk = fail  # type: ignore[method-assign]
+    with pytest.raises(DependencyUnavailable):
+        index.save_head("default", b"x")
+
+
+def test_a_head_of_a_missing_meta_index_is_none() -> None:
+    client = RecordingClient()
+
+    def missing(**_: Any) -> None:
+        raise NotFoundError(404, "index_not_found_exception", {})
+
+    client.mget = missing  # type: ignore[method-assign]
+    assert _index(client).load_head("default") is None
+
+
+def test_faq_questions_read_the_question_vectors_of_the_tenants_faq_entries_by_pages() -> None:
+    client = RecordingClient()
+    page = [
+        {
+            "_source": {"id": f"e{n:03d}", "questions": [{"vector": [1.0, 0.0, 0.0]}] * 2},
+            "sort": [f"e{n:03d}"],
+        }
+        for n in range(200)
+    ]
+    last = [
+        {"_source": {"id": "e200", "questions": [{"vector": [0.0, 0.6, 0.8]}]}, "sort": ["e200"]}
+    ]
+    client.search_responses.extend([{"hits": {"hits": page}}, {"hits": {"hits": last}}])
+
+    found = _index(client).faq_questions("acme")
+
+    assert len(found) == 201
+    assert found["e000"].shape == (2, 3)
+    np.testing.assert_allclose(found["e200"], [[0.0, 0.6, 0.8]])
+    first, second = (call.kwargs["body"] for call in client.of("search"))
+    assert first == {
+        "size": 200,
+        "_source": ["id", "questions.vector"],
+        "query": {"bool": {"filter": [{"term": {"tenant": "acme"}}, {"term": {"kind": "faq"}}]}},
+        "sort": [{"id": "asc"}],
+    }
+    assert second["search_after"] == ["e199"]
+
+
 def test_a_missing_index_has_no_chunks_no_fingerprints_and_version_zero() -> None:
     client = RecordingClient()
     client.search_responses.append(NotFoundError(404, "index_not_found_exception", {}))

@@ -24,7 +24,7 @@ def hit(chunk_id: str, kind: str, dense: float) -> SearchHit:
 RETRIEVER = Retriever(
     embedder=_Unused(),  # type: ignore[arg-type]
     index=_Unused(),  # type: ignore[arg-type]
-    thresholds=Thresholds(faq=0.8, passage=0.7),
+    thresholds=Thresholds(faq=0.8, passage=0.7, head=0.6),
 )
 
 
@@ -87,6 +87,9 @@ def test_an_embedder_without_calibrated_thresholds_must_be_given_them() -> None:
 
     with pytest.raises(ConfigurationError, match="KEFU_FAQ_THRESHOLD"):
         build_retriever(Settings(), embedder=_Titan(), index=_Unused())  # type: ignore[arg-type]
-    given = Settings(faq_threshold=0.7, passage_threshold=0.6)
+    partly = Settings(faq_threshold=0.7, passage_threshold=0.6)
+    with pytest.raises(ConfigurationError, match="KEFU_HEAD_THRESHOLD"):
+        build_retriever(partly, embedder=_Titan(), index=_Unused())  # type: ignore[arg-type]
+    given = Settings(faq_threshold=0.7, passage_threshold=0.6, head_threshold=0.5)
     retriever = build_retriever(given, embedder=_Titan(), index=_Unused())  # type: ignore[arg-type]
-    assert retriever.thresholds == Thresholds(faq=0.7, passage=0.6)
+    assert retriever.thresholds == Thresholds(faq=0.7, passage=0.6, head=0.5)

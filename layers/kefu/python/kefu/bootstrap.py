@@ -124,11 +124,16 @@ def build_model(settings: Settings) -> ChatModel:
 def build_retriever(settings: Settings, *, embedder: Embedder, index: KnowledgeIndex) -> Retriever:
     """A retriever with the embedder's calibrated thresholds, each overridable by the settings."""
     base = DEFAULT_THRESHOLDS.get(embedder.name)
-    faq, passage = settings.faq_threshold, settings.passage_threshold
+    faq, passage, head = settings.faq_threshold, settings.passage_threshold, settings.head_threshold
     if base is not None:
         faq = base.faq if faq is None else faq
         passage = base.passage if passage is None else passage
-    given = Thresholds(faq, passage) if faq is not None and passage is not None else None
+        head = base.head if head is None else head
+    given = (
+        Thresholds(faq, passage, head)
+        if faq is not None and passage is not None and head is not None
+        else None
+    )
     return Retriever(embedder=embedder, index=index, thresholds=given)
 
 

@@ -119,6 +119,7 @@ class SearchHit:
     key (a question, an out-of-scope example, or a passage's text), which is what the
     answer-or-decline decision compares between FAQ entries and out-of-scope examples; `lexical`
     is its BM25 score relative to the best of the search; `score` ranks the hits.
+    `probability` is the FAQ head's, for an FAQ entry re-ranked by the tenant's head.
     """
 
     chunk: Chunk
@@ -126,6 +127,7 @@ class SearchHit:
     dense: float
     lexical: float
     nearest: float
+    probability: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -62,6 +62,17 @@ class KnowledgeIndex(Protocol):
 
     def search(self, query: SearchQuery) -> list[SearchHit]: ...
 
+    def faq_questions(self, tenant: str) -> dict[str, Vectors]:
+        """The question vectors of every FAQ entry the tenant has (a row each), by chunk id:
+        what the FAQ head is trained on."""
+        ...
+
+    def save_head(self, tenant: str, head: bytes | None) -> None:
+        """Store the tenant's serialised FAQ head (None removes it); the version moves on."""
+        ...
+
+    def load_head(self, tenant: str) -> bytes | None: ...
+
     def count(self) -> int: ...
 
     @property

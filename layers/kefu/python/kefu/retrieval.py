@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from kefu.errors import ConfigurationError
+from kefu.head import FaqHead
 from kefu.models import SearchHit
 from kefu.ports import Embedder, KnowledgeIndex, SearchQuery
 from kefu.text import Language
@@ -15,20 +16,26 @@ DecisionKind = Literal["faq", "passages", "decline"]
 
 @dataclass(frozen=True, slots=True)
 class Thresholds:
-    """Minimum similarity for an FAQ entry to answer directly, and for passages to be used."""
+    """What an FAQ entry needs to answer directly: a similarity (`faq`) and, when the tenant's
+    KB has an FAQ head, the head's probability (`head`); and the similarity passages need to be
+    used (`passage`)."""
 
     faq: float
     passage: float
+    head: float
 
 
-# The FAQ thresholds are calibrated on the sample knowledge base's dev set
-# (`python -m kb_ingest.evaluate --sample --calibrate-sample`); an enterprise recalibrates on its
-# own questions (`--kb ... --queries ... --calibrate DEV.jsonl`). The e5 passage threshold is the
-# lowest at which no uncovered question of the sample's sets is answered from a passage.
+# The FAQ and head thresholds are calibrated on the sample knowledge base's dev set
+# (`python -m kb_ingest.evaluate --sample --calibrate-sample`, with and without its head); an
+# enterprise recalibrates on its own questions (`--kb ... --queries ... --calibrate DEV.jsonl`).
+# The e5 passage threshold is the lowest at which no uncovered question of the sample's sets is
+# answered from a passage.
 DEFAULT_THRESHOLDS: dict[str, Thresholds] = {
-    "multilingual-e5-small-q4": Thresholds(faq=0.892, passage=0.87),
-    "hashing-v1": Thresholds(faq=0.213, passage=0.45),
+    "multilingual-e5-small-q4": Thresholds(faq=0.894, passage=0.87, head=0.342),
+    "hashing-v1": Thresholds(faq=0.214, passage=0.45, head=0.58),
 }
+# How many of the index's best chunks the FAQ head re-ranks.
+HEAD_CANDIDATES = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +59,7 @@ class Retriever:
         index: KnowledgeIndex,
         thresholds: Thresholds | None = None,
         limit: int = 5,
+        use_head: bool = True,
     ) -> None:
         self.embedder = embedder
         self.index = index
@@ -62,24 +70,51 @@ class Retriever:
         if chosen is None:
             raise ConfigurationError(
                 f"no calibrated thresholds for the {embedder.name} embedder: set "
-                "KEFU_FAQ_THRESHOLD and KEFU_PASSAGE_THRESHOLD (python -m kb_ingest.evaluate "
-                "--calibrate measures the first)"
+                "KEFU_FAQ_THRESHOLD, KEFU_HEAD_THRESHOLD and KEFU_PASSAGE_THRESHOLD "
+                "(python -m kb_ingest.evaluate --calibrate measures the first two)"
             )
         self.thresholds = chosen
         self.limit = limit
+        self.use_head = use_head
+        self._heads: dict[str, tuple[str, FaqHead | None]] = {}
+
+    def head(self, tenant: str) -> FaqHead | None:
+        """The tenant's FAQ head, read again whenever the KB version moves on."""
+        version = self.index.version
+        cached = self._heads.get(tenant)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        body = self.index.load_head(tenant)
+        head = FaqHead.from_bytes(body) if body else None
+        if head is not None and head.dim != self.embedder.dim:
+            head = None  # trained with another embedder: retraining at the next ingest fixes it
+        self._heads[tenant] = (version, head)
+        return head
 
     def search(
         self, question: str, *, language: Language | None, tenant: str, limit: int | None = None
     ) -> list[SearchHit]:
+        """The best chunks for a question; FAQ entries ordered by the head where it knows them
+        all (`SearchHit.probability` set), else by similarity."""
         vector = self.embedder.embed_queries([question])[0]
+        limit = limit or self.limit
+        head = self.head(tenant) if self.use_head else None
         query = SearchQuery(
             text=question,
             vector=vector,
             language=language,
             tenant=tenant,
-            limit=limit or self.limit,
+            limit=max(limit, HEAD_CANDIDATES) if head else limit,
         )
-        return self.index.search(query)
+        hits = self.index.search(query)
+        if head is not None:
+            faqs = [hit for hit in hits if hit.chunk.kind == "faq"]
+            probabilities = head.probabilities(
+                vector, [hit.chunk.id for hit in faqs], [hit.dense for hit in faqs]
+            )
+            if probabilities is not None:
+                hits = _rerank(hits, probabilities)
+        return hits[:limit]
 
     def decide_on(self, hits: list[SearchHit]) -> Decision:
         """Answer from the best FAQ entry, from passages, or decline: a pure function of hits."""
@@ -92,7 +127,7 @@ class Retriever:
             (h.nearest for h in in_scope), default=-1.0
         ):
             return Decision("decline", (), _confidence(faqs[0]) if faqs else 0.0)
-        if faqs and faqs[0].dense >= self.thresholds.faq:
+        if faqs and self._confident(faqs[0]):
             return Decision("faq", (faqs[0], *passages[:2]), _confidence(faqs[0]))
         good = [hit for hit in passages if hit.dense >= self.thresholds.passage]
         if good:
@@ -100,9 +135,32 @@ class Retriever:
         best = hits[0] if hits else None
         return Decision("decline", tuple(hits[:3]), _confidence(best) if best else 0.0)
 
+    def _confident(self, hit: SearchHit) -> bool:
+        # The similarity says whether the question is near the entry at all (a head always
+        # prefers one of its candidates, even for a question near none); the head's probability
+        # whether it is this entry rather than a neighbour.
+        if hit.dense < self.thresholds.faq:
+            return False
+        return hit.probability is None or hit.probability >= self.thresholds.head
+
     def decide(self, question: str, *, language: Language | None, tenant: str) -> Decision:
         return self.decide_on(self.search(question, language=language, tenant=tenant))
 
 
+def _rerank(hits: list[SearchHit], probabilities: dict[str, float]) -> list[SearchHit]:
+    """The FAQ hits re-ordered by probability, in the places FAQ hits had."""
+    slots = [i for i, hit in enumerate(hits) if hit.chunk.kind == "faq"]
+    ranked = sorted(
+        (replace(hits[i], probability=probabilities[hits[i].chunk.id]) for i in slots),
+        key=lambda hit: hit.probability or 0.0,
+        reverse=True,
+    )
+    reordered = list(hits)
+    for slot, hit in zip(slots, ranked, strict=True):
+        reordered[slot] = hit
+    return reordered
+
+
 def _confidence(hit: SearchHit) -> float:
-    return round(min(1.0, max(0.0, hit.dense)), 4)
+    value = hit.probability if hit.probability is not None else hit.dense
+    return round(min(1.0, max(0.0, value)), 4)

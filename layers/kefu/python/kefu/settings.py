@@ -49,6 +49,7 @@ class Settings(BaseSettings):
     )
 
     faq_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+    head_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
     passage_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
     lexical_weight: float = Field(
         default=0.0, ge=0.0, le=1.0, description="Share of BM25 in the embedded index's ranking."

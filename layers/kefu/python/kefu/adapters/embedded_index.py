@@ -51,10 +51,11 @@ CREATE TABLE IF NOT EXISTS keys (
 CREATE INDEX IF NOT EXISTS keys_by_chunk ON keys (chunk_key);
 CREATE VIRTUAL TABLE IF NOT EXISTS keys_fts USING fts5 (tokens, scope);
 CREATE VIRTUAL TABLE IF NOT EXISTS keys_vocab USING fts5vocab (keys_fts, 'row');
+CREATE TABLE IF NOT EXISTS heads (tenant TEXT PRIMARY KEY, body BLOB NOT NULL);
 """
 # The layout of the file; an index written with another is dropped and rebuilt on the next ingest.
 _SCHEMA_VERSION = "4"
-_TABLES = ("keys_vocab", "keys_fts", "keys", "chunks", "meta")
+_TABLES = ("heads", "keys_vocab", "keys_fts", "keys", "chunks", "meta")
 
 # How many BM25 keys to fetch; chunks outside them get no lexical credit.
 _LEXICAL_CANDIDATES = 50
@@ -165,6 +166,41 @@ class EmbeddedIndex:
         with self._lock:
             rows = self._db.execute(sql, params).fetchall()
         return {str(chunk_id): str(digest) for chunk_id, digest in rows}
+
+    def faq_questions(self, tenant: str) -> dict[str, Vectors]:
+        with self._lock:
+            self._ensure_loaded_locked()
+            if not len(self._key_chunk):
+                return {}
+            rows = self._key_is_question & (self._key_tenant == tenant)
+            rows &= self._chunk_is_faq[self._key_chunk]
+            found: dict[str, list[int]] = {}
+            for row in np.flatnonzero(rows):
+                found.setdefault(self._chunks[self._key_chunk[row]].id, []).append(int(row))
+            return {chunk_id: self._matrix[at].copy() for chunk_id, at in found.items()}
+
+    def save_head(self, tenant: str, head: bytes | None) -> None:
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                if head is None:
+                    self._db.execute("DELETE FROM heads WHERE tenant = ?", (tenant,))
+                else:
+                    self._db.execute(
+                        "INSERT INTO heads (tenant, body) VALUES (?, ?) "
+                        "ON CONFLICT (tenant) DO UPDATE SET body = excluded.body",
+                        (tenant, head),
+                    )
+                self._bump_version_locked()
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def load_head(self, tenant: str) -> bytes | None:
+        with self._lock:
+            row = self._db.execute("SELECT body FROM heads WHERE tenant = ?", (tenant,)).fetchone()
+        return bytes(row[0]) if row else None
 
     def _insert_locked(self, chunk: Chunk, digest: str, vectors: Vectors) -> None:
         body = json.dumps(asdict(chunk), ensure_ascii=False)

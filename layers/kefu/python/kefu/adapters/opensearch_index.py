@@ -75,6 +75,7 @@ that a slow cluster degrades the turn well inside API Gateway's 29 seconds; inge
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from collections.abc import Iterable, Iterator, Sequence
@@ -120,8 +121,18 @@ _PAGE = 1_000
 # Throttled bulk items are retried this many times (with the helper's backoff) before failing.
 _BULK_RETRIES = 3
 _META_BODY: dict[str, Any] = {
-    "mappings": {"properties": {"version": {"type": "long"}, "reserved": {"type": "long"}}}
+    "mappings": {
+        "properties": {
+            "version": {"type": "long"},
+            "reserved": {"type": "long"},
+            # A tenant's FAQ head (kefu.head), base64 in a binary field: stored, never indexed.
+            "tenant": {"type": "keyword"},
+            "head": {"type": "binary"},
+        }
+    }
 }
+# Question vectors make FAQ documents large: read them for head training this many at a time.
+_QUESTIONS_PAGE = 200
 # Meta-document scripts (painless). A reservation is one past both the published version and
 # the last reservation; publishing always moves the version on, to the reservation if it is
 # ahead (a delete publishes reservation 0).
@@ -253,6 +264,8 @@ class OpenSearchIndex:
                 if self._client.indices.exists(index=name):
                     if name == self.name:
                         self._add_kb_version_field()
+                    else:
+                        self._add_head_fields()
                     continue
                 try:
                     self._client.indices.create(index=name, body=body)
@@ -271,6 +284,13 @@ class OpenSearchIndex:
             )
         except RequestError as exc:
             raise ConfigurationError(f"cannot map kb_version in index {self.name}: {exc}") from exc
+
+    def _add_head_fields(self) -> None:
+        """Map the head fields in a meta index created before them."""
+        try:
+            self._client.indices.put_mapping(index=self.meta_index, body=_META_BODY["mappings"])
+        except RequestError as exc:
+            raise ConfigurationError(f"cannot map head fields in {self.meta_index}: {exc}") from exc
 
     def _pipeline_body(self) -> dict[str, Any]:
         """The search pipeline fusing the candidates' `hybrid` sub-queries."""
@@ -510,6 +530,63 @@ class OpenSearchIndex:
                     return found
                 body["search_after"] = hits[-1]["sort"]
 
+    def faq_questions(self, tenant: str) -> dict[str, Vectors]:
+        body: dict[str, Any] = {
+            "size": _QUESTIONS_PAGE,
+            "_source": ["id", "questions.vector"],
+            "query": {
+                "bool": {"filter": [{"term": {"tenant": tenant}}, {"term": {"kind": "faq"}}]}
+            },
+            "sort": [{"id": "asc"}],
+        }
+        found: dict[str, Vectors] = {}
+        with _unavailable("read"):
+            while True:
+                try:
+                    hits = self._client.search(index=self.name, body=body)["hits"]["hits"]
+                except NotFoundError:
+                    return found
+                for hit in hits:
+                    rows = [q["vector"] for q in hit["_source"].get("questions", [])]
+                    if rows:
+                        found[hit["_source"]["id"]] = np.asarray(rows, dtype=np.float32)
+                if len(hits) < _QUESTIONS_PAGE:
+                    return found
+                body["search_after"] = hits[-1]["sort"]
+
+    def save_head(self, tenant: str, head: bytes | None) -> None:
+        """Written through the meta index's `_bulk` (and read through its `_mget`): the access
+        policies then name fixed paths, not one document path per tenant."""
+        if not self._ready:
+            self.ensure_index()
+        doc_id = _head_id(tenant)
+        if head is None:
+            body: list[dict[str, Any]] = [{"delete": {"_id": doc_id}}]
+        else:
+            document = {"tenant": tenant, "head": base64.b64encode(head).decode("ascii")}
+            body = [{"index": {"_id": doc_id}}, document]
+        with _unavailable("head write"):
+            response = self._client.bulk(body=body, index=self.meta_index, **self._refresh)
+        [(op_type, result)] = response["items"][0].items()
+        status = int(result.get("status", 500))
+        if status >= 300 and not (op_type == "delete" and status == 404):
+            message = f"the FAQ head of tenant {tenant} was not written: {status} {result}"
+            if status == 429 or status >= 500:
+                raise DependencyUnavailable(message)
+            raise IndexWriteRejected(message)
+        self._publish_version(0)
+
+    def load_head(self, tenant: str) -> bytes | None:
+        with _unavailable("head read"):
+            try:
+                response = self._client.mget(
+                    index=self.meta_index, body={"ids": [_head_id(tenant)]}
+                )
+            except NotFoundError:
+                return None
+        [doc] = response["docs"]
+        return base64.b64decode(doc["_source"]["head"]) if doc.get("found") else None
+
     def search(self, query: SearchQuery) -> list[SearchHit]:
         vector = _rounded(query.vector)
         text_fields = _text_fields(query)
@@ -695,6 +772,11 @@ def _unavailable(action: str) -> Iterator[None]:
         yield
     except TransportError as exc:
         raise DependencyUnavailable(f"OpenSearch {action} failed: {exc}") from exc
+
+
+def _head_id(tenant: str) -> str:
+    """The meta document holding a tenant's FAQ head."""
+    return f"head-{hashlib.sha256(tenant.encode()).hexdigest()}"
 
 
 def _label(tenant: str, chunk_id: str) -> str:

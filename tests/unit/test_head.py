@@ -1,0 +1,231 @@
+"""The FAQ head: trained on question vectors, serialised, and used to re-rank candidates."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kefu import head
+from kefu.adapters.embedded_index import EmbeddedIndex
+from kefu.head import FaqHead
+from kefu.models import Chunk
+from kefu.retrieval import Retriever, Thresholds
+
+DIM = 8
+RNG = np.random.default_rng(7)
+
+
+def _unit(matrix: np.ndarray) -> np.ndarray:
+    return (matrix / np.linalg.norm(matrix, axis=-1, keepdims=True)).astype(np.float32)
+
+
+# Three entries whose questions scatter around their own direction, with a shared component:
+# what separates them is not the same as what makes them similar.
+CENTRES = _unit(np.eye(DIM)[:3] + 0.5)
+QUESTIONS = {
+    entry: _unit(centre + 0.1 * RNG.standard_normal((6, DIM)))
+    for entry, centre in zip(("card", "refund", "tracking"), CENTRES, strict=True)
+}
+
+
+def test_a_head_ranks_each_entrys_unseen_questions_first() -> None:
+    trained = head.train(QUESTIONS)
+    assert trained is not None
+    assert trained.ids == ("card", "refund", "tracking")
+    for entry, centre in zip(trained.ids, CENTRES, strict=True):
+        unseen = _unit(centre + 0.1 * np.random.default_rng(3).standard_normal(DIM))
+        probabilities = trained.probabilities(unseen, trained.ids)
+        assert probabilities is not None
+        assert max(probabilities, key=probabilities.__getitem__) == entry
+        assert sum(probabilities.values()) == pytest.approx(1.0)
+
+
+def test_training_is_deterministic_and_survives_serialisation() -> None:
+    first, second = head.train(QUESTIONS), head.train(QUESTIONS)
+    assert first is not None
+    assert second is not None
+    assert first.to_bytes() == second.to_bytes()
+    restored = FaqHead.from_bytes(first.to_bytes())
+    assert restored.ids == first.ids
+    np.testing.assert_array_equal(restored.weights, first.weights)
+    np.testing.assert_array_equal(restored.bias, first.bias)
+    assert restored.dim == DIM
+
+
+def test_fewer_than_two_entries_have_no_head() -> None:
+    assert head.train({}) is None
+    assert head.train({"card": QUESTIONS["card"]}) is None
+    assert head.train({"card": QUESTIONS["card"], "empty": np.zeros((0, DIM))}) is None
+
+
+def test_probabilities_are_taken_among_the_candidates_only_and_need_every_one_known() -> None:
+    trained = head.train(QUESTIONS)
+    assert trained is not None
+    question = QUESTIONS["refund"][0]
+    among_two = trained.probabilities(question, ["card", "tracking"])
+    assert among_two is not None
+    assert sum(among_two.values()) == pytest.approx(1.0)
+    assert trained.probabilities(question, ["card", "new-entry"]) is None
+    assert trained.probabilities(question, []) is None
+
+
+def test_a_head_of_another_format_is_refused() -> None:
+    trained = head.train(QUESTIONS)
+    assert trained is not None
+    body = trained.to_bytes().replace(b"format", b"formax")
+    with pytest.raises((KeyError, ValueError)):
+        FaqHead.from_bytes(body)
+
+
+# -- in the retriever -------------------------------------------------------------------------
+class _Fixed:
+    """An embedder that maps known texts to fixed vectors."""
+
+    name = "fixed"
+    dim = DIM
+
+    def __init__(self, vectors: dict[str, np.ndarray]) -> None:
+        self.vectors = vectors
+
+    def embed_queries(self, texts: list[str]) -> np.ndarray:
+        return np.vstack([self.vectors[t] for t in texts])
+
+    embed_passages = embed_queries
+
+
+def _faq(entry: str, questions: int) -> Chunk:
+    return Chunk(
+        id=entry,
+        kind="faq",
+        lang="en",
+        title=f"{entry} 0",
+        text=f"answer {entry}",
+        keys=tuple(f"{entry} {n}" for n in range(questions)),
+    )
+
+
+def _indexed() -> tuple[EmbeddedIndex, dict[str, np.ndarray]]:
+    index = EmbeddedIndex(":memory:", centroid_weight=0.0, content_weight=0.0)
+    vectors: dict[str, np.ndarray] = {}
+    for entry, rows in QUESTIONS.items():
+        content = _unit(np.ones(DIM))
+        index.upsert([_faq(entry, len(rows))], [np.vstack([content, rows])])
+    return index, vectors
+
+
+THRESHOLDS = Thresholds(faq=0.99, passage=1.0, head=0.6)
+
+
+def _mixed_up(sign: float, nuisance: float) -> list[float]:
+    """Coordinate 0 tells "card" (+) from "refund" (-); coordinate 1 varies within both."""
+    return [0.1 * sign, nuisance, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+
+
+def test_the_retriever_reranks_the_faq_candidates_by_the_stored_head() -> None:
+    # "card" is asked in ways spread far along coordinate 1, "refund" near its middle
+    card = _unit(np.array([_mixed_up(+1, n) for n in (1.5, 0.5, -0.5, -1.5)]))
+    refund = _unit(np.array([_mixed_up(-1, n) for n in (0.0, -0.3, 0.3)]))
+    index = EmbeddedIndex(":memory:", centroid_weight=0.0, content_weight=0.0)
+    for entry, rows in (("card", card), ("refund", refund)):
+        index.upsert([_faq(entry, len(rows))], [np.vstack([_unit(np.ones(DIM)), rows])])
+    # On the "refund" side of coordinate 0, but far out on coordinate 1 like a "card" question
+    question = _unit(np.array(_mixed_up(-1.0, 0.8)))
+    retriever = Retriever(
+        embedder=_Fixed({"q": question}),  # type: ignore[arg-type]
+        index=index,
+        thresholds=Thresholds(faq=0.5, passage=1.0, head=0.55),
+    )
+    before = retriever.search("q", language=None, tenant="default")
+    assert [h.chunk.id for h in before] == ["card", "refund"]  # by the nearest question
+    assert all(h.probability is None for h in before)  # no head stored yet
+
+    trained = head.train(index.faq_questions("default"))
+    assert trained is not None
+    index.save_head("default", trained.to_bytes())
+    after = retriever.search("q", language=None, tenant="default")
+
+    assert [h.chunk.id for h in after] == ["refund", "card"]
+    probabilities = trained.probabilities(
+        question, ["card", "refund"], [before[0].dense, before[1].dense]
+    )
+    assert probabilities is not None
+    assert [h.probability for h in after] == [probabilities["refund"], probabilities["card"]]
+    assert after[0].dense < before[0].dense  # the head's choice, not the nearest
+    decision = retriever.decide_on(after)
+    assert decision.kind == "faq"
+    assert decision.hits[0].chunk.id == "refund"
+
+
+def test_an_faq_entry_answers_when_both_its_similarity_and_its_probability_are_enough() -> None:
+    index, _ = _indexed()
+    trained = head.train(index.faq_questions("default"))
+    assert trained is not None
+    index.save_head("default", trained.to_bytes())
+    unseen = _unit(CENTRES[2] + 0.1 * np.random.default_rng(4).standard_normal(DIM))
+    embedder = _Fixed({"q": unseen})
+    similarity = max(float(unseen @ row) for row in QUESTIONS["tracking"])
+
+    def decide(faq: float, head_threshold: float) -> tuple[str, float | None]:
+        thresholds = Thresholds(faq=faq, passage=1.0, head=head_threshold)
+        retriever = Retriever(embedder=embedder, index=index, thresholds=thresholds)  # type: ignore[arg-type]
+        decision = retriever.decide("q", language=None, tenant="default")
+        best = retriever.search("q", language=None, tenant="default")[0]
+        assert best.chunk.id == "tracking"
+        return decision.kind, best.probability
+
+    kind, probability = decide(0.0, 0.5)
+    assert kind == "faq"
+    assert probability is not None
+    assert probability > 0.5
+    # Near enough but not told apart from its neighbours with enough certainty
+    assert decide(0.0, min(1.0, probability + 0.01))[0] == "decline"
+    # Told apart, but the question is not near enough the entry: a head always has a favourite
+    assert decide(similarity + 0.01, 0.0)[0] == "decline"
+
+
+def test_a_head_that_does_not_know_a_candidate_is_not_used() -> None:
+    index, _ = _indexed()
+    trained = head.train({k: v for k, v in QUESTIONS.items() if k != "tracking"})
+    assert trained is not None
+    index.save_head("default", trained.to_bytes())
+    embedder = _Fixed({"q": QUESTIONS["tracking"][0]})
+    retriever = Retriever(embedder=embedder, index=index, thresholds=THRESHOLDS)  # type: ignore[arg-type]
+
+    hits = retriever.search("q", language=None, tenant="default")
+
+    assert hits[0].chunk.id == "tracking"
+    assert all(hit.probability is None for hit in hits)
+
+
+def test_a_head_trained_with_another_embedder_is_ignored_and_a_new_head_is_read() -> None:
+    index, _ = _indexed()
+    other = head.train({"a": np.ones((2, 4)), "b": -np.ones((2, 4))})
+    assert other is not None
+    index.save_head("default", other.to_bytes())
+    embedder = _Fixed({"q": QUESTIONS["card"][0]})
+    retriever = Retriever(embedder=embedder, index=index, thresholds=THRESHOLDS)  # type: ignore[arg-type]
+    assert retriever.head("default") is None
+
+    trained = head.train(index.faq_questions("default"))
+    assert trained is not None
+    index.save_head("default", trained.to_bytes())  # moves the version on: read again
+    assert retriever.head("default") is not None
+    assert retriever.search("q", language=None, tenant="default")[0].probability is not None
+
+
+def test_a_kb_over_the_training_budget_gets_no_head_and_the_ingest_says_why(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from kb_ingest.pipeline import retrain_head
+
+    index, _ = _indexed()
+    assert retrain_head(index, tenant="default") == (3, "")
+    assert index.load_head("default") is not None
+
+    monkeypatch.setattr(head, "MAX_TRAINING_CELLS", 17)  # 3 entries x 18 questions = 54
+    classes, why = retrain_head(index, tenant="default")
+
+    assert classes == 0
+    assert "54 question-entry pairs are over the training budget (17)" in why
+    assert index.load_head("default") is None  # the old head is not left to rank a new KB
+    assert retrain_head(EmbeddedIndex(":memory:"), tenant="default") == (0, "")
