@@ -138,8 +138,8 @@ class _Adam:
     """Adam's update for one parameter (Kingma & Ba, 2015), with the usual constants."""
 
     def __init__(self, shape: tuple[int, ...]) -> None:
-        self.first = np.zeros(shape, dtype=np.float32)
-        self.second = np.zeros(shape, dtype=np.float32)
+        self.first: np.ndarray = np.zeros(shape, dtype=np.float32)
+        self.second: np.ndarray = np.zeros(shape, dtype=np.float32)
 
     def step(self, grad: np.ndarray, step: int, beta1: float = 0.9, beta2: float = 0.999) -> Any:
         self.first = beta1 * self.first + (1 - beta1) * grad
