@@ -3,12 +3,14 @@
 python -m kb_ingest.evaluate --kb KB.jsonl --queries Q.jsonl [--calibrate DEV.jsonl] [--json]
 python -m kb_ingest.evaluate --sample [--calibrate-sample]   # the bundled sample KB
 python -m kb_ingest.evaluate --datasets ../shared/datasets   # every dataset folder in there
+... [--no-head]     # ranked and accepted by similarity alone, as without a trained FAQ head
 
-A dataset folder holds `kb.jsonl`, `queries.jsonl` and `dev_queries.jsonl`. Each is evaluated
-twice: whole, with the built-in threshold; and with a quarter of its entries held out of the KB
-(their queries then expect a decline), the threshold calibrated on the dev queries to decline as
-many as it can while in-scope accuracy stays within 5 points of never declining. *hit@1* is what
-answering from the closest entry, never declining, would score.
+The KB is ingested as the CLI ingests it, FAQ head included. A dataset folder holds `kb.jsonl`,
+`queries.jsonl` and `dev_queries.jsonl`. Each is evaluated twice: whole, with the built-in
+thresholds; and with a quarter of its entries held out of the KB (their queries then expect a
+decline), the thresholds calibrated on the dev queries to decline as many as they can while
+in-scope accuracy stays within 5 points of never declining. *hit@1* is what answering from the
+best-ranked entry, never declining, would score.
 """
 
 from __future__ import annotations

@@ -27,14 +27,15 @@ class Call:
 # The meta-document scripts of `OpenSearchIndex`, as painless would run them.
 _SCRIPTS: dict[str, Any] = {
     (
-        "long version = ctx._source.version; "
-        "long reserved = ctx._source.reserved == null ? 0L : ctx._source.reserved; "
-        "ctx._source.reserved = Math.max(version, reserved) + 1"
+        "long version = ((Number) ctx._source.version).longValue(); "
+        "long reserved = ctx._source.reserved == null ? 0L "
+        ": ((Number) ctx._source.reserved).longValue(); "
+        "ctx._source.reserved = (version > reserved ? version : reserved) + 1"
     ): lambda doc, params: {**doc, "reserved": max(doc["version"], doc.get("reserved", 0)) + 1},
     (
-        "long next = ctx._source.version + 1; "
-        "long reserved = params.reserved; "
-        "ctx._source.version = Math.max(next, reserved)"
+        "long next = ((Number) ctx._source.version).longValue() + 1; "
+        "long reserved = ((Number) params.reserved).longValue(); "
+        "ctx._source.version = next > reserved ? next : reserved"
     ): lambda doc, params: {**doc, "version": max(doc["version"] + 1, params["reserved"])},
 }
 

@@ -292,9 +292,10 @@ def test_an_upsert_writes_the_chunk_its_vectors_and_kb_version_and_bumps_the_ver
         "id": "version",
         "body": {
             "script": {
-                "source": "long version = ctx._source.version; "
-                "long reserved = ctx._source.reserved == null ? 0L : ctx._source.reserved; "
-                "ctx._source.reserved = Math.max(version, reserved) + 1",
+                "source": "long version = ((Number) ctx._source.version).longValue(); "
+                "long reserved = ctx._source.reserved == null ? 0L "
+                ": ((Number) ctx._source.reserved).longValue(); "
+                "ctx._source.reserved = (version > reserved ? version : reserved) + 1",
                 "lang": "painless",
             },
             "upsert": {"version": 0, "reserved": 1},
@@ -307,9 +308,9 @@ def test_an_upsert_writes_the_chunk_its_vectors_and_kb_version_and_bumps_the_ver
         "id": "version",
         "body": {
             "script": {
-                "source": "long next = ctx._source.version + 1; "
-                "long reserved = params.reserved; "
-                "ctx._source.version = Math.max(next, reserved)",
+                "source": "long next = ((Number) ctx._source.version).longValue() + 1; "
+                "long reserved = ((Number) params.reserved).longValue(); "
+                "ctx._source.version = next > reserved ? next : reserved",
                 "lang": "painless",
                 "params": {"reserved": 1},
             },

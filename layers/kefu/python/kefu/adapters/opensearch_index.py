@@ -135,16 +135,19 @@ _META_BODY: dict[str, Any] = {
 _QUESTIONS_PAGE = 200
 # Meta-document scripts (painless). A reservation is one past both the published version and
 # the last reservation; publishing always moves the version on, to the reservation if it is
-# ahead (a delete publishes reservation 0).
+# ahead (a delete publishes reservation 0). Not Math.max: painless knows only its double
+# overload, which stored 1.0 and then failed the long casts (found against OpenSearch 2.5); the
+# Number casts read such a stored double, and JSON integers, alike.
 _RESERVE_SCRIPT = (
-    "long version = ctx._source.version; "
-    "long reserved = ctx._source.reserved == null ? 0L : ctx._source.reserved; "
-    "ctx._source.reserved = Math.max(version, reserved) + 1"
+    "long version = ((Number) ctx._source.version).longValue(); "
+    "long reserved = ctx._source.reserved == null ? 0L "
+    ": ((Number) ctx._source.reserved).longValue(); "
+    "ctx._source.reserved = (version > reserved ? version : reserved) + 1"
 )
 _PUBLISH_SCRIPT = (
-    "long next = ctx._source.version + 1; "
-    "long reserved = params.reserved; "
-    "ctx._source.version = Math.max(next, reserved)"
+    "long next = ((Number) ctx._source.version).longValue() + 1; "
+    "long reserved = ((Number) params.reserved).longValue(); "
+    "ctx._source.version = next > reserved ? next : reserved"
 )
 # The normalization processor's weights, one per sub-query of the candidates' `hybrid` query
 # (questions, centroids, contents, BM25); they must sum to 1. Equal: the fused score only
