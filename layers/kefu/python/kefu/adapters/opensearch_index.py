@@ -515,46 +515,40 @@ class OpenSearchIndex:
         scope: list[dict[str, Any]] = [{"term": {"tenant": tenant}}]
         if source is not None:
             scope.append({"term": {"source": source}})
+        return {
+            doc["id"]: doc["fingerprint"]
+            for doc in self._scan(scope, fields=["id", "fingerprint"], page=_PAGE)
+        }
+
+    def faq_questions(self, tenant: str) -> dict[str, Vectors]:
+        scope = [{"term": {"tenant": tenant}}, {"term": {"kind": "faq"}}]
+        found: dict[str, Vectors] = {}
+        for doc in self._scan(scope, fields=["id", "questions.vector"], page=_QUESTIONS_PAGE):
+            rows = [question["vector"] for question in doc.get("questions", [])]
+            if rows:
+                found[doc["id"]] = np.asarray(rows, dtype=np.float32)
+        return found
+
+    def _scan(
+        self, scope: list[dict[str, Any]], *, fields: list[str], page: int
+    ) -> Iterator[dict[str, Any]]:
+        """The `fields` of every chunk document matching the filters, paged by chunk id with
+        `search_after`; nothing when the index does not exist."""
         body: dict[str, Any] = {
-            "size": _PAGE,
-            "_source": ["id", "fingerprint"],
+            "size": page,
+            "_source": fields,
             "query": {"bool": {"filter": scope}},
             "sort": [{"id": "asc"}],
         }
-        found: dict[str, str] = {}
         with _unavailable("read"):
             while True:
                 try:
                     hits = self._client.search(index=self.name, body=body)["hits"]["hits"]
                 except NotFoundError:
-                    return found
-                found.update({hit["_source"]["id"]: hit["_source"]["fingerprint"] for hit in hits})
-                if len(hits) < _PAGE:
-                    return found
-                body["search_after"] = hits[-1]["sort"]
-
-    def faq_questions(self, tenant: str) -> dict[str, Vectors]:
-        body: dict[str, Any] = {
-            "size": _QUESTIONS_PAGE,
-            "_source": ["id", "questions.vector"],
-            "query": {
-                "bool": {"filter": [{"term": {"tenant": tenant}}, {"term": {"kind": "faq"}}]}
-            },
-            "sort": [{"id": "asc"}],
-        }
-        found: dict[str, Vectors] = {}
-        with _unavailable("read"):
-            while True:
-                try:
-                    hits = self._client.search(index=self.name, body=body)["hits"]["hits"]
-                except NotFoundError:
-                    return found
-                for hit in hits:
-                    rows = [q["vector"] for q in hit["_source"].get("questions", [])]
-                    if rows:
-                        found[hit["_source"]["id"]] = np.asarray(rows, dtype=np.float32)
-                if len(hits) < _QUESTIONS_PAGE:
-                    return found
+                    return
+                yield from (hit["_source"] for hit in hits)
+                if len(hits) < page:
+                    return
                 body["search_after"] = hits[-1]["sort"]
 
     def save_head(self, tenant: str, head: bytes | None) -> None:
