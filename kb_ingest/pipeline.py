@@ -129,9 +129,12 @@ def ingest(
     prune: bool = False,
     root: Path | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    train_head: bool = True,
 ) -> IngestReport:
     """Make the index hold what each readable file of `paths` holds now; with `prune`, also
-    remove the tenant's chunks that no given file produced (the files are the whole KB).
+    remove the tenant's chunks that no given file produced (the files are the whole KB). Then,
+    if anything changed (or the tenant has no head yet), retrain the tenant's FAQ head, unless
+    `train_head` is false.
 
     Each file replaces its own chunks: what it no longer has is removed, and an entry may move
     from one file to another within one run. A file that cannot be read, or whose ids another
@@ -186,7 +189,7 @@ def ingest(
         if progress:
             progress("write", start + len(batch), len(changed))
     report.chunks_written = len(changed)
-    if changed or stale or index.load_head(tenant) is None:
+    if train_head and (changed or stale or index.load_head(tenant) is None):
         report.head_classes, report.head_skipped = retrain_head(index, tenant=tenant)
     report.version = index.version
     report.seconds = time.perf_counter() - started
@@ -207,7 +210,7 @@ def retrain_head(index: KnowledgeIndex, *, tenant: str = "default") -> tuple[int
     cells = head.training_cells(questions)
     return 0, (
         f"{cells:,} question-entry pairs are over the training budget "
-        f"({head.MAX_TRAINING_CELLS:,}); FAQ entries are ranked by similarity alone"
+        f"({head.MAX_NEAREST_CELLS:,}); FAQ entries are ranked by similarity alone"
     )
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from kb_ingest.loaders import load
-from kb_ingest.pipeline import embed_chunks, ingest
+from kb_ingest.pipeline import embed_chunks, ingest, retrain_head
 from kefu import head
 from kefu.adapters.embedded_index import EmbeddedIndex
 from kefu.adapters.embedders import HashingEmbedder
@@ -66,17 +66,23 @@ def test_ingest_throughput_with_the_deterministic_embedder(tmp_path: Path) -> No
     embed_seconds = time.perf_counter() - started
 
     index = EmbeddedIndex(tmp_path / "index.sqlite3")
-    report = ingest([source], index=index, embedder=embedder)
+    report = ingest([source], index=index, embedder=embedder, train_head=False)
     assert report.chunks_written == entries
     rate = entries / report.seconds
     print(
         f"\ningest: {entries} FAQ entries in {report.seconds:.2f} s = {rate:,.0f} entries/s; "
         f"embedding alone {embed_seconds:.2f} s ({report.seconds / embed_seconds:.2f}x of it)"
     )
-    # 20,000 questions x 5,000 entries is over the FAQ head's training budget: this figure is
-    # indexing alone (the next benchmark measures training a head).
-    print(f"FAQ head: {report.head_skipped or f'{report.head_classes} entries'}")
-    assert report.head_classes == 0
+    # Then the FAQ head, a stage of its own: 20,000 questions x 5,000 entries is over the
+    # full-softmax budget, so each question is trained against its nearest entries.
+    started = time.perf_counter()
+    classes, skipped = retrain_head(index)
+    head_seconds = time.perf_counter() - started
+    assert (classes, skipped) == (entries, "")
+    print(
+        f"FAQ head over {classes} entries: {head_seconds:.1f} s "
+        f"({head_seconds / report.seconds:.1f}x the indexing)"
+    )
     again = ingest([source], index=index, embedder=embedder)
     print(f"re-ingest unchanged: {again.seconds:.2f} s, {again.chunks_written} written")
     assert again.chunks_written == 0

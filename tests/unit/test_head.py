@@ -222,10 +222,31 @@ def test_a_kb_over_the_training_budget_gets_no_head_and_the_ingest_says_why(
     assert retrain_head(index, tenant="default") == (3, "")
     assert index.load_head("default") is not None
 
-    monkeypatch.setattr(head, "MAX_TRAINING_CELLS", 17)  # 3 entries x 18 questions = 54
+    monkeypatch.setattr(head, "MAX_NEAREST_CELLS", 17)  # 3 entries x 18 questions = 54
     classes, why = retrain_head(index, tenant="default")
 
     assert classes == 0
     assert "54 question-entry pairs are over the training budget (17)" in why
     assert index.load_head("default") is None  # the old head is not left to rank a new KB
     assert retrain_head(EmbeddedIndex(":memory:"), tenant="default") == (0, "")
+
+
+def test_a_kb_over_the_full_softmax_budget_is_trained_on_each_questions_nearest_entries(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(head, "MAX_TRAINING_CELLS", 0)
+    monkeypatch.setattr(head, "NEAREST_ENTRIES", 2)  # its own entry and the nearest other
+    monkeypatch.setattr(head, "BATCH", 8)
+
+    first, second = head.train(QUESTIONS), head.train(QUESTIONS)
+
+    assert first is not None
+    assert second is not None
+    assert first.to_bytes() == second.to_bytes()  # still deterministic
+    assert first.weights.shape == (DIM, 3)
+    assert first.weights.dtype == first.bias.dtype == np.float32
+    for entry, centre in zip(first.ids, CENTRES, strict=True):
+        unseen = _unit(centre + 0.1 * np.random.default_rng(5).standard_normal(DIM))
+        probabilities = first.probabilities(unseen, first.ids)
+        assert probabilities is not None
+        assert max(probabilities, key=probabilities.__getitem__) == entry
