@@ -12,6 +12,7 @@ import numpy as np
 
 from kb_ingest.loaders import LOADERS, InvalidFile, load
 from kefu import head
+from kefu.errors import DependencyUnavailable, IndexWriteRejected
 from kefu.models import Chunk, fingerprint
 from kefu.ports import Embedder, KnowledgeIndex
 
@@ -190,21 +191,33 @@ def ingest(
             progress("write", start + len(batch), len(changed))
     report.chunks_written = len(changed)
     if train_head and (changed or stale or index.load_head(tenant) is None):
-        report.head_classes, report.head_skipped = retrain_head(index, tenant=tenant)
+        try:
+            report.head_classes, report.head_skipped = retrain_head(index, tenant=tenant)
+        except DependencyUnavailable as exc:
+            # The chunks are stored; the next ingest retrains the head.
+            report.head_skipped = f"training failed ({exc}); the next ingest retries it"
     report.version = index.version
     report.seconds = time.perf_counter() - started
     return report
 
 
 def retrain_head(index: KnowledgeIndex, *, tenant: str = "default") -> tuple[int, str]:
-    """Train the tenant's FAQ head on what the index holds now and store it, or remove it when
-    none can be trained; returns how many entries it tells apart, and why there is no head
-    when a KB of several entries has none."""
+    """Train the tenant's FAQ head on what the index holds now and store it, or remove a stored
+    one when none can be trained; returns how many entries it tells apart, and why a KB of
+    several entries has no head. A head the index refuses (too large for a request) is no
+    head: the KB is then ranked by similarity alone."""
     questions = index.faq_questions(tenant)
     trained = head.train(questions)
-    index.save_head(tenant, trained.to_bytes() if trained else None)
-    if trained:
+    if trained is not None:
+        try:
+            index.save_head(tenant, trained.to_bytes())
+        except IndexWriteRejected as exc:
+            if index.load_head(tenant) is not None:
+                index.save_head(tenant, None)
+            return 0, f"the index refused it ({exc}); FAQ entries are ranked by similarity alone"
         return len(trained.ids), ""
+    if index.load_head(tenant) is not None:
+        index.save_head(tenant, None)  # the old head must not rank a KB it was not trained on
     if len(questions) < 2:
         return 0, ""
     cells = head.training_cells(questions)

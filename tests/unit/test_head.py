@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from kefu import head
 from kefu.adapters.embedded_index import EmbeddedIndex
+from kefu.errors import DependencyUnavailable
 from kefu.head import FaqHead
 from kefu.models import Chunk
 from kefu.retrieval import Retriever, Thresholds
@@ -47,7 +50,9 @@ def test_training_is_deterministic_and_survives_serialisation() -> None:
     assert first.to_bytes() == second.to_bytes()
     restored = FaqHead.from_bytes(first.to_bytes())
     assert restored.ids == first.ids
-    np.testing.assert_array_equal(restored.weights, first.weights)
+    # float16 weights in storage: within a thousandth of what was trained
+    np.testing.assert_allclose(restored.weights, first.weights, rtol=1e-3, atol=1e-3)
+    assert restored.weights.dtype == np.float32
     np.testing.assert_array_equal(restored.bias, first.bias)
     assert restored.dim == DIM
 
@@ -69,12 +74,14 @@ def test_probabilities_are_taken_among_the_candidates_only_and_need_every_one_kn
     assert trained.probabilities(question, []) is None
 
 
-def test_a_head_of_another_format_is_refused() -> None:
+def test_a_head_of_another_format_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     trained = head.train(QUESTIONS)
     assert trained is not None
-    body = trained.to_bytes().replace(b"format", b"formax")
-    with pytest.raises((KeyError, ValueError)):
-        FaqHead.from_bytes(body)
+    monkeypatch.setattr(head, "_FORMAT", 2)
+    newer = trained.to_bytes()
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match="FAQ head format 2 is not 1"):
+        FaqHead.from_bytes(newer)
 
 
 # -- in the retriever -------------------------------------------------------------------------
@@ -104,13 +111,12 @@ def _faq(entry: str, questions: int) -> Chunk:
     )
 
 
-def _indexed() -> tuple[EmbeddedIndex, dict[str, np.ndarray]]:
+def _indexed() -> EmbeddedIndex:
     index = EmbeddedIndex(":memory:", centroid_weight=0.0, content_weight=0.0)
-    vectors: dict[str, np.ndarray] = {}
     for entry, rows in QUESTIONS.items():
         content = _unit(np.ones(DIM))
         index.upsert([_faq(entry, len(rows))], [np.vstack([content, rows])])
-    return index, vectors
+    return index
 
 
 THRESHOLDS = Thresholds(faq=0.99, passage=1.0, head=0.6)
@@ -134,6 +140,7 @@ def test_the_retriever_reranks_the_faq_candidates_by_the_stored_head() -> None:
         embedder=_Fixed({"q": question}),  # type: ignore[arg-type]
         index=index,
         thresholds=Thresholds(faq=0.5, passage=1.0, head=0.55),
+        head_refresh_seconds=0.0,
     )
     before = retriever.search("q", language=None, tenant="default")
     assert [h.chunk.id for h in before] == ["card", "refund"]  # by the nearest question
@@ -145,7 +152,7 @@ def test_the_retriever_reranks_the_faq_candidates_by_the_stored_head() -> None:
     after = retriever.search("q", language=None, tenant="default")
 
     assert [h.chunk.id for h in after] == ["refund", "card"]
-    probabilities = trained.probabilities(
+    probabilities = FaqHead.from_bytes(trained.to_bytes()).probabilities(
         question, ["card", "refund"], [before[0].dense, before[1].dense]
     )
     assert probabilities is not None
@@ -157,7 +164,7 @@ def test_the_retriever_reranks_the_faq_candidates_by_the_stored_head() -> None:
 
 
 def test_an_faq_entry_answers_when_both_its_similarity_and_its_probability_are_enough() -> None:
-    index, _ = _indexed()
+    index = _indexed()
     trained = head.train(index.faq_questions("default"))
     assert trained is not None
     index.save_head("default", trained.to_bytes())
@@ -184,7 +191,7 @@ def test_an_faq_entry_answers_when_both_its_similarity_and_its_probability_are_e
 
 
 def test_a_head_that_does_not_know_a_candidate_is_not_used() -> None:
-    index, _ = _indexed()
+    index = _indexed()
     trained = head.train({k: v for k, v in QUESTIONS.items() if k != "tracking"})
     assert trained is not None
     index.save_head("default", trained.to_bytes())
@@ -198,19 +205,87 @@ def test_a_head_that_does_not_know_a_candidate_is_not_used() -> None:
 
 
 def test_a_head_trained_with_another_embedder_is_ignored_and_a_new_head_is_read() -> None:
-    index, _ = _indexed()
+    index = _indexed()
     other = head.train({"a": np.ones((2, 4)), "b": -np.ones((2, 4))})
     assert other is not None
     index.save_head("default", other.to_bytes())
     embedder = _Fixed({"q": QUESTIONS["card"][0]})
-    retriever = Retriever(embedder=embedder, index=index, thresholds=THRESHOLDS)  # type: ignore[arg-type]
+    now = [100.0]
+    retriever = Retriever(
+        embedder=embedder,  # type: ignore[arg-type]
+        index=index,
+        thresholds=THRESHOLDS,
+        clock=lambda: now[0],
+    )
     assert retriever.head("default") is None
 
     trained = head.train(index.faq_questions("default"))
     assert trained is not None
-    index.save_head("default", trained.to_bytes())  # moves the version on: read again
+    index.save_head("default", trained.to_bytes())  # moves the version on
+    now[0] += 29.0
+    assert retriever.head("default") is None  # the version is asked at most every 30 s
+    now[0] += 1.0
     assert retriever.head("default") is not None
     assert retriever.search("q", language=None, tenant="default")[0].probability is not None
+
+
+class _Flaky:
+    """An index whose head cannot be had: unreachable, or not a head at all."""
+
+    def __init__(self, index: EmbeddedIndex, failure: Exception | None, body: bytes) -> None:
+        self.index, self.failure, self.body = index, failure, body
+
+    @property
+    def version(self) -> str:
+        return self.index.version
+
+    def load_head(self, tenant: str) -> bytes:
+        if self.failure is not None:
+            raise self.failure
+        return self.body
+
+    def search(self, query: object) -> object:
+        return self.index.search(query)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("failure", "body"),
+    [(DependencyUnavailable("meta index down"), b""), (None, b"PK\x03\x04 not a head")],
+)
+def test_a_head_that_cannot_be_read_leaves_the_ranking_to_similarity(
+    failure: Exception | None, body: bytes
+) -> None:
+    flaky = _Flaky(_indexed(), failure, body)
+    embedder = _Fixed({"q": QUESTIONS["tracking"][0]})
+    retriever = Retriever(embedder=embedder, index=flaky, thresholds=THRESHOLDS)  # type: ignore[arg-type]
+
+    hits = retriever.search("q", language=None, tenant="default")
+
+    assert hits[0].chunk.id == "tracking"
+    assert all(hit.probability is None for hit in hits)
+
+
+def test_the_head_reranks_only_faq_entries_and_keeps_the_limit() -> None:
+    index = _indexed()
+    passage = Chunk(id="guide#1", kind="passage", lang="en", title="Guide", text="x", keys=())
+    index.upsert([passage], [_unit(np.ones((1, DIM)))])
+    trained = head.train(index.faq_questions("default"))
+    assert trained is not None
+    index.save_head("default", trained.to_bytes())
+    embedder = _Fixed({"q": _unit(np.ones(DIM))})
+    retriever = Retriever(embedder=embedder, index=index, thresholds=THRESHOLDS)  # type: ignore[arg-type]
+
+    plain = Retriever(embedder=embedder, index=index, thresholds=THRESHOLDS, use_head=False)  # type: ignore[arg-type]
+    before = plain.search("q", language=None, tenant="default", limit=10)
+    after = retriever.search("q", language=None, tenant="default", limit=10)
+    top_two = retriever.search("q", language=None, tenant="default", limit=2)
+
+    # The passage keeps its place; the FAQ entries are re-ordered among their own places
+    assert [h.chunk.kind for h in after] == [h.chunk.kind for h in before]
+    assert after[0].chunk.id == "guide#1"
+    assert all(h.probability is not None for h in after if h.chunk.kind == "faq")
+    assert sorted(h.chunk.id for h in after) == sorted(h.chunk.id for h in before)
+    assert top_two == after[:2]
 
 
 def test_a_kb_over_the_training_budget_gets_no_head_and_the_ingest_says_why(
@@ -218,7 +293,7 @@ def test_a_kb_over_the_training_budget_gets_no_head_and_the_ingest_says_why(
 ) -> None:
     from kb_ingest.pipeline import retrain_head
 
-    index, _ = _indexed()
+    index = _indexed()
     assert retrain_head(index, tenant="default") == (3, "")
     assert index.load_head("default") is not None
 
@@ -250,3 +325,58 @@ def test_a_kb_over_the_full_softmax_budget_is_trained_on_each_questions_nearest_
         probabilities = first.probabilities(unseen, first.ids)
         assert probabilities is not None
         assert max(probabilities, key=probabilities.__getitem__) == entry
+
+
+def test_a_kb_without_faq_entries_is_not_given_a_new_version_by_every_ingest(
+    mini_kb_paths: list[Path],
+) -> None:
+    from kb_ingest.pipeline import ingest
+    from kefu.adapters.embedders import HashingEmbedder
+
+    index = EmbeddedIndex(":memory:")
+    policy = [path for path in mini_kb_paths if path.suffix == ".md"]
+    first = ingest(policy, index=index, embedder=HashingEmbedder())
+    again = ingest(policy, index=index, embedder=HashingEmbedder())
+    assert (first.head_classes, first.head_skipped) == (0, "")
+    assert again.version == first.version
+
+
+def test_a_head_the_index_refuses_is_no_head_and_the_old_one_goes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from kb_ingest.pipeline import retrain_head
+    from kefu.errors import IndexWriteRejected
+
+    index = _indexed()
+    assert retrain_head(index, tenant="default") == (3, "")
+    real_save = index.save_head
+
+    def refuse_large(tenant: str, body: bytes | None) -> None:
+        if body is not None:
+            raise IndexWriteRejected("the FAQ head is too large")
+        real_save(tenant, body)
+
+    monkeypatch.setattr(index, "save_head", refuse_large)
+    classes, why = retrain_head(index, tenant="default")
+
+    assert classes == 0
+    assert "the index refused it (the FAQ head is too large)" in why
+    assert index.load_head("default") is None
+
+
+def test_an_ingest_whose_head_cannot_be_trained_still_reports_what_it_wrote(
+    mini_kb_paths: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kb_ingest.pipeline import ingest
+    from kefu.adapters.embedders import HashingEmbedder
+
+    index = EmbeddedIndex(":memory:")
+
+    def down(tenant: str) -> object:
+        raise DependencyUnavailable("index down")
+
+    monkeypatch.setattr(index, "faq_questions", down)
+    report = ingest(mini_kb_paths, index=index, embedder=HashingEmbedder())
+
+    assert report.chunks_written == 8
+    assert "FAQ head not trained: training failed (index down)" in report.summary()

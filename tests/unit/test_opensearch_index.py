@@ -530,6 +530,14 @@ def test_a_head_write_the_cluster_refuses_is_an_error_and_the_version_stays() ->
         index.save_head("default", b"x")
 
 
+def test_a_head_larger_than_a_request_may_carry_is_refused_before_sending() -> None:
+    client = RecordingClient()
+    index = _index(client, max_bulk_bytes=1_000)
+    with pytest.raises(IndexWriteRejected, match="FAQ head of tenant acme is 1,336 bytes"):
+        index.save_head("acme", bytes(1_000))
+    assert client.of("bulk") == []
+
+
 def test_a_head_of_a_missing_meta_index_is_none() -> None:
     client = RecordingClient()
 

@@ -9,7 +9,9 @@ its probability separates questions the KB does not cover better than a similari
 
 The retriever re-ranks the index's FAQ candidates by the head's probability, so the index's
 tenant, language and category filters still decide what may be answered. Training needs only
-NumPy; it is deterministic (zero start, full-batch Adam), so the same KB gives the same head.
+NumPy; it is deterministic (zero start, Adam: full-batch, or seeded minibatches for a large KB),
+so the same KB gives the same head. Stored, the weights are float16: half the bytes, and logit
+errors far below what the thresholds resolve.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import io
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -37,7 +39,8 @@ SIMILARITY_WEIGHT = 40.0
 # Full-softmax training costs questions x entries per step (about 3.5 s for the sample KB's
 # 3,900 questions x 242 entries on 2 cores). Above this budget each question is trained against
 # its own entry and the entries whose question centroids are nearest it, as the head is used
-# (on the index's nearest candidates), in minibatches: about 1 % less accurate on the datasets.
+# (on the index's nearest candidates), in minibatches: on the datasets' test queries, hit@1 is
+# 0.2-0.6 points below the full softmax's.
 MAX_TRAINING_CELLS = 4_000_000
 NEAREST_ENTRIES = 32
 BATCH = 512
@@ -93,7 +96,7 @@ class FaqHead:
             buffer,
             format=np.array(_FORMAT),
             ids=np.array(self.ids, dtype=np.str_),
-            weights=self.weights.astype(np.float32),
+            weights=self.weights.astype(np.float16),
             bias=self.bias.astype(np.float32),
         )
         return buffer.getvalue()
@@ -133,15 +136,17 @@ def train(questions: Mapping[str, Vectors]) -> FaqHead | None:
     targets[np.arange(n), labels] = 1.0
     weights = np.zeros((x.shape[1], classes), dtype=np.float32)
     bias = np.zeros(classes, dtype=np.float32)
-    adam_w, adam_b = _Adam(weights.shape), _Adam(bias.shape)
+    moments = [np.zeros_like(weights), np.zeros_like(weights)]
+    bias_moments = [np.zeros_like(bias), np.zeros_like(bias)]
+    everything = slice(None)
     for step in range(1, STEPS + 1):
         logits = x @ weights + bias
         logits -= logits.max(axis=1, keepdims=True)
         p = np.exp(logits)
         p /= p.sum(axis=1, keepdims=True)
         error = (p - targets) / n
-        weights -= adam_w.step(x.T @ error + L2 * weights, step)
-        bias -= adam_b.step(error.sum(axis=0), step)
+        _adam(weights, moments, everything, x.T @ error + L2 * weights, step)
+        _adam(bias, bias_moments, everything, error.sum(axis=0), step)
     return FaqHead(ids=tuple(ids), weights=weights.astype(np.float32), bias=bias.astype(np.float32))
 
 
@@ -185,33 +190,23 @@ def _train_on_nearest(
         spread = np.zeros((len(touched), len(batch)), dtype=np.float32)
         np.add.at(spread, (which, np.repeat(np.arange(len(batch)), k)), error.ravel())
         grad = spread @ xb + L2 * rows_by_entry[touched]
-        _lazy_adam(rows_by_entry, moments, touched, grad, step)
-        _lazy_adam(bias, bias_moments, touched, spread.sum(axis=1), step)
+        _adam(rows_by_entry, moments, touched, grad, step)
+        _adam(bias, bias_moments, touched, spread.sum(axis=1), step)
     return rows_by_entry.T.copy(), bias
 
 
-def _lazy_adam(
-    param: np.ndarray, moments: list[np.ndarray], rows: np.ndarray, grad: np.ndarray, step: int
+def _adam(
+    param: np.ndarray,
+    moments: list[np.ndarray],
+    rows: np.ndarray | slice,
+    grad: np.ndarray,
+    step: int,
 ) -> None:
-    """Adam's update of some rows of `param` (the others keep their moments)."""
+    """Adam's update (Kingma & Ba, 2015, the usual constants) of some rows of `param`, in
+    place; the other rows keep their moments."""
     first, second = moments
     first[rows] = 0.9 * first[rows] + 0.1 * grad
     second[rows] = 0.999 * second[rows] + 0.001 * grad * grad
     unbiased = first[rows] / (1 - 0.9**step)
     scale = np.sqrt(second[rows] / (1 - 0.999**step)) + 1e-8
     param[rows] -= LEARNING_RATE * unbiased / scale
-
-
-class _Adam:
-    """Adam's update for one parameter (Kingma & Ba, 2015), with the usual constants."""
-
-    def __init__(self, shape: tuple[int, ...]) -> None:
-        self.first: np.ndarray = np.zeros(shape, dtype=np.float32)
-        self.second: np.ndarray = np.zeros(shape, dtype=np.float32)
-
-    def step(self, grad: np.ndarray, step: int, beta1: float = 0.9, beta2: float = 0.999) -> Any:
-        self.first = beta1 * self.first + (1 - beta1) * grad
-        self.second = beta2 * self.second + (1 - beta2) * grad * grad
-        unbiased = self.first / (1 - beta1**step)
-        scale = np.sqrt(self.second / (1 - beta2**step)) + 1e-8
-        return LEARNING_RATE * unbiased / scale

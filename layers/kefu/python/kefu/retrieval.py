@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import time
+import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from kefu.errors import ConfigurationError
+from kefu.errors import ConfigurationError, DependencyUnavailable
 from kefu.head import FaqHead
 from kefu.models import SearchHit
+from kefu.observability import logger
 from kefu.ports import Embedder, KnowledgeIndex, SearchQuery
 from kefu.text import Language
 
@@ -34,8 +38,12 @@ DEFAULT_THRESHOLDS: dict[str, Thresholds] = {
     "multilingual-e5-small-q4": Thresholds(faq=0.894, passage=0.87, head=0.342),
     "hashing-v1": Thresholds(faq=0.214, passage=0.45, head=0.58),
 }
-# How many of the index's best chunks the FAQ head re-ranks.
+# How many of the index's best chunks are fetched for the FAQ head to re-rank their FAQ entries.
 HEAD_CANDIDATES = 20
+# How often a retriever asks whether the KB version moved on (and the head with it).
+HEAD_REFRESH_SECONDS = 30.0
+# What a stored head that cannot be read raises (another format, a damaged document).
+_UNREADABLE = (ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +68,8 @@ class Retriever:
         thresholds: Thresholds | None = None,
         limit: int = 5,
         use_head: bool = True,
+        head_refresh_seconds: float = HEAD_REFRESH_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.embedder = embedder
         self.index = index
@@ -76,19 +86,37 @@ class Retriever:
         self.thresholds = chosen
         self.limit = limit
         self.use_head = use_head
-        self._heads: dict[str, tuple[str, FaqHead | None]] = {}
+        self.head_refresh_seconds = head_refresh_seconds
+        self._clock = clock
+        # tenant -> (when the version was last read, that version, the head read at it)
+        self._heads: dict[str, tuple[float, str, FaqHead | None]] = {}
 
     def head(self, tenant: str) -> FaqHead | None:
-        """The tenant's FAQ head, read again whenever the KB version moves on."""
-        version = self.index.version
+        """The tenant's FAQ head: read again when the KB version has moved on, which is asked
+        at most every `head_refresh_seconds`. The head is optional: when it cannot be read
+        (the index unavailable, a damaged or newer-format document), questions are ranked by
+        similarity, and the chat turn goes on."""
+        now = self._clock()
         cached = self._heads.get(tenant)
-        if cached is not None and cached[0] == version:
-            return cached[1]
-        body = self.index.load_head(tenant)
-        head = FaqHead.from_bytes(body) if body else None
+        if cached is not None and now - cached[0] < self.head_refresh_seconds:
+            return cached[2]
+        try:
+            version = self.index.version
+            if cached is not None and cached[1] == version:
+                self._heads[tenant] = (now, version, cached[2])
+                return cached[2]
+            body = self.index.load_head(tenant)
+        except DependencyUnavailable:
+            logger.warning("FAQ head unavailable; ranking by similarity", extra={"tenant": tenant})
+            return cached[2] if cached is not None else None
+        try:
+            head = FaqHead.from_bytes(body) if body else None
+        except _UNREADABLE:
+            logger.exception("FAQ head unreadable; ranking by similarity", extra={"tenant": tenant})
+            head = None
         if head is not None and head.dim != self.embedder.dim:
             head = None  # trained with another embedder: retraining at the next ingest fixes it
-        self._heads[tenant] = (version, head)
+        self._heads[tenant] = (now, version, head)
         return head
 
     def search(
@@ -162,5 +190,7 @@ def _rerank(hits: list[SearchHit], probabilities: dict[str, float]) -> list[Sear
 
 
 def _confidence(hit: SearchHit) -> float:
+    """The API's `confidence`: the FAQ head's probability for an entry it ranked, else the
+    similarity."""
     value = hit.probability if hit.probability is not None else hit.dense
     return round(min(1.0, max(0.0, value)), 4)

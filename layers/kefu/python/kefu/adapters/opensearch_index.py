@@ -561,6 +561,11 @@ class OpenSearchIndex:
             body: list[dict[str, Any]] = [{"delete": {"_id": doc_id}}]
         else:
             document = {"tenant": tenant, "head": base64.b64encode(head).decode("ascii")}
+            if len(document["head"]) > self._max_bulk_bytes:
+                raise IndexWriteRejected(
+                    f"the FAQ head of tenant {tenant} is {len(document['head']):,} bytes, more "
+                    f"than a request may carry ({self._max_bulk_bytes:,})"
+                )
             body = [{"index": {"_id": doc_id}}, document]
         with _unavailable("head write"):
             response = self._client.bulk(body=body, index=self.meta_index, **self._refresh)
