@@ -229,10 +229,7 @@ def evaluate(
         )
         retriever = Retriever(embedder=embedder, index=index, thresholds=given, use_head=use_head)
     else:
-        built = build_retriever(settings, embedder=embedder, index=index)
-        retriever = Retriever(
-            embedder=embedder, index=index, thresholds=built.thresholds, use_head=use_head
-        )
+        retriever = build_retriever(settings, embedder=embedder, index=index, use_head=use_head)
     if dev is not None:
         dev_scored = score(retriever, load_queries(dev, held_out), settings.tenant)
         thresholds = calibrate(retriever, dev_scored, max_in_scope_drop=max_in_scope_drop)

@@ -121,8 +121,11 @@ def build_model(settings: Settings) -> ChatModel:
     raise ConfigurationError(f"model {settings.model!r} is not available yet")
 
 
-def build_retriever(settings: Settings, *, embedder: Embedder, index: KnowledgeIndex) -> Retriever:
-    """A retriever with the embedder's calibrated thresholds, each overridable by the settings."""
+def build_retriever(
+    settings: Settings, *, embedder: Embedder, index: KnowledgeIndex, use_head: bool = True
+) -> Retriever:
+    """A retriever with the embedder's calibrated thresholds, each overridable by the settings;
+    without `use_head`, one that ranks and accepts FAQ entries by similarity alone."""
     base = DEFAULT_THRESHOLDS.get(embedder.name)
     faq, passage, head = settings.faq_threshold, settings.passage_threshold, settings.head_threshold
     if base is not None:
@@ -134,7 +137,7 @@ def build_retriever(settings: Settings, *, embedder: Embedder, index: KnowledgeI
         if faq is not None and passage is not None and head is not None
         else None
     )
-    return Retriever(embedder=embedder, index=index, thresholds=given)
+    return Retriever(embedder=embedder, index=index, thresholds=given, use_head=use_head)
 
 
 def build_chat_service(settings: Settings) -> ChatService:
