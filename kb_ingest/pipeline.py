@@ -205,19 +205,22 @@ def retrain_head(index: KnowledgeIndex, *, tenant: str = "default") -> tuple[int
     """Train the tenant's FAQ head on what the index holds now and store it, or remove a stored
     one when none can be trained; returns how many entries it tells apart, and why a KB of
     several entries has no head. A head the index refuses (too large for a request) is no
-    head: the KB is then ranked by similarity alone."""
+    head: the KB is then ranked by similarity alone. The head is stamped with the KB version
+    read before its questions, so that of concurrent ingests the one that saw the newest KB
+    keeps its head."""
+    trained_at = int(index.version)
     questions = index.faq_questions(tenant)
     trained = head.train(questions)
     if trained is not None:
         try:
-            index.save_head(tenant, trained.to_bytes())
+            if not index.save_head(tenant, trained.to_bytes(), trained_at=trained_at):
+                return 0, "a head trained on a newer version of the KB is already stored"
         except IndexWriteRejected as exc:
-            if index.load_head(tenant) is not None:
-                index.save_head(tenant, None)
+            index.save_head(tenant, None, trained_at=trained_at)
             return 0, f"the index refused it ({exc}); FAQ entries are ranked by similarity alone"
         return len(trained.ids), ""
-    if index.load_head(tenant) is not None:
-        index.save_head(tenant, None)  # the old head must not rank a KB it was not trained on
+    # An old head must not rank a KB it was not trained on.
+    index.save_head(tenant, None, trained_at=trained_at)
     if len(questions) < 2:
         return 0, ""
     cells = head.training_cells(questions)

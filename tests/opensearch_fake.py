@@ -93,8 +93,9 @@ class RecordingClient:
         self.docs: dict[str, dict[str, Any]] = {}
         # The meta index's version document, once written.
         self.meta: dict[str, int] | None = None
-        # The meta index's other documents (FAQ heads), by id.
+        # The meta index's other documents (FAQ heads), by id, and their external versions.
         self.meta_docs: dict[str, dict[str, Any]] = {}
+        self.external_versions: dict[str, int] = {}
         # id -> (status, error) for items the bulk API should refuse.
         self.refuse: dict[str, tuple[int, dict[str, Any]]] = {}
         self.search_responses: deque[Any] = deque()
@@ -120,6 +121,13 @@ class RecordingClient:
                 items.append({op_type: {"_id": doc_id, "status": status, "error": error}})
                 position += op_type == "index"
                 continue
+            if meta.get("version_type") == "external_gte":
+                if meta["version"] < self.external_versions.get(doc_id, 0):
+                    conflict = {"type": "version_conflict_engine_exception"}
+                    items.append({op_type: {"_id": doc_id, "status": 409, "error": conflict}})
+                    position += op_type == "index"
+                    continue
+                self.external_versions[doc_id] = meta["version"]
             if op_type == "index":
                 docs[doc_id] = json.loads(lines[position])
                 position += 1

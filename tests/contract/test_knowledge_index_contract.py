@@ -316,7 +316,26 @@ def test_a_head_is_kept_per_tenant_and_storing_it_moves_the_version(
     assert index.version != before
 
     moved = index.version
-    index.save_head("default", None)
+    assert index.save_head("default", None)
     assert index.load_head("default") is None
     assert index.load_head("acme") == b"head-of-acme"
     assert index.version != moved
+
+
+def test_a_head_trained_on_an_older_kb_never_replaces_a_newer_one(index: KnowledgeIndex) -> None:
+    put(index, REFUND)
+    assert index.save_head("default", b"trained at 5", trained_at=5)
+    settled = index.version
+
+    assert not index.save_head("default", b"trained at 4", trained_at=4)
+    assert index.load_head("default") == b"trained at 5"
+    assert index.version == settled  # nothing written, nothing for the answer cache to drop
+    assert index.save_head("default", b"trained at 5 again", trained_at=5)
+    assert index.save_head("default", b"trained at 9", trained_at=9)
+    assert index.load_head("default") == b"trained at 9"
+    assert not index.save_head("default", None, trained_at=8)  # decided on an older KB
+    assert index.load_head("default") == b"trained at 9"
+    assert index.save_head("default", None, trained_at=10)
+    assert index.save_head("default", b"trained at 11", trained_at=11)  # after a removal
+    assert index.load_head("default") == b"trained at 11"
+    assert not index.save_head("nobody", None, trained_at=12)  # no head to remove

@@ -351,10 +351,10 @@ def test_a_head_the_index_refuses_is_no_head_and_the_old_one_goes(
     assert retrain_head(index, tenant="default") == (3, "")
     real_save = index.save_head
 
-    def refuse_large(tenant: str, body: bytes | None) -> None:
+    def refuse_large(tenant: str, body: bytes | None, *, trained_at: int = 0) -> bool:
         if body is not None:
             raise IndexWriteRejected("the FAQ head is too large")
-        real_save(tenant, body)
+        return real_save(tenant, body, trained_at=trained_at)
 
     monkeypatch.setattr(index, "save_head", refuse_large)
     classes, why = retrain_head(index, tenant="default")
@@ -380,3 +380,16 @@ def test_an_ingest_whose_head_cannot_be_trained_still_reports_what_it_wrote(
 
     assert report.chunks_written == 8
     assert "FAQ head not trained: training failed (index down)" in report.summary()
+
+
+def test_of_two_concurrent_trainings_the_one_that_saw_the_newer_kb_keeps_its_head() -> None:
+    from kb_ingest.pipeline import retrain_head
+
+    index = _indexed()
+    assert retrain_head(index, tenant="default") == (3, "")
+    newer = index.load_head("default")
+    # An ingest that read the KB before that head was stored (an older version) ends later
+    stale = head.train({k: v for k, v in QUESTIONS.items() if k != "tracking"})
+    assert stale is not None
+    assert not index.save_head("default", stale.to_bytes(), trained_at=0)
+    assert index.load_head("default") == newer

@@ -487,14 +487,14 @@ def test_a_head_is_stored_base64_in_the_meta_index_per_tenant_and_moves_the_vers
     body = bytes(range(256)) * 3
     head_id = "head-" + hashlib.sha256(b"acme").hexdigest()
 
-    index.save_head("acme", body)
+    assert index.save_head("acme", body, trained_at=7)
 
     # Through the meta index's _bulk and _mget: fixed paths for the access policies
     [call] = client.of("bulk")
     assert call.kwargs["index"] == "kefu-kb-meta"
     assert call.kwargs["refresh"] == "wait_for"
     assert _bulk_lines(client) == [
-        {"index": {"_id": head_id}},
+        {"index": {"_id": head_id, "version": 7, "version_type": "external_gte"}},
         {"tenant": "acme", "head": base64.b64encode(body).decode()},
     ]
     assert index.version == "1"
@@ -502,12 +502,22 @@ def test_a_head_is_stored_base64_in_the_meta_index_per_tenant_and_moves_the_vers
     assert index.load_head("other") is None
     assert client.of("mget")[-2].kwargs == {"index": "kefu-kb-meta", "body": {"ids": [head_id]}}
 
-    index.save_head("acme", None)
-    index.save_head("acme", None)  # removing a head that is gone is no error
+    # A head trained on an older KB (a concurrent ingest that read less) is not written
+    assert not index.save_head("acme", b"older", trained_at=6)
+    assert index.load_head("acme") == body
+    assert index.version == "1"
+
+    # A removal decided on an older KB leaves a newer head alone, as a write does
+    assert not index.save_head("acme", None, trained_at=6)
+    assert index.save_head("acme", None, trained_at=8)
+    assert not index.save_head("acme", None, trained_at=8)  # a head that is gone: no error
 
     assert index.load_head("acme") is None
-    assert _bulk_lines(client)[2:] == [{"delete": {"_id": head_id}}] * 2
-    assert index.version == "3"
+    versioned = {"_id": head_id, "version_type": "external_gte"}
+    assert _bulk_lines(client)[4:] == [
+        {"delete": {**versioned, "version": version}} for version in (6, 8, 8)
+    ]
+    assert index.version == "2"
 
 
 def test_a_head_write_the_cluster_refuses_is_an_error_and_the_version_stays() -> None:

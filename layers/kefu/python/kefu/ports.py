@@ -67,8 +67,11 @@ class KnowledgeIndex(Protocol):
         what the FAQ head is trained on."""
         ...
 
-    def save_head(self, tenant: str, head: bytes | None) -> None:
-        """Store the tenant's serialised FAQ head (None removes it); the version moves on."""
+    def save_head(self, tenant: str, head: bytes | None, *, trained_at: int = 0) -> bool:
+        """Store the tenant's serialised FAQ head, trained on the KB as it was at version
+        `trained_at`, unless a head trained on a later version is stored (concurrent ingests:
+        the newest KB wins); None removes the head. Returns whether it was written; a write
+        moves the version on."""
         ...
 
     def load_head(self, tenant: str) -> bytes | None: ...

@@ -51,10 +51,14 @@ CREATE TABLE IF NOT EXISTS keys (
 CREATE INDEX IF NOT EXISTS keys_by_chunk ON keys (chunk_key);
 CREATE VIRTUAL TABLE IF NOT EXISTS keys_fts USING fts5 (tokens, scope);
 CREATE VIRTUAL TABLE IF NOT EXISTS keys_vocab USING fts5vocab (keys_fts, 'row');
-CREATE TABLE IF NOT EXISTS heads (tenant TEXT PRIMARY KEY, body BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS heads (
+    tenant TEXT PRIMARY KEY,
+    body BLOB NOT NULL,
+    trained_at INTEGER NOT NULL
+);
 """
 # The layout of the file; an index written with another is dropped and rebuilt on the next ingest.
-_SCHEMA_VERSION = "4"
+_SCHEMA_VERSION = "5"
 _TABLES = ("heads", "keys_vocab", "keys_fts", "keys", "chunks", "meta")
 
 # How many BM25 keys to fetch; chunks outside them get no lexical credit.
@@ -179,23 +183,31 @@ class EmbeddedIndex:
                 found.setdefault(self._chunks[self._key_chunk[row]].id, []).append(int(row))
             return {chunk_id: self._matrix[at].copy() for chunk_id, at in found.items()}
 
-    def save_head(self, tenant: str, head: bytes | None) -> None:
+    def save_head(self, tenant: str, head: bytes | None, *, trained_at: int = 0) -> bool:
         with self._lock:
             self._db.execute("BEGIN")
             try:
                 if head is None:
-                    self._db.execute("DELETE FROM heads WHERE tenant = ?", (tenant,))
-                else:
-                    self._db.execute(
-                        "INSERT INTO heads (tenant, body) VALUES (?, ?) "
-                        "ON CONFLICT (tenant) DO UPDATE SET body = excluded.body",
-                        (tenant, head),
+                    cursor = self._db.execute(
+                        "DELETE FROM heads WHERE tenant = ? AND trained_at <= ?",
+                        (tenant, trained_at),
                     )
-                self._bump_version_locked()
+                else:
+                    cursor = self._db.execute(
+                        "INSERT INTO heads (tenant, body, trained_at) VALUES (?, ?, ?) "
+                        "ON CONFLICT (tenant) DO UPDATE SET body = excluded.body, "
+                        "trained_at = excluded.trained_at "
+                        "WHERE excluded.trained_at >= heads.trained_at",
+                        (tenant, head, trained_at),
+                    )
+                written = cursor.rowcount > 0
+                if written:
+                    self._bump_version_locked()
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+        return written
 
     def load_head(self, tenant: str) -> bytes | None:
         with self._lock:

@@ -551,14 +551,19 @@ class OpenSearchIndex:
                     return
                 body["search_after"] = hits[-1]["sort"]
 
-    def save_head(self, tenant: str, head: bytes | None) -> None:
+    def save_head(self, tenant: str, head: bytes | None, *, trained_at: int = 0) -> bool:
         """Written through the meta index's `_bulk` (and read through its `_mget`): the access
-        policies then name fixed paths, not one document path per tenant."""
+        policies then name fixed paths, not one document path per tenant. `trained_at` is the
+        document's external version (`external_gte`): a head trained on an older KB is
+        refused by the cluster with a version conflict, atomically."""
         if not self._ready:
             self.ensure_index()
         doc_id = _head_id(tenant)
+        # A delete carries the version too: without it, even a delete of a missing document
+        # moves the tombstone's version on, and the next head would conflict with it.
+        versioned = {"_id": doc_id, "version": trained_at, "version_type": "external_gte"}
         if head is None:
-            body: list[dict[str, Any]] = [{"delete": {"_id": doc_id}}]
+            body: list[dict[str, Any]] = [{"delete": versioned}]
         else:
             document = {"tenant": tenant, "head": base64.b64encode(head).decode("ascii")}
             if len(document["head"]) > self._max_bulk_bytes:
@@ -566,17 +571,20 @@ class OpenSearchIndex:
                     f"the FAQ head of tenant {tenant} is {len(document['head']):,} bytes, more "
                     f"than a request may carry ({self._max_bulk_bytes:,})"
                 )
-            body = [{"index": {"_id": doc_id}}, document]
+            body = [{"index": versioned}, document]
         with _unavailable("head write"):
             response = self._client.bulk(body=body, index=self.meta_index, **self._refresh)
         [(op_type, result)] = response["items"][0].items()
         status = int(result.get("status", 500))
-        if status >= 300 and not (op_type == "delete" and status == 404):
+        if status == 409 or (op_type == "delete" and status == 404):
+            return False  # a newer KB's head is stored, or there was none to remove
+        if status >= 300:
             message = f"the FAQ head of tenant {tenant} was not written: {status} {result}"
             if status == 429 or status >= 500:
                 raise DependencyUnavailable(message)
             raise IndexWriteRejected(message)
         self._publish_version(0)
+        return True
 
     def load_head(self, tenant: str) -> bytes | None:
         with _unavailable("head read"):
