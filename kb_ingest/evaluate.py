@@ -4,6 +4,7 @@ python -m kb_ingest.evaluate --kb KB.jsonl --queries Q.jsonl [--calibrate DEV.js
 python -m kb_ingest.evaluate --sample [--calibrate-sample]   # the bundled sample KB
 python -m kb_ingest.evaluate --datasets ../shared/datasets   # every dataset folder in there
 ... [--no-head]     # ranked and accepted by similarity alone, as without a trained FAQ head
+... [--nearest-training]   # the FAQ head trained as a large KB's is (nearest entries only)
 
 The KB is ingested as the CLI ingests it, FAQ head included. A dataset folder holds `kb.jsonl`,
 `queries.jsonl` and `dev_queries.jsonl`. Each is evaluated twice: whole, with the built-in
@@ -27,6 +28,7 @@ from pathlib import Path
 
 from kb_ingest import SAMPLE_KB, SAMPLE_KB_PATHS
 from kb_ingest.pipeline import ingest
+from kefu import head as faq_head
 from kefu.adapters.embedded_index import EmbeddedIndex
 from kefu.bootstrap import build_embedder, build_retriever
 from kefu.models import SearchHit
@@ -302,10 +304,31 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="rank and accept FAQ entries by similarity alone, as without a trained FAQ head",
     )
+    parser.add_argument(
+        "--nearest-training",
+        action="store_true",
+        help="train the FAQ head as a KB over the full-softmax budget is trained (each question "
+        "against its nearest entries), to measure what that costs",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
 
     settings = Settings(**({"embedder": args.embedder} if args.embedder else {}))
+    budget = faq_head.MAX_TRAINING_CELLS
+    if args.nearest_training:
+        faq_head.MAX_TRAINING_CELLS = 0
+    try:
+        reports = _run(args, settings)
+    finally:
+        faq_head.MAX_TRAINING_CELLS = budget
+    if not reports:
+        parser.error("give --sample, --datasets, or --kb and --queries")
+    print(json.dumps([asdict(r) for r in reports], indent=2) if args.json else render(reports))
+    return 0
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> list[Report]:
+    """Every evaluation the arguments ask for."""
     reports: list[Report] = []
     if args.sample:
         evals = SAMPLE_KB / "eval"
@@ -327,10 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.datasets:
         for folder in sorted(p for p in args.datasets.iterdir() if (p / "kb.jsonl").is_file()):
             reports += evaluate_dataset(folder, settings=settings, use_head=not args.no_head)
-    if not reports:
-        parser.error("give --sample, --datasets, or --kb and --queries")
-    print(json.dumps([asdict(r) for r in reports], indent=2) if args.json else render(reports))
-    return 0
+    return reports
 
 
 if __name__ == "__main__":

@@ -83,6 +83,35 @@ def test_the_cli_indexes_a_kb_and_reports_as_json(
     assert "answered right" in capsys.readouterr().out
 
 
+def test_the_head_can_be_trained_as_a_large_kbs_is_for_one_evaluation(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    mini_kb_paths: list[Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from kefu import head
+
+    seen: list[int] = []
+    real_train = head._train_on_nearest
+
+    def recording(*args: object) -> object:
+        seen.append(head.MAX_TRAINING_CELLS)
+        return real_train(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(head, "_train_on_nearest", recording)
+    queries = tmp_path / "q.jsonl"
+    queries.write_text(json.dumps({"query": "refund timing", "expected_id": "refund-01-en"}))
+    argv = ["--kb", *map(str, mini_kb_paths), "--queries", str(queries), "--embedder", "hashing"]
+    budget = head.MAX_TRAINING_CELLS
+
+    assert ev.main([*argv, "--json"]) == 0
+    assert seen == []  # six entries: the full softmax
+    assert ev.main([*argv, "--json", "--nearest-training"]) == 0
+    assert seen == [0]
+    assert budget == head.MAX_TRAINING_CELLS  # for this evaluation only
+    capsys.readouterr()
+
+
 def test_the_cli_needs_a_kb_and_queries() -> None:
     with pytest.raises(SystemExit) as exit_info:
         ev.main([])
