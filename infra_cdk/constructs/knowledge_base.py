@@ -19,7 +19,6 @@ from pathlib import Path
 
 from aws_cdk import Acknowledgment, Duration, RemovalPolicy, Stack, Validations
 from aws_cdk import aws_cloudwatch as cloudwatch
-from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
@@ -39,6 +38,7 @@ from infra_cdk.constructs.bedrock_access import (
     model_invoke_statements,
 )
 from infra_cdk.constructs.service_function import LogLevel, ServiceFunction
+from infra_cdk.constructs.session_store import expiring_table
 
 INGEST_SERVICE_NAME = "kefu-ingest"
 # The index name kefu's settings default to (KEFU_OPENSEARCH_INDEX).
@@ -197,18 +197,11 @@ class KnowledgeBase(Construct):
             treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
         )
 
-        self.idempotency_table = dynamodb.Table(
+        self.idempotency_table = expiring_table(
             self,
             "IdempotencyTable",
-            partition_key=dynamodb.Attribute(
-                name=IDEMPOTENCY_KEY_ATTRIBUTE, type=dynamodb.AttributeType.STRING
-            ),
-            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
-            time_to_live_attribute=IDEMPOTENCY_EXPIRY_ATTRIBUTE,
-            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
-                point_in_time_recovery_enabled=True
-            ),
-            encryption=dynamodb.TableEncryption.CUSTOMER_MANAGED,
+            key=IDEMPOTENCY_KEY_ATTRIBUTE,
+            expiry=IDEMPOTENCY_EXPIRY_ATTRIBUTE,
             encryption_key=self.key,
             removal_policy=removal_policy,
         )

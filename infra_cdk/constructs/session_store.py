@@ -12,6 +12,33 @@ SESSION_KEY_ATTRIBUTE = "session_id"
 EXPIRY_ATTRIBUTE = "expires_at"
 
 
+def expiring_table(
+    scope: Construct,
+    construct_id: str,
+    *,
+    key: str,
+    expiry: str,
+    encryption_key: kms.IKey,
+    removal_policy: RemovalPolicy,
+) -> dynamodb.Table:
+    """An on-demand table keyed by the string attribute `key`, its items expired by DynamoDB TTL
+    on `expiry`, encrypted with `encryption_key`, with point-in-time recovery: how every table
+    of the stack is kept (sessions, ingest idempotency records)."""
+    return dynamodb.Table(
+        scope,
+        construct_id,
+        partition_key=dynamodb.Attribute(name=key, type=dynamodb.AttributeType.STRING),
+        billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+        time_to_live_attribute=expiry,
+        point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+            point_in_time_recovery_enabled=True
+        ),
+        encryption=dynamodb.TableEncryption.CUSTOMER_MANAGED,
+        encryption_key=encryption_key,
+        removal_policy=removal_policy,
+    )
+
+
 class SessionStore(Construct):
     """The sessions table: one item per conversation, expired by DynamoDB TTL.
 
@@ -29,18 +56,11 @@ class SessionStore(Construct):
             enable_key_rotation=True,
             removal_policy=removal_policy,
         )
-        self.table = dynamodb.Table(
+        self.table = expiring_table(
             self,
             "Table",
-            partition_key=dynamodb.Attribute(
-                name=SESSION_KEY_ATTRIBUTE, type=dynamodb.AttributeType.STRING
-            ),
-            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
-            time_to_live_attribute=EXPIRY_ATTRIBUTE,
-            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
-                point_in_time_recovery_enabled=True
-            ),
-            encryption=dynamodb.TableEncryption.CUSTOMER_MANAGED,
+            key=SESSION_KEY_ATTRIBUTE,
+            expiry=EXPIRY_ATTRIBUTE,
             encryption_key=self.key,
             removal_policy=removal_policy,
         )

@@ -22,6 +22,9 @@ from hypothesis import strategies as st
 
 from kefu.adapters.cloud_embedders import (
     DEFAULT_TITAN_INPUT_CHARS,
+    SAGEMAKER_BATCH,
+    TITAN_BATCH,
+    CallBudget,
     SageMakerEmbedder,
     ThrottleBackoff,
     TitanEmbedder,
@@ -86,7 +89,7 @@ def sleep() -> RecordedSleep:
 
 @pytest.fixture
 def bedrock() -> Any:
-    return runtime_client("bedrock-runtime", region="us-east-1")
+    return runtime_client("bedrock-runtime", TITAN_BATCH, region="us-east-1")
 
 
 @pytest.fixture
@@ -98,7 +101,7 @@ def bedrock_stub(bedrock: Any) -> Iterator[Stubber]:
 
 @pytest.fixture
 def sagemaker() -> Any:
-    return runtime_client("sagemaker-runtime", region="us-east-1")
+    return runtime_client("sagemaker-runtime", SAGEMAKER_BATCH, region="us-east-1")
 
 
 @pytest.fixture
@@ -515,7 +518,7 @@ finite_vectors = st.lists(
 @functools.cache
 def shared_sagemaker_client() -> Any:
     """One client for every example of the property test: building one takes milliseconds."""
-    return runtime_client("sagemaker-runtime", region="us-east-1")
+    return runtime_client("sagemaker-runtime", SAGEMAKER_BATCH, region="us-east-1")
 
 
 @given(returned=finite_vectors)
@@ -537,11 +540,12 @@ def test_any_non_zero_vector_the_endpoint_returns_comes_out_unit_length(
 
 
 def test_runtime_client_sets_region_retries_and_timeouts() -> None:
+    budget = CallBudget(connect_timeout=2.0, read_timeout=7.0, max_attempts=5, throttle_retries=1)
     client = runtime_client(
         "bedrock-runtime",
+        budget,
         region="eu-central-1",
         retry_mode="adaptive",
-        max_attempts=5,
         max_pool_connections=16,
     )
 
@@ -549,7 +553,7 @@ def test_runtime_client_sets_region_retries_and_timeouts() -> None:
     assert client.meta.region_name == "eu-central-1"
     assert config.retries == {"mode": "adaptive", "total_max_attempts": 5}
     assert config.max_pool_connections == 16
-    assert config.read_timeout == 30.0
+    assert (config.connect_timeout, config.read_timeout) == (2.0, 7.0)
 
 
 def test_the_embedders_build_their_own_clients_for_the_region() -> None:

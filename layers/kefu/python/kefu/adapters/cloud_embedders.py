@@ -69,30 +69,29 @@ SAGEMAKER_BATCH = CallBudget(
 
 def runtime_client(
     service: RuntimeService,
+    budget: CallBudget,
     *,
     region: str | None = None,
     retry_mode: RetryMode = "standard",
-    max_attempts: int = 3,
     max_pool_connections: int = 10,
-    connect_timeout: float = 3.0,
-    read_timeout: float = 30.0,
 ) -> Any:
-    """A boto3 client for inference calls: bounded botocore retries and short timeouts.
+    """A boto3 client for inference calls within `budget`: bounded botocore retries and short
+    timeouts.
 
-    `max_attempts` counts the first call too (botocore's `total_max_attempts`; its `max_attempts`
-    key counts retries only). botocore's default 60-second read timeout is longer than a customer
-    waits for an answer, and its default pool of 10 connections would serialise a wider pool of
-    threads.
+    The budget's `max_attempts` counts the first call too (botocore's `total_max_attempts`; its
+    `max_attempts` key counts retries only). botocore's default 60-second read timeout is longer
+    than a customer waits for an answer, and its default pool of 10 connections would serialise
+    a wider pool of threads.
     """
     import boto3
     from botocore.config import Config
 
     config = Config(
         region_name=region,
-        retries={"mode": retry_mode, "total_max_attempts": max_attempts},
+        retries={"mode": retry_mode, "total_max_attempts": budget.max_attempts},
         max_pool_connections=max_pool_connections,
-        connect_timeout=connect_timeout,
-        read_timeout=read_timeout,
+        connect_timeout=budget.connect_timeout,
+        read_timeout=budget.read_timeout,
     )
     return boto3.client(service, config=config)
 
@@ -251,12 +250,10 @@ class TitanEmbedder:
         budget = INTERACTIVE if interactive else TITAN_BATCH
         client = runtime_client(
             "bedrock-runtime",
+            budget,
             region=region,
             retry_mode="standard" if interactive else "adaptive",
-            max_attempts=budget.max_attempts,
             max_pool_connections=max_workers,
-            connect_timeout=budget.connect_timeout,
-            read_timeout=budget.read_timeout,
         )
         return cls(
             client=client,
@@ -374,13 +371,7 @@ class SageMakerEmbedder:
         """A SageMaker embedder with its own runtime client (botocore's standard retries), within
         the `INTERACTIVE` budget for a chat turn or `SAGEMAKER_BATCH`'s for ingestion."""
         budget = INTERACTIVE if interactive else SAGEMAKER_BATCH
-        client = runtime_client(
-            "sagemaker-runtime",
-            region=region,
-            max_attempts=budget.max_attempts,
-            connect_timeout=budget.connect_timeout,
-            read_timeout=budget.read_timeout,
-        )
+        client = runtime_client("sagemaker-runtime", budget, region=region)
         return cls(
             client=client,
             endpoint_name=endpoint_name,
