@@ -17,7 +17,6 @@ PyPI; every later one is offline and copies files.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import importlib.util
 import json
 import shutil
@@ -57,14 +56,6 @@ def _build_layer() -> ModuleType:
     return module
 
 
-def _dependencies_digest() -> str:
-    digest = hashlib.sha256()
-    digest.update(INGEST_REQUIREMENTS.read_bytes())
-    digest.update("\0".join(_build_layer().PIP_TARGET_OPTIONS).encode())
-    digest.update(Path(__file__).read_bytes())
-    return digest.hexdigest()
-
-
 def ensure_ingest_dependencies() -> Path:
     """The folder with the ingest function's wheels for the Lambda target, installed if needed.
 
@@ -78,7 +69,8 @@ def ensure_ingest_dependencies() -> Path:
 
 
 def _ensure_ingest_dependencies_locked() -> Path:
-    wanted = _dependencies_digest()
+    # The layer builder's pip step installs them: its digest covers what decides the wheels.
+    wanted: str = _build_layer().dependencies_digest(INGEST_REQUIREMENTS)
     try:
         current = json.loads(_STAMP.read_text()).get("dependencies")
     except (OSError, ValueError, AttributeError):
@@ -87,7 +79,6 @@ def _ensure_ingest_dependencies_locked() -> Path:
         return INGEST_DEPENDENCIES_DIR
 
     _STAMP.unlink(missing_ok=True)
-    _STAMP.parent.mkdir(parents=True, exist_ok=True)
     # Installed beside the old folder and swapped in at the end: an interrupted pip run never
     # leaves a half-filled folder for the next synth to package.
     staging = Path(tempfile.mkdtemp(prefix="ingest-deps.", dir=_STAMP.parent))

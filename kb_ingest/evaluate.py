@@ -111,7 +111,7 @@ def score(retriever: Retriever, queries: Sequence[Query], tenant: str) -> list[S
 def report(name: str, retriever: Retriever, scored: Sequence[Scored]) -> Report:
     covered = [s for s in scored if s.query.expected_id is not None]
     uncovered = [s for s in scored if s.query.expected_id is None]
-    hit1 = hit5 = rr = correct = 0.0
+    hit1 = hit5 = rr = correct = declined_covered = 0.0
     for s in covered:
         faq_ids = [h.chunk.id for h in s.hits if h.chunk.kind == "faq"]
         if s.query.expected_id in faq_ids:
@@ -121,11 +121,10 @@ def report(name: str, retriever: Retriever, scored: Sequence[Scored]) -> Report:
             rr += 1 / rank
         decision = retriever.decide_on(list(s.hits))
         correct += decision.kind == "faq" and decision.hits[0].chunk.id == s.query.expected_id
+        declined_covered += decision.kind == "decline"
     by_head = any(h.probability is not None for s in scored for h in s.hits)
     declined_uncovered = sum(retriever.decide_on(list(s.hits)).kind == "decline" for s in uncovered)
-    declined_all = declined_uncovered + sum(
-        retriever.decide_on(list(s.hits)).kind == "decline" for s in covered
-    )
+    declined_all = declined_uncovered + declined_covered
     n = max(len(covered), 1)
     return Report(
         name=name,

@@ -121,6 +121,27 @@ def embed_chunks(embedder: Embedder, chunks: Sequence[Chunk]) -> list[Vectors]:
     return [np.vstack(rows[i]) for i in range(len(chunks))]
 
 
+WRITE_BATCH = 256
+
+
+def _write_changed(
+    index: KnowledgeIndex,
+    embedder: Embedder,
+    chunks: Sequence[Chunk],
+    existing: dict[str, str],
+    progress: Callable[[str, int, int], None] | None = None,
+) -> int:
+    """Embed and write the chunks whose fingerprint differs from `existing` (id -> stored
+    fingerprint), in batches; returns how many were written."""
+    changed = [c for c in chunks if existing.get(c.id) != fingerprint(c)]
+    for start in range(0, len(changed), WRITE_BATCH):
+        batch = changed[start : start + WRITE_BATCH]
+        index.upsert(batch, embed_chunks(embedder, batch))
+        if progress:
+            progress("write", start + len(batch), len(changed))
+    return len(changed)
+
+
 def ingest(
     paths: Iterable[Path],
     *,
@@ -182,15 +203,9 @@ def ingest(
         index.delete(sorted(stale), tenant=tenant)
     report.chunks_removed = len(stale)
 
-    changed = [c for c in chunks if existing.get(c.id) != fingerprint(c)]
-    report.chunks_unchanged = len(chunks) - len(changed)
-    for start in range(0, len(changed), 256):
-        batch = changed[start : start + 256]
-        index.upsert(batch, embed_chunks(embedder, batch))
-        if progress:
-            progress("write", start + len(batch), len(changed))
-    report.chunks_written = len(changed)
-    if train_head and (changed or stale or index.load_head(tenant) is None):
+    report.chunks_written = _write_changed(index, embedder, chunks, existing, progress)
+    report.chunks_unchanged = len(chunks) - report.chunks_written
+    if train_head and (report.chunks_written or stale or index.load_head(tenant) is None):
         try:
             report.head_classes, report.head_skipped = retrain_head(index, tenant=tenant)
         except DependencyUnavailable as exc:
@@ -247,10 +262,7 @@ def sync_source(
     chunks = load(path, tenant=tenant, source=source)
     existing = index.fingerprints(tenant, source=source)
     _check_ids_are_free(chunks, source, {}, set(index.fingerprints(tenant)) - set(existing))
-    changed = [c for c in chunks if existing.get(c.id) != fingerprint(c)]
-    for start in range(0, len(changed), 256):
-        batch = changed[start : start + 256]
-        index.upsert(batch, embed_chunks(embedder, batch))
+    written = _write_changed(index, embedder, chunks, existing)
     stale = sorted(set(existing) - {c.id for c in chunks})
     if stale:
         index.delete(stale, tenant=tenant)
@@ -258,8 +270,8 @@ def sync_source(
         files=1,
         entries=len(chunks),
         faq_entries=sum(c.kind == "faq" for c in chunks),
-        chunks_written=len(changed),
-        chunks_unchanged=len(chunks) - len(changed),
+        chunks_written=written,
+        chunks_unchanged=len(chunks) - written,
         chunks_removed=len(stale),
         seconds=time.perf_counter() - started,
         version=index.version,

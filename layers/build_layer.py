@@ -81,10 +81,10 @@ def _ignored(relative: Path) -> bool:
     )
 
 
-def dependencies_digest(paths: LayerPaths) -> str:
+def dependencies_digest(requirements: Path) -> str:
     """What decides the installed wheels: the requirements, the pip target and this script."""
     digest = hashlib.sha256()
-    digest.update(paths.requirements.read_bytes())
+    digest.update(requirements.read_bytes())
     digest.update("\0".join(PIP_TARGET_OPTIONS).encode())
     digest.update(Path(__file__).read_bytes())
     return digest.hexdigest()
@@ -154,7 +154,10 @@ def build(
         if not required.exists():
             raise SystemExit(f"build_layer: {required} is missing")
 
-    wanted = {"dependencies": dependencies_digest(paths), "sources": sources_digest(paths)}
+    wanted = {
+        "dependencies": dependencies_digest(paths.requirements),
+        "sources": sources_digest(paths),
+    }
     stamp = _read_stamp(paths)
     site_dir = paths.layer / "python"
     built = site_dir.is_dir()

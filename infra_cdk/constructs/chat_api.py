@@ -73,7 +73,6 @@ class ChatApi(Construct):
                 # Answers quote the matched FAQ entry or passage until the Claude model lands.
                 "KEFU_MODEL": "extractive",
                 "KEFU_EMBEDDER": "bedrock",
-                "KEFU_INDEX": "opensearch",
                 "KEFU_SESSIONS": "dynamodb",
                 "KEFU_SESSIONS_TABLE": sessions_table.table_name,
                 "KEFU_BEDROCK_MODEL_ID": bedrock_model_id,

@@ -91,8 +91,7 @@ def test_ingest_throughput_with_the_deterministic_embedder(tmp_path: Path) -> No
 
 def test_training_the_faq_head_of_a_sample_sized_kb(tmp_path: Path) -> None:
     """The sample KB's shape: 242 entries of 16 questions. Training is reported beside
-    embedding those questions with the deterministic embedder, the cheapest embedding there is
-    (e5 embeds them about 20x slower on this machine)."""
+    embedding those questions with the deterministic embedder, the cheapest embedding there is."""
     rng = random.Random(11)
     questions = [[_sentence(rng, "en") for _ in range(16)] for _ in range(242)]
     embedder = HashingEmbedder()

@@ -380,13 +380,22 @@ def test_bulk_requests_stay_within_the_byte_bound_and_the_document_count() -> No
     chunks = _chunks(120)
     _index(client, max_bulk_bytes=bound, max_bulk_docs=25).upsert(chunks, _unit_rows(120, 2))
 
-    sizes = [len(call.kwargs["body"].encode()) for call in client.of("bulk")]
-    assert len(sizes) > 120 / 25  # the byte bound, not the count, split these
+    calls = client.of("bulk")
+    sizes = [len(call.kwargs["body"].encode()) for call in calls]
+    documents = [call.kwargs["body"].count("\n") // 2 for call in calls]
+    assert max(documents) < 25  # the byte bound, not the count, split these
     assert max(sizes) <= bound
+    assert sum(documents) == 120
     written = [line["index"]["_id"] for line in _bulk_lines(client) if "index" in line]
     assert written == [document_id(chunk.tenant, chunk.id) for chunk in chunks]
     # Posted to the index's own `_bulk`, which the access policy scopes to this index
-    assert {call.kwargs.get("index") for call in client.of("bulk")} == {"kefu-kb"}
+    assert {call.kwargs.get("index") for call in calls} == {"kefu-kb"}
+
+    # With room in bytes, the document count splits them
+    counted = RecordingClient()
+    _index(counted, max_bulk_bytes=10**9, max_bulk_docs=25).upsert(chunks, _unit_rows(120, 2))
+    per_request = [call.kwargs["body"].count("\n") // 2 for call in counted.of("bulk")]
+    assert per_request == [25, 25, 25, 25, 20]
 
 
 def test_a_chunk_larger_than_a_bulk_request_is_refused_with_its_id() -> None:

@@ -41,7 +41,8 @@ SIMILARITY_WEIGHT = 40.0
 # its own entry and the entries whose question centroids are nearest it, as the head is used
 # (on the index's nearest candidates), in minibatches: on the datasets, retrieval's hit@1 is
 # 0-0.2 points below the full softmax's, on the bilingual sample KB 5.7 points below
-# (`python -m kb_ingest.evaluate --nearest-training`): choosing the nearest entries within the
+# (`python -m kb_ingest.evaluate --datasets ../shared/datasets --nearest-training`, and
+# `--sample --calibrate-sample --nearest-training`): choosing the nearest entries within the
 # question's language is the next step.
 MAX_TRAINING_CELLS = 4_000_000
 NEAREST_ENTRIES = 32

@@ -131,6 +131,8 @@ _META_BODY: dict[str, Any] = {
         }
     }
 }
+# Chunk fields added after the first release, put on an index created before them.
+_LATER_FIELDS: dict[str, Any] = {"properties": {"kb_version": {"type": "keyword"}}}
 # Question vectors make FAQ documents large: read them for head training this many at a time.
 _QUESTIONS_PAGE = 200
 # Meta-document scripts (painless). A reservation is one past both the published version and
@@ -265,10 +267,10 @@ class OpenSearchIndex:
         with _unavailable("index setup"):
             for name, body in ((self.name, self._index_body()), (self.meta_index, _META_BODY)):
                 if self._client.indices.exists(index=name):
-                    if name == self.name:
-                        self._add_kb_version_field()
-                    else:
-                        self._add_head_fields()
+                    # Map the fields added since an older index was created (the chunk mapping
+                    # is strict); putting a field again as it is changes nothing.
+                    added = _LATER_FIELDS if name == self.name else _META_BODY["mappings"]
+                    self._put_mapping(name, added)
                     continue
                 try:
                     self._client.indices.create(index=name, body=body)
@@ -278,22 +280,11 @@ class OpenSearchIndex:
         self.ensure_pipeline()
         self._ready = True
 
-    def _add_kb_version_field(self) -> None:
-        """Map `kb_version` in an index created before it (the mapping is strict); adding a
-        field is allowed on a live index, and putting the same field again changes nothing."""
+    def _put_mapping(self, index: str, mapping: dict[str, Any]) -> None:
         try:
-            self._client.indices.put_mapping(
-                index=self.name, body={"properties": {"kb_version": {"type": "keyword"}}}
-            )
+            self._client.indices.put_mapping(index=index, body=mapping)
         except RequestError as exc:
-            raise ConfigurationError(f"cannot map kb_version in index {self.name}: {exc}") from exc
-
-    def _add_head_fields(self) -> None:
-        """Map the head fields in a meta index created before them."""
-        try:
-            self._client.indices.put_mapping(index=self.meta_index, body=_META_BODY["mappings"])
-        except RequestError as exc:
-            raise ConfigurationError(f"cannot map head fields in {self.meta_index}: {exc}") from exc
+            raise ConfigurationError(f"cannot add fields to index {index}: {exc}") from exc
 
     def _pipeline_body(self) -> dict[str, Any]:
         """The search pipeline fusing the candidates' `hybrid` sub-queries."""
