@@ -11,6 +11,33 @@ from typing import Any
 import pytest
 
 FIXTURES = Path(__file__).parent / "fixtures"
+EVENTS = Path(__file__).parent / "events"
+
+
+class LambdaContext:
+    """The parts of the Lambda context the handlers and Powertools read."""
+
+    function_version = "$LATEST"
+    memory_limit_in_mb = 1024
+    aws_request_id = "5b3d6f2e-0000-4000-8000-000000000000"
+
+    def __init__(self, function_name: str = "kefu-chat") -> None:
+        self.function_name = function_name
+        self.invoked_function_arn = (
+            f"arn:aws:lambda:us-east-1:123456789012:function:{function_name}"
+        )
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 300_000
+
+
+def reset_composition_root() -> None:
+    """Forget the cached settings and chat service, so the next call reads the environment."""
+    from kefu.bootstrap import get_chat_service, get_settings
+
+    get_settings.cache_clear()
+    get_chat_service.cache_clear()
+
 
 # Powertools reads these when `kefu.observability` is first imported, as the Lambda runtime does.
 os.environ.update(

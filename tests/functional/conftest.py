@@ -8,25 +8,12 @@ from typing import Any
 
 import pytest
 
-EVENT = json.loads((Path(__file__).parents[1] / "events" / "chat_request.json").read_text())
+from tests.conftest import EVENTS, LambdaContext, reset_composition_root
 
-
-class LambdaContext:
-    function_name = "kefu-chat"
-    function_version = "$LATEST"
-    memory_limit_in_mb = 1024
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:kefu-chat"
-    aws_request_id = "5b3d6f2e-0000-4000-8000-000000000000"
+EVENT = json.loads((EVENTS / "chat_request.json").read_text())
 
 
 Invoke = Callable[..., dict[str, Any]]
-
-
-def _reset_composition_root() -> None:
-    from kefu.bootstrap import get_chat_service, get_settings
-
-    get_settings.cache_clear()
-    get_chat_service.cache_clear()
 
 
 @pytest.fixture
@@ -44,9 +31,9 @@ def configured(
     monkeypatch.setenv("KEFU_PASSAGE_THRESHOLD", "0.3")
     settings = Settings()
     ingest(mini_kb_paths, index=build_index(settings), embedder=build_embedder(settings))
-    _reset_composition_root()
+    reset_composition_root()
     yield tmp_path
-    _reset_composition_root()
+    reset_composition_root()
 
 
 @pytest.fixture

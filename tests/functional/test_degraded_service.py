@@ -7,17 +7,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import reset_composition_root
 from tests.functional.conftest import Invoke
 
 
 def test_an_unavailable_adapter_is_a_json_503(
     invoke: Invoke, configured: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from kefu.bootstrap import get_chat_service, get_settings
-
     monkeypatch.setenv("KEFU_INDEX", "opensearch")
-    get_settings.cache_clear()
-    get_chat_service.cache_clear()
+    reset_composition_root()
 
     response = invoke(body={"message": "How long does a refund take?"})
 

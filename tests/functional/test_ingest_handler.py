@@ -19,9 +19,8 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from tests.conftest import FIXTURES
+from tests.conftest import EVENTS, FIXTURES, LambdaContext, reset_composition_root
 
-EVENTS = Path(__file__).parents[1] / "events"
 BUCKET = "kefu-dev-knowledge"
 IDEMPOTENCY_TABLE = "kefu-ingest-idempotency"
 
@@ -36,24 +35,11 @@ REMOVED = _event("sqs_s3_object_removed.json")
 TEST_EVENT = _event("sqs_s3_test_event.json")
 
 
-class LambdaContext:
-    function_name = "kefu-ingest"
-    function_version = "$LATEST"
-    memory_limit_in_mb = 1024
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:kefu-ingest"
-    aws_request_id = "0c6f8e2a-0000-4000-8000-000000000000"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 300_000
-
-
 def _reset_caches() -> None:
     from functions.ingest import handler
-    from kefu.bootstrap import get_chat_service, get_settings
 
+    reset_composition_root()
     for cached in (
-        get_settings,
-        get_chat_service,
         handler._s3,
         handler._index,
         handler._embedder,
@@ -157,7 +143,7 @@ def ingest(bucket: KnowledgeBucket) -> Ingest:
     from functions.ingest.handler import lambda_handler
 
     def call(event: dict[str, Any]) -> dict[str, Any]:
-        return dict(lambda_handler(event, LambdaContext()))
+        return dict(lambda_handler(event, LambdaContext("kefu-ingest")))
 
     return call
 

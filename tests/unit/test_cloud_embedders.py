@@ -31,16 +31,7 @@ from kefu.adapters.cloud_embedders import (
     runtime_client,
 )
 from kefu.errors import ConfigurationError, DependencyUnavailable
-
-EVENTS = Path(__file__).parents[1] / "events"
-
-
-class LambdaContext:
-    function_name = "kefu-chat"
-    memory_limit_in_mb = 1024
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:kefu-chat"
-    aws_request_id = "5b3d6f2e-0000-4000-8000-000000000000"
-
+from tests.conftest import EVENTS, LambdaContext
 
 TITAN = "amazon.titan-embed-text-v2:0"
 
