@@ -26,7 +26,7 @@ import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from kb_ingest.formats import InvalidFile, declared_language
+from kb_ingest.formats import InvalidFile, declared_language, read_text
 from kefu.models import Chunk
 from kefu.text import detect_language
 
@@ -45,12 +45,7 @@ _SIMILAR_SEPARATOR = re.compile(r"[\n|｜；]+")
 
 def load_faq_csv(path: Path, *, tenant: str = "default", source: str | None = None) -> list[Chunk]:
     """FAQ entries from a UTF-8 CSV (with or without the BOM Excel writes)."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise InvalidFile(
-            f"{path.name}: not UTF-8 text (in Excel, save as 'CSV UTF-8') ({exc})"
-        ) from exc
+    text = read_text(path, advice="in Excel, save as 'CSV UTF-8'")
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         rows = list(enumerate(reader, start=1))

@@ -1,6 +1,8 @@
-"""What every loader shares: its two errors and how a file declares its language."""
+"""What every loader shares: its two errors, how it reads text, how a file declares its language."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from kefu.text import Language
 
@@ -11,6 +13,18 @@ class UnsupportedFile(ValueError):
 
 class InvalidFile(ValueError):
     """The file's format is known but its content cannot be parsed."""
+
+
+def read_text(path: Path, *, advice: str = "") -> str:
+    """The file as UTF-8 text, with or without the BOM that Excel and Notepad write.
+
+    `advice` tells the file's owner how to save it as UTF-8 from the tool that wrote it.
+    """
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        how = f" ({advice})" if advice else ""
+        raise InvalidFile(f"{path.name}: not UTF-8 text{how} ({exc})") from exc
 
 
 def declared_language(value: object) -> Language | None:

@@ -35,7 +35,7 @@ from kb_ingest.chunking import (
     split_sections,
 )
 from kb_ingest.faq_tables import load_faq_csv, load_faq_xlsx
-from kb_ingest.formats import InvalidFile, UnsupportedFile, declared_language
+from kb_ingest.formats import InvalidFile, UnsupportedFile, declared_language, read_text
 from kb_ingest.transcripts import is_transcript_file, load_transcripts
 from kefu.models import Chunk
 from kefu.text import Language, detect_language
@@ -69,7 +69,8 @@ _HTML_HEADINGS = {f"h{level}": level for level in range(1, 7)}
 def load_faq_jsonl(
     path: Path, *, tenant: str = "default", source: str | None = None
 ) -> list[Chunk]:
-    """FAQ entries, one JSON object a line: id, questions (standard first), answer, category.
+    """FAQ entries, one JSON object a line: id, questions (standard first), answer, category,
+    lang (`zh`/`en`, or `zh-CN` …; detected when absent).
 
     A line with `"kind": "out_of_scope"` holds example messages the service declines; it has
     no answer.
@@ -77,7 +78,7 @@ def load_faq_jsonl(
     source = source or path.name
     chunks: list[Chunk] = []
     seen: set[str] = set()
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(read_text(path).splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -93,7 +94,10 @@ def load_faq_jsonl(
         if entry_id in seen:
             raise InvalidFile(f"{path.name} line {number}: duplicate id {entry_id!r}")
         seen.add(entry_id)
-        lang = entry.get("lang") or detect_language(questions[0] + answer)
+        try:
+            lang = declared_language(entry.get("lang")) or detect_language(questions[0] + answer)
+        except ValueError as exc:
+            raise InvalidFile(f"{path.name} line {number}: {exc}") from exc
         chunks.append(
             Chunk(
                 id=entry_id,
@@ -126,7 +130,7 @@ def load_markdown(path: Path, *, tenant: str = "default", source: str | None = N
 
     Optional front matter (`---` lines around `key: value` lines) may set `lang` and `category`.
     """
-    fields, text = _front_matter(_read_text(path))
+    fields, text = _front_matter(read_text(path))
     document = split_markdown(text, fallback_title=path.stem)
     lang = _document_language(path, text, fields.get("lang"))
     return _passage_chunks(
@@ -170,7 +174,7 @@ def load_text(path: Path, *, tenant: str = "default", source: str | None = None)
     Plain text has no headings, so its title is its first line when that line stands alone and
     reads like a title (short, no sentence end); otherwise the file name.
     """
-    text = _read_text(path).strip()
+    text = read_text(path).strip()
     title, body = path.stem, text
     first = _PARAGRAPH_BREAK.split(text, maxsplit=1)[0]
     if (
@@ -284,13 +288,6 @@ def _document_language(path: Path, text: str, declared: object) -> Language:
         if suffix in (".zh", ".en"):
             return "zh" if suffix == ".zh" else "en"
     return detect_language(text)
-
-
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise InvalidFile(f"{path.name}: not UTF-8 text ({exc})") from exc
 
 
 def _front_matter(text: str) -> tuple[dict[str, str], str]:

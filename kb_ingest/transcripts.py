@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kb_ingest.formats import InvalidFile, declared_language
+from kb_ingest.formats import InvalidFile, declared_language, read_text
 from kefu.masking import mask_personal_data
 from kefu.models import Chunk
 from kefu.text import Language, detect_language, tokenize
@@ -197,11 +197,7 @@ def load_transcripts(
     source = source or path.name
     chunks: list[Chunk] = []
     sessions: dict[str, int] = {}
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise InvalidFile(f"{path.name}: not UTF-8 text ({exc})") from exc
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(read_text(path).splitlines(), start=1):
         if not line.strip():
             continue
         where = f"{path.name} line {number}"

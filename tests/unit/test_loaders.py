@@ -34,6 +34,39 @@ def test_faq_entries_keep_their_questions_answer_category_and_language(tmp_path:
     )
 
 
+def test_an_faq_file_saved_with_a_byte_order_mark_loads(tmp_path: Path) -> None:
+    # Given a JSONL FAQ as Notepad or Excel save it: UTF-8 with a BOM
+    path = tmp_path / "faq.jsonl"
+    entry = {"id": "ship-1", "questions": ["多久能到？"], "answer": "2–4 天。"}
+    path.write_text(json.dumps(entry, ensure_ascii=False) + "\n", encoding="utf-8-sig")
+    # When it is loaded, Then its entry is read as if the BOM were not there
+    [chunk] = load(path)
+    assert (chunk.id, chunk.title, chunk.lang) == ("ship-1", "多久能到？", "zh")
+
+
+def test_an_faq_entry_declares_its_language_as_the_spreadsheets_do(tmp_path: Path) -> None:
+    # Given entries that declare their language as a locale, and one the service does not speak
+    path = tmp_path / "faq.jsonl"
+    rows = [
+        {"id": "a", "questions": ["Where is my parcel?"], "answer": "On its way.", "lang": "en-US"},
+        {"id": "b", "questions": ["快递到哪了？"], "answer": "在路上。", "lang": "zh_Hans"},
+    ]
+    path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows), encoding="utf-8")
+    # Then the language is the one retrieval filters by
+    assert [chunk.lang for chunk in load_faq_jsonl(path)] == ["en", "zh"]
+    path.write_text(json.dumps({**rows[0], "lang": "fr"}) + "\n", encoding="utf-8")
+    with pytest.raises(InvalidFile, match=r"faq\.jsonl line 1: language 'fr' is neither zh nor en"):
+        load_faq_jsonl(path)
+
+
+def test_an_faq_file_that_is_not_utf8_is_invalid(tmp_path: Path) -> None:
+    path = tmp_path / "faq.jsonl"
+    entry = {"id": "a", "questions": ["怎么退货？"], "answer": "申请售后。"}
+    path.write_bytes(json.dumps(entry, ensure_ascii=False).encode("gbk"))
+    with pytest.raises(InvalidFile, match=r"faq\.jsonl: not UTF-8 text"):
+        load_faq_jsonl(path)
+
+
 @pytest.mark.parametrize(
     ("line", "reason"),
     [
