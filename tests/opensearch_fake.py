@@ -4,7 +4,8 @@ It keeps the documents written through `bulk`, answers `mget`, `get`, `update` a
 from them, keeps search pipelines, records every call, and answers `search` with canned
 responses queued by the test (searching is the server's job; the tests check what is asked and
 how the answer is read). `update` runs the index's meta-document scripts, known by their text,
-in Python: a script it does not know fails the test.
+in Python: a script it does not know fails the test. `count` of an index that was never
+created is a 404, as on a cluster.
 """
 
 from __future__ import annotations
@@ -190,6 +191,8 @@ class RecordingClient:
 
     def count(self, *, index: str, **params: Any) -> dict[str, Any]:
         self.calls.append(Call("count", {"index": index, **params}))
+        if index not in self.indices_created:
+            raise NotFoundError(404, "index_not_found_exception", {"index": index})
         return {"count": len(self.docs)}
 
     # -- searches ----------------------------------------------------------------------------

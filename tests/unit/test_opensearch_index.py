@@ -601,7 +601,9 @@ def test_a_missing_index_has_no_chunks_no_fingerprints_and_version_zero() -> Non
     client.search_responses.append(NotFoundError(404, "index_not_found_exception", {}))
     index = _index(client)
     assert index.version == "0"
+    assert index.count() == 0
     assert index.fingerprints("default") == {}
+    assert client.of("count")[0].kwargs == {"index": "kefu-kb"}
 
 
 def _fingerprint_hit(tenant: str, chunk_id: str, digest: str) -> dict[str, Any]:
