@@ -198,13 +198,25 @@ def test_an_existing_index_is_left_alone_and_a_lost_race_to_create_it_is_harmles
     index.ensure_index()
     assert len(client.of("indices.create")) == 2  # the index and its meta index, once each
 
+    # Given another writer that creates each index between our exists check and our create
     racing = RecordingClient()
+    attempts: list[str] = []
 
     def lose_race(*, index: str, body: dict[str, Any]) -> None:
+        attempts.append(index)
         raise RequestError(400, "resource_already_exists_exception", {})
 
     racing.indices.create = lose_race  # type: ignore[method-assign]
-    _index(racing).ensure_index()
+    raced = _index(racing)
+    raced.ensure_index()
+    # Then the other writer's indices are used: the meta index and the pipeline are still set up
+    assert attempts == ["kefu-kb", "kefu-kb-meta"]
+    assert list(racing.pipelines) == ["kefu-kb-hybrid"]
+    # And the index is ready: a write goes straight to bulk without setting it up again
+    raced.upsert(_chunks(1), _unit_rows(1, 2))
+    assert len(racing.of("indices.exists")) == 2
+    written = [line["index"]["_id"] for line in _bulk_lines(racing) if "index" in line]
+    assert written == [document_id("default", "c0000")]
 
 
 def test_an_index_created_before_chunks_carried_their_kb_version_gets_the_field() -> None:
