@@ -24,20 +24,7 @@ from kefu.adapters.embedded_index import EmbeddedIndex
 from kefu.adapters.embedders import HashingEmbedder
 from kefu.models import Chunk
 from kefu.ports import SearchQuery
-
-# Text drawn word by word from a Zipf distribution over a vocabulary the size of a real KB's,
-# so that BM25 sees common and rare terms as it would in practice.
-_VOCABULARY = 20_000
-_ZIPF = np.random.default_rng(3).zipf(1.2, 1_000_000)
-_ZIPF = _ZIPF[_ZIPF <= _VOCABULARY]
-_COMMON_HANZI = [chr(0x4E00 + i) for i in range(0, 20_000, 7)]
-
-
-def _sentence(rng: random.Random, lang: str) -> str:
-    ranks = [int(_ZIPF[rng.randrange(len(_ZIPF))]) for _ in range(9)]
-    if lang == "zh":
-        return "".join(_COMMON_HANZI[r % len(_COMMON_HANZI)] for r in ranks) + "？"
-    return " ".join(f"w{r}" for r in ranks) + "?"
+from tests.bench.synthetic_text import sentence
 
 
 def _faq_file(path: Path, entries: int, rng: random.Random) -> Path:
@@ -46,8 +33,8 @@ def _faq_file(path: Path, entries: int, rng: random.Random) -> Path:
             lang = "zh" if number % 2 else "en"
             row = {
                 "id": f"bench-{number:06d}",
-                "questions": [_sentence(rng, lang) for _ in range(4)],
-                "answer": " ".join(_sentence(rng, lang) for _ in range(3)),
+                "questions": [sentence(rng, lang) for _ in range(4)],
+                "answer": " ".join(sentence(rng, lang) for _ in range(3)),
                 "category": "orders",
                 "lang": lang,
             }
@@ -93,7 +80,7 @@ def test_training_the_faq_head_of_a_sample_sized_kb(tmp_path: Path) -> None:
     """The sample KB's shape: 242 entries of 16 questions. Training is reported beside
     embedding those questions with the deterministic embedder, the cheapest embedding there is."""
     rng = random.Random(11)
-    questions = [[_sentence(rng, "en") for _ in range(16)] for _ in range(242)]
+    questions = [[sentence(rng, "en") for _ in range(16)] for _ in range(242)]
     embedder = HashingEmbedder()
 
     started = time.perf_counter()
@@ -128,9 +115,9 @@ def test_hybrid_query_latency_over_50k_chunks(tmp_path: Path) -> None:
                 id=f"c{number:06d}",
                 kind="faq",
                 lang=lang,  # type: ignore[arg-type]
-                title=_sentence(rng, lang),
-                text=_sentence(rng, lang),
-                keys=tuple(_sentence(rng, lang) for _ in range(questions)),
+                title=sentence(rng, lang),
+                text=sentence(rng, lang),
+                keys=tuple(sentence(rng, lang) for _ in range(questions)),
             )
         )
         rows.append(vectors[number * (1 + questions) : (number + 1) * (1 + questions)])
@@ -141,7 +128,7 @@ def test_hybrid_query_latency_over_50k_chunks(tmp_path: Path) -> None:
     assert index.count() == total
 
     embedder = HashingEmbedder()
-    texts = [_sentence(rng, "zh" if i % 2 else "en") for i in range(200)]
+    texts = [sentence(rng, "zh" if i % 2 else "en") for i in range(200)]
     queries = [
         SearchQuery(text=t, vector=v, language="zh" if i % 2 else "en", limit=10)
         for i, (t, v) in enumerate(zip(texts, embedder.embed_queries(texts), strict=True))

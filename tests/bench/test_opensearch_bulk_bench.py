@@ -16,7 +16,7 @@ import numpy as np
 
 from kefu.adapters.opensearch_index import OpenSearchIndex
 from kefu.models import Chunk
-from tests.bench.test_embedded_bench import _sentence
+from tests.bench.synthetic_text import sentence
 from tests.opensearch_fake import RecordingClient
 
 _BOUND = 5 * 1024 * 1024
@@ -33,9 +33,9 @@ def test_bulk_requests_for_10k_faq_entries_stay_within_the_bound() -> None:
                 id=f"bench-{number:06d}",
                 kind="faq",
                 lang=lang,  # type: ignore[arg-type]
-                title=_sentence(rng, lang),
-                text=" ".join(_sentence(rng, lang) for _ in range(3)),
-                keys=tuple(_sentence(rng, lang) for _ in range(questions)),
+                title=sentence(rng, lang),
+                text=" ".join(sentence(rng, lang) for _ in range(3)),
+                keys=tuple(sentence(rng, lang) for _ in range(questions)),
                 category="orders",
             )
         )
