@@ -8,7 +8,7 @@ STAGE ?= dev
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: run test lint typecheck unit synth layer ingest-deps eval bench clean help
+.PHONY: run test lint typecheck unit synth layer ingest-deps tune-deps eval bench clean help
 
 help:
 	@echo "make run [PORT=8000]  serve the whole product locally on http://127.0.0.1:$(PORT)"
@@ -28,9 +28,15 @@ $(VENV)/.run-deps: requirements.txt | $(BIN)/python
 	$(BIN)/python -c "import site, pathlib; pathlib.Path(site.getsitepackages()[0], 'kefu-dev.pth').write_text('$(CURDIR)/layers/kefu/python\n$(CURDIR)\n')"
 	touch $@
 
-$(VENV)/.dev-deps: requirements-dev.txt requirements.txt $(VENV)/.run-deps
+$(VENV)/.dev-deps: requirements-dev.txt requirements-tune.txt requirements.txt $(VENV)/.run-deps
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	touch $@
+
+# PyTorch (CPU) for tuning the local encoder on a KB: python -m kb_ingest.tuning.
+$(VENV)/.tune-deps: requirements-tune.txt requirements.txt $(VENV)/.run-deps
+	$(BIN)/pip install --quiet -r requirements-tune.txt
+	touch $@
+tune-deps: $(VENV)/.tune-deps
 
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error

@@ -5,6 +5,8 @@ python -m kb_ingest.evaluate --sample [--calibrate-sample]   # the bundled sampl
 python -m kb_ingest.evaluate --datasets ../shared/datasets   # every dataset folder in there
 ... [--no-head]     # ranked and accepted by similarity alone, as without a trained FAQ head
 ... [--nearest-training]   # the FAQ head trained as a large KB's is (nearest entries only)
+... [--tune-encoder]   # e5 tuned on each KB first (python -m kb_ingest.tuning; cached)
+... [--e5-model FILE]  # e5 from a tuned image
 
 The KB is ingested as the CLI ingests it, FAQ head included. A dataset folder holds `kb.jsonl`,
 `queries.jsonl` and `dev_queries.jsonl`. Each is evaluated twice: whole, with the built-in
@@ -213,16 +215,22 @@ def evaluate(
     held_out: frozenset[str] = frozenset(),
     max_in_scope_drop: float | None = None,
     use_head: bool = True,
+    tune: Path | None = None,
 ) -> list[Report]:
     """Index the KB once, calibrate on `dev` if given, and report on every query set.
 
-    Without `use_head`, FAQ entries are ranked and accepted by similarity alone."""
+    Without `use_head`, FAQ entries are ranked and accepted by similarity alone. With `tune`
+    (a cache folder), the e5 encoder is first tuned on this KB's questions."""
+    if tune is not None:
+        settings = settings.model_copy(update={"e5_model": _tuned_for(kb_paths, tune)})
     embedder = build_embedder(settings, interactive=False)
     index = EmbeddedIndex(":memory:", lexical_weight=settings.lexical_weight)
     ingest(kb_paths, index=index, embedder=embedder, tenant=settings.tenant)
-    if dev is not None and embedder.name not in DEFAULT_THRESHOLDS:
-        # Nothing built in to start from (Titan, a SageMaker model): calibration measures the
-        # FAQ threshold; the passage threshold stays as given, or off until it is chosen.
+    uncalibrated = embedder.name not in DEFAULT_THRESHOLDS
+    if uncalibrated and (dev is not None or settings.faq_threshold is None):
+        # Nothing built in to start from (Titan, a SageMaker model, a tuned e5): calibration
+        # measures the FAQ threshold; the passage threshold stays as given, or off until it is
+        # chosen. Without a dev set, nothing is declined: the ranking figures still hold.
         given = Thresholds(
             faq=settings.faq_threshold or 0.0,
             passage=settings.passage_threshold if settings.passage_threshold is not None else 1.0,
@@ -243,10 +251,25 @@ def evaluate(
     ]
 
 
-def evaluate_dataset(folder: Path, *, settings: Settings, use_head: bool = True) -> list[Report]:
-    """A dataset whole, then with a share of its entries held out and the threshold calibrated."""
+def _tuned_for(kb_paths: Sequence[Path], cache: Path) -> Path:
+    """The e5 image tuned on the KB's FAQ questions (cached by what it was tuned on)."""
+    from kb_ingest.loaders import load
+    from kb_ingest.pipeline import expand
+    from kb_ingest.tuning import examples_from, tuned_image
+
+    chunks = [chunk for path, source in expand(kb_paths) for chunk in load(path, source=source)]
+    return tuned_image(examples_from(chunks), cache)
+
+
+def evaluate_dataset(
+    folder: Path, *, settings: Settings, use_head: bool = True, tune: Path | None = None
+) -> list[Report]:
+    """A dataset whole, then with a share of its entries held out and the threshold calibrated
+    (with `tune`, the encoder is tuned on each of the two KBs: held-out entries stay unseen)."""
     kb, queries, dev = (folder / f for f in ("kb.jsonl", "queries.jsonl", "dev_queries.jsonl"))
-    reports = evaluate([kb], {folder.name: queries}, settings=settings, use_head=use_head)
+    reports = evaluate(
+        [kb], {folder.name: queries}, settings=settings, use_head=use_head, tune=tune
+    )
     with tempfile.TemporaryDirectory() as work:
         partial, held = hold_out(kb, HOLDOUT_SHARE, Path(work))
         name = f"{folder.name} (-{HOLDOUT_SHARE:.0%})"
@@ -258,6 +281,7 @@ def evaluate_dataset(folder: Path, *, settings: Settings, use_head: bool = True)
             held_out=held,
             max_in_scope_drop=MAX_IN_SCOPE_DROP,
             use_head=use_head,
+            tune=tune,
         )
     return reports
 
@@ -309,10 +333,22 @@ def main(argv: list[str] | None = None) -> int:
         help="train the FAQ head as a KB over the full-softmax budget is trained (each question "
         "against its nearest entries), to measure what that costs",
     )
+    parser.add_argument(
+        "--tune-encoder",
+        action="store_true",
+        help="tune e5 on each KB first (needs PyTorch: make tune-deps; tuned images are cached "
+        "under KEFU_DATA_DIR/tuned)",
+    )
+    parser.add_argument("--e5-model", type=Path, help="an e5 image tuned on the KB")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
 
-    settings = Settings(**({"embedder": args.embedder} if args.embedder else {}))
+    overrides: dict[str, object] = {"embedder": args.embedder} if args.embedder else {}
+    if args.e5_model:
+        overrides["e5_model"] = args.e5_model
+    settings = Settings(**overrides)  # type: ignore[arg-type]
+    if (args.tune_encoder or args.e5_model) and settings.embedder != "e5":
+        parser.error("--tune-encoder and --e5-model go with the e5 embedder")
     budget = faq_head.MAX_TRAINING_CELLS
     if args.nearest_training:
         faq_head.MAX_TRAINING_CELLS = 0
@@ -329,6 +365,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace, settings: Settings) -> list[Report]:
     """Every evaluation the arguments ask for."""
     reports: list[Report] = []
+    tune = settings.data_dir / "tuned" if args.tune_encoder else None
     if args.sample:
         evals = SAMPLE_KB / "eval"
         reports += evaluate(
@@ -337,6 +374,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> list[Report]:
             settings=settings,
             dev=evals / "dev_queries.jsonl" if args.calibrate_sample else None,
             use_head=not args.no_head,
+            tune=tune,
         )
     if args.kb and args.queries:
         reports += evaluate(
@@ -345,10 +383,13 @@ def _run(args: argparse.Namespace, settings: Settings) -> list[Report]:
             settings=settings,
             dev=args.calibrate,
             use_head=not args.no_head,
+            tune=tune,
         )
     if args.datasets:
         for folder in sorted(p for p in args.datasets.iterdir() if (p / "kb.jsonl").is_file()):
-            reports += evaluate_dataset(folder, settings=settings, use_head=not args.no_head)
+            reports += evaluate_dataset(
+                folder, settings=settings, use_head=not args.no_head, tune=tune
+            )
     return reports
 
 

@@ -18,7 +18,7 @@ def build_embedder(settings: Settings, *, interactive: bool = True) -> Embedder:
     if settings.embedder == "e5":
         from kefu.adapters.embedders import E5Embedder
 
-        return E5Embedder()
+        return E5Embedder(model_path=settings.e5_model)
     if settings.embedder == "hashing":
         from kefu.adapters.embedders import HashingEmbedder
 

@@ -39,6 +39,10 @@ class Settings(BaseSettings):
     embedding_max_workers: int = Field(
         default=8, gt=0, description="Titan calls in flight while embedding a batch."
     )
+    e5_model: Path | None = Field(
+        default=None,
+        description="An e5 image tuned on the KB (python -m kb_ingest.tuning); else the bundled.",
+    )
     sagemaker_embedding_endpoint: str | None = None
     sagemaker_embedding_dim: int | None = Field(default=None, gt=0)
     sagemaker_embedding_batch_size: int = Field(default=32, gt=0)
@@ -64,6 +68,11 @@ class Settings(BaseSettings):
 
     @property
     def index_path(self) -> Path:
+        """One index per embedder: vectors of two embedders (or two tuned images) never mix."""
+        if self.embedder == "e5" and self.e5_model is not None:
+            from kefu.adapters.embedders import image_digest
+
+            return self.data_dir / f"index-e5-tuned-{image_digest(self.e5_model)}.sqlite3"
         return self.data_dir / f"index-{self.embedder}.sqlite3"
 
     @property

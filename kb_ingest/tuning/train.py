@@ -1,0 +1,126 @@
+"""Fine-tune the encoder on a knowledge base's FAQ questions.
+
+Each FAQ entry is a class and its standard and similar questions are its examples. The loss is a
+cosine softmax over learned entry prototypes (initialised at each entry's mean question), with
+a question competing only against the entries of its own language: a question never pushes away
+its entry's twin in another language, which question time filters out anyway. What moves is the
+transformer (all blocks and the embedding LayerNorm); the word and position embeddings stay.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from kb_ingest.tuning.encoder import Encoder
+from kb_ingest.tuning.image import Image
+
+
+@dataclass(frozen=True, slots=True)
+class Example:
+    text: str
+    entry: str
+    lang: str
+
+
+@dataclass(frozen=True, slots=True)
+class Recipe:
+    """How the encoder is tuned; chosen on the datasets' dev splits (README, "Tuning the
+    local encoder")."""
+
+    epochs: int = 8
+    learning_rate: float = 4e-5
+    prototype_learning_rate: float = 1e-3
+    batch_size: int = 32
+    scale: float = 20.0
+    warmup: float = 0.1
+    weight_decay: float = 0.01
+    seed: int = 0
+
+
+Progress = Callable[[int, int, float], None]  # step, steps, running loss
+
+
+def tune(
+    image: Image,
+    examples: Sequence[Example],
+    recipe: Recipe | None = None,
+    progress: Progress | None = None,
+) -> bytes:
+    """The image with its encoder tuned on `examples`."""
+    recipe = recipe or Recipe()
+    entries = sorted({e.entry for e in examples})
+    if len(entries) < 2:
+        raise ValueError("tuning needs at least two FAQ entries")
+    torch.manual_seed(recipe.seed)
+    order = random.Random(recipe.seed)
+    encoder = Encoder(image)
+    index = {entry: i for i, entry in enumerate(entries)}
+    labels = torch.tensor([index[e.entry] for e in examples])
+    rival = torch.from_numpy(rivals(examples, entries))
+
+    encoder.eval()
+    vectors = torch.from_numpy(encoder.embed([e.text for e in examples], query=True))
+    means = torch.zeros(len(entries), vectors.shape[1]).index_add_(0, labels, vectors)
+    prototypes = torch.nn.Parameter(F.normalize(means, dim=-1))
+
+    weights = [p for p in encoder.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": weights, "lr": recipe.learning_rate},
+            {"params": [prototypes], "lr": recipe.prototype_learning_rate},
+        ],
+        weight_decay=recipe.weight_decay,
+    )
+    per_epoch = -(-len(examples) // recipe.batch_size)
+    steps = recipe.epochs * per_epoch
+    warmup = max(1.0, recipe.warmup * steps)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / warmup) * max(0.0, (steps - s) / steps)
+    )
+    positions = list(range(len(examples)))
+    step, running = 0, 0.0
+    encoder.train()
+    for _ in range(recipe.epochs):
+        order.shuffle(positions)
+        for at in range(0, len(positions), recipe.batch_size):
+            rows = positions[at : at + recipe.batch_size]
+            batch = encoder.batch([examples[r].text for r in rows], query=True)
+            target = labels[rows]
+            logits = recipe.scale * encoder(*batch) @ F.normalize(prototypes, dim=-1).T
+            logits = logits.masked_fill(~rival[target], float("-inf"))
+            loss = F.cross_entropy(logits, target)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            step += 1
+            running = loss.item() if step == 1 else 0.9 * running + 0.1 * loss.item()
+            if progress:
+                progress(step, steps, running)
+    encoder.eval()
+    return encoder.to_image()
+
+
+def rivals(examples: Sequence[Example], entries: Sequence[str]) -> np.ndarray:
+    """rival[i, j]: entry j competes for entry i's questions, which it does when both are in
+    the same language (a twin in another language is filtered out at question time)."""
+    langs = {e.entry: e.lang for e in examples}
+    entry_langs = np.array([langs[entry] for entry in entries])
+    return np.asarray(entry_langs[:, None] == entry_langs[None, :])
+
+
+def separation(encoder: Encoder, examples: Sequence[Example]) -> float:
+    """Share of examples whose nearest other example (same language) belongs to the same entry."""
+    vectors = encoder.embed([e.text for e in examples], query=True)
+    similarity = vectors @ vectors.T
+    np.fill_diagonal(similarity, -np.inf)
+    langs = np.array([e.lang for e in examples])
+    similarity[langs[:, None] != langs[None, :]] = -np.inf
+    entries = np.array([e.entry for e in examples])
+    return float(np.mean(entries[similarity.argmax(axis=1)] == entries))
