@@ -106,16 +106,17 @@ class Encoder(nn.Module):
                 parts.append(self(*self.batch(texts[at : at + batch_size], query=query)))
         return torch.cat(parts).numpy() if parts else np.zeros((0, self.image.config.hidden))
 
-    def to_image(self) -> bytes:
-        """The base image with this module's transformer weights (matrices re-quantized)."""
+    def to_image(self, *, matrices: bool = True) -> bytes:
+        """The base image with this module's transformer weights: biases and norms exactly (the
+        image keeps them in float32), the matrices (unless not `matrices`) re-quantized."""
         floats: dict[str, torch.Tensor] = {"emb.ln.w": self.norm.weight, "emb.ln.b": self.norm.bias}
-        matrices: dict[str, torch.Tensor] = {}
+        weights: dict[str, torch.Tensor] = {}
         for layer, block in enumerate(self.blocks):
             assert isinstance(block, Block)
             for name in MATRICES:
                 linear = block.linear[name]
                 assert isinstance(linear, nn.Linear)
-                matrices[f"l{layer}.{name}.w"] = linear.weight
+                weights[f"l{layer}.{name}.w"] = linear.weight
                 floats[f"l{layer}.{name}.b"] = linear.bias
             for name in NORMS:
                 norm = block.norms[name]
@@ -126,4 +127,4 @@ class Encoder(nn.Module):
         def arrays(tensors: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
             return {k: v.detach().float().numpy() for k, v in tensors.items()}
 
-        return self.image.with_tensors(arrays(floats), arrays(matrices))
+        return self.image.with_tensors(arrays(floats), arrays(weights) if matrices else {})
