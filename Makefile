@@ -14,7 +14,7 @@ help:
 	@echo "make run [PORT=8000]  serve the whole product locally on http://127.0.0.1:$(PORT)"
 	@echo "make test             lint, type-check and run every test suite (offline)"
 	@echo "make synth            synthesize the CDK app into cdk.out (no credentials needed)"
-	@echo "make eval             retrieval evaluation on the sample knowledge base"
+	@echo "make eval             retrieval evaluation on the sample knowledge base (and the datasets)"
 	@echo "make bench            benchmarks"
 
 # --- environments -------------------------------------------------------------
@@ -47,8 +47,9 @@ run: $(VENV)/.run-deps
 	$(BIN)/python -m local --port $(PORT) $(if $(KB),--kb $(KB))
 
 DATASETS ?= ../shared/datasets
-eval: $(VENV)/.run-deps
-	$(BIN)/python -m kb_ingest.evaluate --sample $(if $(wildcard $(DATASETS)/*/kb.jsonl),--datasets $(DATASETS))
+HAS_DATASETS := $(wildcard $(DATASETS)/*/kb.jsonl)
+eval: $(VENV)/.run-deps $(if $(HAS_DATASETS),$(VENV)/.tune-deps)
+	$(BIN)/python -m kb_ingest.evaluate --sample $(if $(HAS_DATASETS),--datasets $(DATASETS) --tune-encoder)
 
 # --- infrastructure -----------------------------------------------------------
 # The Lambda layer for arm64 / Python 3.12, built with pip alone (no Docker); a no-op when unchanged.

@@ -5,7 +5,7 @@ python -m kb_ingest.evaluate --sample [--calibrate-sample]   # the bundled sampl
 python -m kb_ingest.evaluate --datasets ../shared/datasets   # every dataset folder in there
 ... [--no-head]     # ranked and accepted by similarity alone, as without a trained FAQ head
 ... [--nearest-training]   # the FAQ head trained as a large KB's is (nearest entries only)
-... [--tune-encoder]   # e5 tuned on each KB first (python -m kb_ingest.tuning; cached)
+... [--tune-encoder]   # e5 tuned on each KB but the sample's first (kb_ingest.tuning; cached)
 ... [--e5-model FILE]  # e5 from a tuned image
 
 The KB is ingested as the CLI ingests it, FAQ head included. A dataset folder holds `kb.jsonl`,
@@ -336,8 +336,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--tune-encoder",
         action="store_true",
-        help="tune e5 on each KB first (needs PyTorch: make tune-deps; tuned images are cached "
-        "under KEFU_DATA_DIR/tuned)",
+        help="tune e5 on each dataset's and --kb's KB first, not the sample's (needs PyTorch: "
+        "make tune-deps; tuned images are cached under KEFU_DATA_DIR/tuned)",
     )
     parser.add_argument("--e5-model", type=Path, help="an e5 image tuned on the KB")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -374,7 +374,6 @@ def _run(args: argparse.Namespace, settings: Settings) -> list[Report]:
             settings=settings,
             dev=evals / "dev_queries.jsonl" if args.calibrate_sample else None,
             use_head=not args.no_head,
-            tune=tune,
         )
     if args.kb and args.queries:
         reports += evaluate(
