@@ -226,11 +226,16 @@ def evaluate(
     embedder = build_embedder(settings, interactive=False)
     index = EmbeddedIndex(":memory:", lexical_weight=settings.lexical_weight)
     ingest(kb_paths, index=index, embedder=embedder, tenant=settings.tenant)
-    uncalibrated = embedder.name not in DEFAULT_THRESHOLDS
-    if uncalibrated and (dev is not None or settings.faq_threshold is None):
+    given_all = None not in (
+        settings.faq_threshold,
+        settings.head_threshold,
+        settings.passage_threshold,
+    )
+    if embedder.name not in DEFAULT_THRESHOLDS and (dev is not None or not given_all):
         # Nothing built in to start from (Titan, a SageMaker model, a tuned e5): calibration
-        # measures the FAQ threshold; the passage threshold stays as given, or off until it is
-        # chosen. Without a dev set, nothing is declined: the ranking figures still hold.
+        # measures the FAQ and head thresholds; the passage threshold stays as given, or off
+        # until it is chosen. Without a dev set, no FAQ entry is declined for its similarity or
+        # probability: the ranking figures hold, the answer figures are the undeclined ones.
         given = Thresholds(
             faq=settings.faq_threshold or 0.0,
             passage=settings.passage_threshold if settings.passage_threshold is not None else 1.0,
@@ -349,6 +354,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings(**overrides)  # type: ignore[arg-type]
     if (args.tune_encoder or args.e5_model) and settings.embedder != "e5":
         parser.error("--tune-encoder and --e5-model go with the e5 embedder")
+    if args.tune_encoder and args.e5_model:
+        parser.error("--tune-encoder tunes the bundled e5 image: give it or --e5-model")
     budget = faq_head.MAX_TRAINING_CELLS
     if args.nearest_training:
         faq_head.MAX_TRAINING_CELLS = 0

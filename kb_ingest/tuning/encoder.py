@@ -24,11 +24,11 @@ def fake_quantize(weight: torch.Tensor) -> torch.Tensor:
     gradient passed straight through: training sees the 4-bit matrices it will be served with."""
     blocks = weight.reshape(-1, BLOCK)
     extreme = blocks.gather(1, blocks.abs().argmax(dim=1, keepdim=True))
-    scale = (extreme / -8.0).half().float()
+    scale = extreme / -8.0  # levels come from the float32 scale, values from its float16
     safe = torch.where(scale == 0, torch.ones_like(scale), scale)
     inverse = torch.where(scale == 0, torch.zeros_like(scale), 1.0 / safe)
     levels = torch.clamp(torch.floor(blocks * inverse + 8.5), 0, 15)
-    quantized = ((levels - 8) * scale).reshape(weight.shape)
+    quantized = ((levels - 8) * scale.half().float()).reshape(weight.shape)
     return weight + (quantized - weight).detach()
 
 

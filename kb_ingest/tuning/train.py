@@ -18,8 +18,7 @@ runs, not kept; figures from the datasets' test splits).
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -27,33 +26,7 @@ import torch.nn.functional as F
 
 from kb_ingest.tuning.encoder import Block, Encoder
 from kb_ingest.tuning.image import Image
-
-
-@dataclass(frozen=True, slots=True)
-class Example:
-    text: str
-    entry: str
-    lang: str
-
-
-@dataclass(frozen=True, slots=True)
-class Recipe:
-    """How the encoder is tuned; chosen on the datasets' dev splits (README, "Tuning the
-    local encoder")."""
-
-    epochs: int = 8
-    learning_rate: float = 1e-3
-    prototype_learning_rate: float = 1e-3
-    matrix_learning_rate: float = 1e-4
-    batch_size: int = 32
-    scale: float = 20.0
-    warmup: float = 0.1
-    weight_decay: float = 0.01
-    seed: int = 0
-    matrices: bool = False
-
-
-Progress = Callable[[int, int, float], None]  # step, steps, running loss
+from kb_ingest.tuning.recipe import Example, Progress, Recipe
 
 
 def tune(

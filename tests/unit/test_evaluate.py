@@ -193,3 +193,28 @@ def test_an_embedder_without_built_in_thresholds_can_be_calibrated(
     )
     assert report.in_scope_accuracy == 1.0
     assert 0.0 < report.faq_threshold <= 1.0
+
+
+@pytest.mark.parametrize("given", [{}, {"faq_threshold": 0.5}])
+def test_an_embedder_without_thresholds_is_ranked_without_a_dev_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, given: dict[str, float]
+) -> None:
+    from kefu.retrieval import DEFAULT_THRESHOLDS
+
+    monkeypatch.delitem(DEFAULT_THRESHOLDS, "hashing-v1")
+    folder = _dataset(tmp_path / "toy")
+    settings = ev.Settings(embedder="hashing", **given)  # type: ignore[arg-type]
+    [report] = ev.evaluate(
+        [folder / "kb.jsonl"], {"toy": folder / "queries.jsonl"}, settings=settings
+    )
+    # not all three given: what is given applies, the rest is open, and the ranking is reported
+    assert report.faq_threshold == given.get("faq_threshold", 0.0)
+    assert report.head_threshold == 0.0
+    assert report.hit_at_1 == 1.0
+
+
+def test_tune_encoder_and_e5_model_exclude_each_other(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit):
+        ev.main(["--sample", "--tune-encoder", "--e5-model", str(tmp_path / "x.bin")])
+    with pytest.raises(SystemExit):
+        ev.main(["--sample", "--tune-encoder", "--embedder", "hashing"])
