@@ -258,12 +258,9 @@ def evaluate(
 
 def _tuned_for(kb_paths: Sequence[Path], cache: Path) -> Path:
     """The e5 image tuned on the KB's FAQ questions (cached by what it was tuned on)."""
-    from kb_ingest.loaders import load
-    from kb_ingest.pipeline import expand
-    from kb_ingest.tuning import examples_from, tuned_image
+    from kb_ingest.tuning import examples_in, tuned_image
 
-    chunks = [chunk for path, source in expand(kb_paths) for chunk in load(path, source=source)]
-    return tuned_image(examples_from(chunks), cache)
+    return tuned_image(examples_in(kb_paths), cache)
 
 
 def evaluate_dataset(

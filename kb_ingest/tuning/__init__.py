@@ -9,14 +9,22 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
 from kb_ingest.tuning.recipe import VERSION, Example, Progress, Recipe
 from kefu.models import Chunk
 
-__all__ = ["Example", "Recipe", "base_image", "examples_from", "tune_image", "tuned_image"]
+__all__ = [
+    "Example",
+    "Recipe",
+    "base_image",
+    "examples_from",
+    "examples_in",
+    "tune_image",
+    "tuned_image",
+]
 
 
 def base_image() -> Path:
@@ -35,6 +43,25 @@ def examples_from(chunks: Iterable[Chunk]) -> list[Example]:
         if chunk.kind in ("faq", "out_of_scope")
         for question in chunk.keys
     ]
+
+
+def examples_in(
+    paths: Iterable[Path], on_skip: Callable[[str, ValueError], None] | None = None
+) -> list[Example]:
+    """The examples of the KB files under `paths`, read as ingestion reads them; a file that
+    cannot be read is passed to `on_skip` (raised without it)."""
+    from kb_ingest.loaders import load
+    from kb_ingest.pipeline import expand
+
+    chunks: list[Chunk] = []
+    for path, source in expand(paths):
+        try:
+            chunks += load(path, source=source)
+        except ValueError as error:
+            if on_skip is None:
+                raise
+            on_skip(source, error)
+    return examples_from(chunks)
 
 
 def tune_image(
@@ -71,9 +98,11 @@ def tuned_image(
     minutes; the evaluation asks for the same KBs every run)."""
     import torch
 
+    from kefu.adapters.embedders import image_digest
+
     base = base or base_image()
     key = hashlib.sha256()
-    key.update(hashlib.sha256(base.read_bytes()).digest())
+    key.update(image_digest(base).encode())
     key.update(json.dumps(asdict(recipe or Recipe()), sort_keys=True).encode())
     key.update(f"{VERSION} {torch.__version__}".encode())
     for example in examples:

@@ -12,9 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from kb_ingest.loaders import load
-from kb_ingest.pipeline import expand
-from kb_ingest.tuning import Recipe, examples_from, tune_image
+from kb_ingest.tuning import Recipe, examples_in, tune_image
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,13 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         parser.error("tuning needs PyTorch: run `make tune-deps` first")
     started = time.perf_counter()
-    chunks = []
-    for path, source in expand(args.paths):
-        try:
-            chunks += load(path, source=source)
-        except ValueError as error:
-            print(f"skipped {source}: {error}", file=sys.stderr)
-    examples = examples_from(chunks)
+    examples = examples_in(
+        args.paths, lambda source, error: print(f"skipped {source}: {error}", file=sys.stderr)
+    )
     entries = len({e.entry for e in examples})
     if entries < 2:
         parser.error("no FAQ entries to tune on (at least two are needed)")

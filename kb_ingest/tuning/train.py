@@ -103,14 +103,3 @@ def rivals(examples: Sequence[Example], entries: Sequence[str]) -> np.ndarray:
     langs = {e.entry: e.lang for e in examples}
     entry_langs = np.array([langs[entry] for entry in entries])
     return np.asarray(entry_langs[:, None] == entry_langs[None, :])
-
-
-def separation(encoder: Encoder, examples: Sequence[Example]) -> float:
-    """Share of examples whose nearest other example (same language) belongs to the same entry."""
-    vectors = encoder.embed([e.text for e in examples], query=True)
-    similarity = vectors @ vectors.T
-    np.fill_diagonal(similarity, -np.inf)
-    langs = np.array([e.lang for e in examples])
-    similarity[langs[:, None] != langs[None, :]] = -np.inf
-    entries = np.array([e.entry for e in examples])
-    return float(np.mean(entries[similarity.argmax(axis=1)] == entries))

