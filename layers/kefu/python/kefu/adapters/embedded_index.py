@@ -2,7 +2,9 @@
 
 Every chunk has a content row (its heading and text) and, for an FAQ entry, one row per
 question; each row holds a vector and lexical tokens. A search scores every row of the tenant
-and language by cosine similarity, and asks FTS5 for the best BM25 rows.
+and language by cosine similarity (in memory the rows are ordered by tenant and language, so
+that is one contiguous slice, half the index for a bilingual KB), and asks FTS5 for the best
+BM25 rows.
 
 An FAQ entry's dense score blends three views of it: its closest question (nearest neighbour),
 the centroid of its questions (a prototype of everything it is asked as), and its answer. The
@@ -90,17 +92,15 @@ class EmbeddedIndex:
         self._centroid_weight = centroid_weight
         self._content_weight = content_weight
         self._loaded = False
-        self._matrix: Vectors = np.zeros((0, 0), dtype=np.float32)
-        self._key_rowids: np.ndarray = np.zeros(0, dtype=np.int64)
-        self._key_chunk: np.ndarray = np.zeros(0, dtype=np.int64)
-        self._key_is_question: np.ndarray = np.zeros(0, dtype=bool)
-        self._key_lang: np.ndarray = np.zeros(0, dtype=object)
-        self._key_tenant: np.ndarray = np.zeros(0, dtype=object)
         self._chunks: list[Chunk] = []
-        self._centroids: Vectors = np.zeros((0, 0), dtype=np.float32)
+        self._content: Vectors = np.zeros((0, 0), dtype=np.float32)
+        self._questions: Vectors = np.zeros((0, 0), dtype=np.float32)
+        self._question_first: np.ndarray = np.zeros(1, dtype=np.int64)
+        self._centroid_scale: np.ndarray = np.zeros(0, dtype=np.float32)
         self._chunk_is_faq: np.ndarray = np.zeros(0, dtype=bool)
-        self._row_of_rowid: dict[int, int] = {}
-        self._masks: dict[tuple[str, str | None, str | None], np.ndarray] = {}
+        self._chunk_of_rowid: dict[int, int] = {}
+        self._ranges: dict[tuple[str, str | None], tuple[int, int]] = {}
+        self._categories: dict[str | None, np.ndarray] = {}
         self._tenants: set[str] = set()
 
     def _migrate(self) -> None:
@@ -174,14 +174,13 @@ class EmbeddedIndex:
     def faq_questions(self, tenant: str) -> dict[str, Vectors]:
         with self._lock:
             self._ensure_loaded_locked()
-            if not len(self._key_chunk):
-                return {}
-            rows = self._key_is_question & (self._key_tenant == tenant)
-            rows &= self._chunk_is_faq[self._key_chunk]
-            found: dict[str, list[int]] = {}
-            for row in np.flatnonzero(rows):
-                found.setdefault(self._chunks[self._key_chunk[row]].id, []).append(int(row))
-            return {chunk_id: self._matrix[at].copy() for chunk_id, at in found.items()}
+            start, stop = self._ranges.get((tenant, None), (0, 0))
+            first = self._question_first
+            return {
+                self._chunks[i].id: self._questions[first[i] : first[i + 1]].copy()
+                for i in range(start, stop)
+                if self._chunk_is_faq[i] and first[i + 1] > first[i]
+            }
 
     def save_head(self, tenant: str, head: bytes | None, *, trained_at: int = 0) -> bool:
         with self._lock:
@@ -281,71 +280,97 @@ class EmbeddedIndex:
             )
 
     def _ensure_loaded_locked(self) -> None:
+        """Lay the vectors out for scanning: chunks ordered by tenant and language, so a search
+        reads one contiguous slice (a chat turn always names its language); one content row per
+        chunk; question rows grouped by chunk, whose centroid similarity is the sum of its
+        questions' similarities over the norm of their sum, so no centroid matrix is scanned."""
         if self._loaded:
             return
-        chunk_rows = self._db.execute("SELECT key, body FROM chunks ORDER BY key").fetchall()
-        position = {key: i for i, (key, _) in enumerate(chunk_rows)}
-        self._chunks = [_chunk_from_json(body) for _, body in chunk_rows]
-        self._chunk_is_faq = np.array([c.kind == "faq" for c in self._chunks], dtype=bool)
+        chunks = [_chunk_from_json(body) for (body,) in self._db.execute("SELECT body FROM chunks")]
+        chunks.sort(key=lambda c: (c.tenant, c.lang, c.id))
+        position = {_key(chunk): i for i, chunk in enumerate(chunks)}
         key_rows = self._db.execute(
-            "SELECT rowid, chunk_key, lang, tenant, vector, is_question FROM keys ORDER BY rowid"
+            "SELECT rowid, chunk_key, is_question, vector FROM keys ORDER BY rowid"
         ).fetchall()
-        self._key_rowids = np.fromiter(
-            (r[0] for r in key_rows), dtype=np.int64, count=len(key_rows)
+        dim = len(key_rows[0][3]) // 4 if key_rows else 0
+        content = np.zeros((len(chunks), dim), dtype=np.float32)
+        questions: list[tuple[int, int, bytes]] = []
+        self._chunk_of_rowid = {}
+        for rowid, chunk_key, is_question, vector in key_rows:
+            at = position[chunk_key]
+            self._chunk_of_rowid[int(rowid)] = at
+            if is_question:
+                questions.append((at, int(rowid), vector))
+            else:
+                content[at] = np.frombuffer(vector, dtype=np.float32)
+        questions.sort(key=lambda q: q[:2])
+        question_chunk = np.fromiter(
+            (q[0] for q in questions), dtype=np.int64, count=len(questions)
         )
-        self._key_chunk = np.fromiter(
-            (position[r[1]] for r in key_rows), dtype=np.int64, count=len(key_rows)
+        self._questions = (
+            np.vstack([np.frombuffer(q[2], dtype=np.float32) for q in questions])
+            if questions
+            else np.zeros((0, dim), dtype=np.float32)
         )
-        self._key_is_question = np.array([bool(r[5]) for r in key_rows], dtype=bool)
-        self._key_lang = np.array([r[2] for r in key_rows], dtype=object)
-        self._key_tenant = np.array([r[3] for r in key_rows], dtype=object)
-        if key_rows:
-            self._matrix = np.vstack([np.frombuffer(r[4], dtype=np.float32) for r in key_rows])
-        else:
-            self._matrix = np.zeros((0, 0), dtype=np.float32)
-        self._row_of_rowid = {int(rowid): i for i, rowid in enumerate(self._key_rowids)}
-        self._masks = {}
-        self._tenants = set(self._key_tenant.tolist())
-        self._centroids = np.zeros((len(self._chunks), self._matrix.shape[1]), dtype=np.float32)
-        if key_rows:
-            asked = self._key_is_question
-            np.add.at(self._centroids, self._key_chunk[asked], self._matrix[asked])
-            norms = np.linalg.norm(self._centroids, axis=1, keepdims=True)
-            self._centroids /= np.where(norms == 0, 1.0, norms)
+        self._content = content
+        self._chunks = chunks
+        self._chunk_is_faq = np.array([c.kind == "faq" for c in chunks], dtype=bool)
+        # Question rows of chunk c: self._questions[first[c]:first[c + 1]].
+        self._question_first = np.searchsorted(question_chunk, np.arange(len(chunks) + 1))
+        asked = np.flatnonzero(np.diff(self._question_first))
+        norms = np.zeros(len(chunks), dtype=np.float32)
+        if len(asked):
+            sums = np.add.reduceat(self._questions, self._question_first[asked], axis=0)
+            norms[asked] = np.linalg.norm(sums, axis=1)
+        self._centroid_scale = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
+        self._ranges = {}
+        for i, chunk in enumerate(chunks):
+            for group in ((chunk.tenant, None), (chunk.tenant, chunk.lang)):
+                start, _ = self._ranges.get(group, (i, i))
+                self._ranges[group] = (start, i + 1)
+        self._categories = {}
+        self._tenants = {chunk.tenant for chunk in chunks}
         self._loaded = True
 
     def search(self, query: SearchQuery) -> list[SearchHit]:
         with self._lock:
             self._ensure_loaded_locked()
-            matrix, chunks, centroids = self._matrix, self._chunks, self._centroids
-            key_chunk, rowids_of = self._key_chunk, self._row_of_rowid
-            is_question, is_faq = self._key_is_question, self._chunk_is_faq
-            allowed = self._mask_locked(query.tenant, query.language, query.category)
+            start, stop = self._ranges.get((query.tenant, query.language), (0, 0))
+            chunks, content_matrix = self._chunks[start:stop], self._content[start:stop]
+            first = self._question_first[start : stop + 1]
+            question_matrix = self._questions[first[0] : first[-1]]
+            scale, is_faq = self._centroid_scale[start:stop], self._chunk_is_faq[start:stop]
+            allowed = self._category_locked(query.category)[start:stop]
+            chunk_of_rowid = self._chunk_of_rowid
             # With no share in the ranking, BM25 would be an FTS5 query per chat turn for nothing.
-            lexical_rows = self._lexical_locked(query, allowed) if self._lexical_weight else []
+            lexical_rows = self._lexical_locked(query) if self._lexical_weight and chunks else []
         if not chunks or not allowed.any():
             return []
 
         vector = np.asarray(query.vector, dtype=np.float32)
-        dense_keys = np.where(allowed, matrix @ vector, -np.inf)
-        content = np.full(len(chunks), -np.inf, dtype=np.float32)
-        content[key_chunk[~is_question]] = dense_keys[~is_question]
-        nearest = np.full(len(chunks), -np.inf, dtype=np.float32)
-        np.maximum.at(nearest, key_chunk[is_question], dense_keys[is_question])
-        nearest = np.where(np.isfinite(nearest), nearest, content)
-        centroid = centroids @ vector  # a chunk whose keys are filtered out stays at -inf
+        content = content_matrix @ vector
+        asked = np.flatnonzero(first[1:] > first[:-1])  # chunks with questions
+        nearest, centroid = content.copy(), np.zeros(len(chunks), dtype=np.float32)
+        if len(asked):
+            similarity = question_matrix @ vector
+            starts = first[asked] - first[0]
+            nearest[asked] = np.maximum.reduceat(similarity, starts)
+            centroid[asked] = np.add.reduceat(similarity, starts) * scale[asked]
         wc, wa = self._centroid_weight, self._content_weight
-        blend = (nearest + wc * centroid + wa * np.where(np.isfinite(content), content, 0.0)) / (
-            1.0 + wc + wa
-        )
-        dense = np.where(is_faq & np.isfinite(nearest), blend, nearest)
+        blend = (nearest + wc * centroid + wa * content) / (1.0 + wc + wa)
+        dense = np.where(is_faq, blend, nearest)
+        dense[~allowed] = -np.inf
 
         lexical = np.zeros(len(chunks), dtype=np.float32)
-        if lexical_rows:
-            best = max(score for _, score in lexical_rows)
-            for rowid, score in lexical_rows:
-                chunk_index = key_chunk[rowids_of[rowid]]
-                lexical[chunk_index] = max(lexical[chunk_index], score / best)
+        kept = [
+            (chunk_of_rowid[rowid] - start, score)
+            for rowid, score in lexical_rows
+            if start <= chunk_of_rowid[rowid] < stop and allowed[chunk_of_rowid[rowid] - start]
+        ][:_LEXICAL_CANDIDATES]
+        if kept:
+            best = max(score for _, score in kept)
+            for at, score in kept:
+                lexical[at] = max(lexical[at], score / best)
 
         fused = dense + self._lexical_weight * lexical
         limit = min(query.limit, int(np.isfinite(fused).sum()))
@@ -364,25 +389,21 @@ class EmbeddedIndex:
             for i in top
         ]
 
-    def _mask_locked(self, tenant: str, language: str | None, category: str | None) -> np.ndarray:
-        """Which keys a search of this tenant, language, category may see; cached until a write."""
-        key = (tenant, language, category)
-        if key not in self._masks:
-            allowed = self._key_tenant == tenant
-            if language is not None:
-                allowed &= self._key_lang == language
-            if category is not None:
-                in_category = np.array([c.category == category for c in self._chunks], dtype=bool)
-                allowed &= in_category[self._key_chunk]
-            self._masks[key] = allowed
-        return self._masks[key]
+    def _category_locked(self, category: str | None) -> np.ndarray:
+        """Which chunks a search of this category may see; cached until a write."""
+        if category not in self._categories:
+            self._categories[category] = np.array(
+                [category is None or c.category == category for c in self._chunks], dtype=bool
+            )
+        return self._categories[category]
 
-    def _lexical_locked(self, query: SearchQuery, allowed: np.ndarray) -> list[tuple[int, float]]:
+    def _lexical_locked(self, query: SearchQuery) -> list[tuple[int, float]]:
+        """The best BM25 key rows (rowid, score) of the tenant; the caller filters the rest."""
         tenant = query.tenant
         tokens = sorted(set(tokenize(query.text)))
         if not tokens:
             return []
-        common = max(_COMMON_MIN, int(_COMMON_SHARE * len(self._key_rowids)))
+        common = max(_COMMON_MIN, int(_COMMON_SHARE * len(self._chunk_of_rowid)))
         placeholders = ", ".join("?" * len(tokens))
         frequent = {
             str(term)
@@ -406,9 +427,7 @@ class EmbeddedIndex:
             "ORDER BY bm25(keys_fts, 1.0, 0.0) LIMIT ?"
         )
         rows = self._db.execute(sql, (match, 4 * _LEXICAL_CANDIDATES)).fetchall()
-        position = self._row_of_rowid
-        kept = [(int(r[0]), float(r[1])) for r in rows if allowed[position[int(r[0])]]]
-        return kept[:_LEXICAL_CANDIDATES]
+        return [(int(rowid), float(score)) for rowid, score in rows]
 
     def close(self) -> None:
         with self._lock:
