@@ -152,11 +152,16 @@ def test_the_retriever_reranks_the_faq_candidates_by_the_stored_head() -> None:
     after = retriever.search("q", language=None, tenant="default")
 
     assert [h.chunk.id for h in after] == ["refund", "card"]
-    probabilities = FaqHead.from_bytes(trained.to_bytes()).probabilities(
-        question, ["card", "refund"], [before[0].dense, before[1].dense]
-    )
-    assert probabilities is not None
-    assert [h.probability for h in after] == [probabilities["refund"], probabilities["card"]]
+    stored = FaqHead.from_bytes(trained.to_bytes())
+    ranking = stored.probabilities(question, ["card", "refund"], [before[0].dense, before[1].dense])
+    own = stored.probabilities(question, ["card", "refund"])
+    assert ranking is not None
+    assert own is not None
+    # Ordered by the head with the similarity; each carries the head's own probability, which
+    # the decision to answer reads
+    assert ranking["refund"] > ranking["card"]
+    assert [h.probability for h in after] == [own["refund"], own["card"]]
+    assert own != ranking
     assert after[0].dense < before[0].dense  # the head's choice, not the nearest
     decision = retriever.decide_on(after)
     assert decision.kind == "faq"

@@ -35,8 +35,8 @@ class Thresholds:
 # The e5 passage threshold is the lowest at which no uncovered question of the sample's sets is
 # answered from a passage.
 DEFAULT_THRESHOLDS: dict[str, Thresholds] = {
-    "multilingual-e5-small-q4": Thresholds(faq=0.894, passage=0.87, head=0.342),
-    "hashing-v1": Thresholds(faq=0.214, passage=0.45, head=0.58),
+    "multilingual-e5-small-q4": Thresholds(faq=0.894, passage=0.87, head=0.277),
+    "hashing-v1": Thresholds(faq=0.214, passage=0.45, head=0.383),
 }
 # How many of the index's best chunks are fetched for the FAQ head to re-rank their FAQ entries.
 HEAD_CANDIDATES = 20
@@ -137,11 +137,15 @@ class Retriever:
         hits = self.index.search(query)
         if head is not None:
             faqs = [hit for hit in hits if hit.chunk.kind == "faq"]
-            probabilities = head.probabilities(
-                vector, [hit.chunk.id for hit in faqs], [hit.dense for hit in faqs]
-            )
-            if probabilities is not None:
-                hits = _rerank(hits, probabilities)
+            among = [hit.chunk.id for hit in faqs]
+            # The order combines the head with the similarity (each right where the other
+            # errs); whether to answer is the head's own view, which spreads its probability
+            # over the candidates of a question it was not trained for (declines measured in
+            # the README).
+            ranking = head.probabilities(vector, among, [hit.dense for hit in faqs])
+            if ranking is not None:
+                own = head.probabilities(vector, among) or ranking
+                hits = _rerank(hits, ranking, own)
         return hits[:limit]
 
     def decide_on(self, hits: list[SearchHit]) -> Decision:
@@ -175,12 +179,15 @@ class Retriever:
         return self.decide_on(self.search(question, language=language, tenant=tenant))
 
 
-def _rerank(hits: list[SearchHit], probabilities: dict[str, float]) -> list[SearchHit]:
-    """The FAQ hits re-ordered by probability, in the places FAQ hits had."""
+def _rerank(
+    hits: list[SearchHit], ranking: dict[str, float], probabilities: dict[str, float]
+) -> list[SearchHit]:
+    """The FAQ hits re-ordered by `ranking`, in the places FAQ hits had, each carrying its
+    `probabilities` entry."""
     slots = [i for i, hit in enumerate(hits) if hit.chunk.kind == "faq"]
     ranked = sorted(
         (replace(hits[i], probability=probabilities[hits[i].chunk.id]) for i in slots),
-        key=lambda hit: hit.probability or 0.0,
+        key=lambda hit: ranking[hit.chunk.id],
         reverse=True,
     )
     reordered = list(hits)
