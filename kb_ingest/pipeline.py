@@ -167,9 +167,13 @@ def ingest(
     started = time.perf_counter()
     report = IngestReport()
     files = expand(paths, root=root)
-    existing = index.fingerprints(tenant)
+    stored = index.catalog(tenant)
+    existing = {chunk_id: chunk.fingerprint for chunk_id, chunk in stored.items()}
     # What each file of this run had before, and what every other file has: those ids are taken.
-    before = {source: set(index.fingerprints(tenant, source=source)) for _, source in files}
+    before: dict[str, set[str]] = {source: set() for _, source in files}
+    for chunk_id, chunk in stored.items():
+        if chunk.source in before:
+            before[chunk.source].add(chunk_id)
     in_run = set().union(*before.values())
     stored_elsewhere = set() if prune else set(existing) - in_run
 

@@ -206,6 +206,24 @@ def test_fingerprints_are_listed_per_tenant_and_source(index: KnowledgeIndex) ->
     assert index.fingerprints("default", source="gone.jsonl") == {}
 
 
+def test_the_catalog_gives_each_chunks_source_and_fingerprint_per_tenant(
+    index: KnowledgeIndex,
+) -> None:
+    other = entry("other", "Where is my parcel?", "Track it.", source="more.jsonl")
+    acme = entry("acme", "Where is my parcel?", "Track it.", tenant="acme")
+    put(index, REFUND, other, acme)
+
+    catalog = index.catalog("default")
+    fingerprints = index.fingerprints("default")
+
+    assert set(catalog) == {"refund", "other"}
+    assert catalog["other"].source == "more.jsonl"
+    assert catalog["refund"].source == REFUND.source
+    assert {i: c.fingerprint for i, c in catalog.items()} == fingerprints
+    assert set(index.catalog("acme")) == {"acme"}
+    assert index.catalog("nobody") == {}
+
+
 def test_one_chunk_id_in_two_tenants_stays_two_chunks(index: KnowledgeIndex) -> None:
     # Given the same FAQ file ingested for two tenants: the same chunk id, different answers
     acme = entry(

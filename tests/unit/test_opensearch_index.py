@@ -649,6 +649,34 @@ def test_fingerprints_are_paged_with_search_after_per_tenant_and_source() -> Non
     assert second_call["search_after"] == ["c0999"]
 
 
+def test_the_catalog_is_one_paged_scan_of_the_tenant_with_sources() -> None:
+    client = RecordingClient()
+    hits = [
+        {
+            "_id": document_id("acme", f"c{n:04d}"),
+            "_source": {"id": f"c{n:04d}", "source": f"kb/{n % 3}.jsonl", "fingerprint": f"f{n}"},
+            "sort": [f"c{n:04d}"],
+        }
+        for n in range(1_001)
+    ]
+    client.search_responses.extend(
+        [{"hits": {"hits": hits[:1_000]}}, {"hits": {"hits": hits[1_000:]}}]
+    )
+
+    found = _index(client).catalog("acme")
+
+    assert len(found) == 1_001
+    assert found["c1000"] == ("kb/1.jsonl", "f1000")
+    first_call, second_call = (call.kwargs["body"] for call in client.of("search"))
+    assert first_call == {
+        "size": 1000,
+        "_source": ["id", "source", "fingerprint"],
+        "query": {"bool": {"filter": [{"term": {"tenant": "acme"}}]}},
+        "sort": [{"id": "asc"}],
+    }
+    assert second_call["search_after"] == ["c0999"]
+
+
 QUERY_VECTOR = np.array([0.6, 0.8, 0.0], dtype=np.float32)
 
 

@@ -145,3 +145,35 @@ def test_the_same_file_named_two_ways_is_one_source(tmp_path: Path) -> None:
     assert expand([root, folder / "a.jsonl", folder], root=root) == [
         (folder / "a.jsonl", "faq/a.jsonl")
     ]
+
+
+def test_a_run_over_many_files_reads_the_stored_chunks_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Against OpenSearch each read is a paged scan of the tenant: one per run, not one per file.
+    from kb_ingest.pipeline import ingest
+
+    def write(name: str, answer: str) -> None:
+        row = {"id": name, "questions": [f"question about {name}?"], "answer": answer}
+        (folder / f"{name}.jsonl").write_text(json.dumps(row), encoding="utf-8")
+
+    folder = tmp_path / "kb"
+    folder.mkdir()
+    for n in range(5):
+        write(f"f{n}", f"answer {n}")
+    index = EmbeddedIndex(":memory:")
+    assert ingest([folder], index=index, embedder=EMBEDDER, train_head=False).files == 5
+    reads: list[str] = []
+    for name in ("catalog", "fingerprints"):
+        method = getattr(index, name)
+        monkeypatch.setattr(
+            index, name, lambda *a, _m=method, _n=name, **k: reads.append(_n) or _m(*a, **k)
+        )
+
+    (folder / "f4.jsonl").unlink()
+    write("f0", "answer 0, changed")
+    again = ingest([folder], index=index, embedder=EMBEDDER, prune=True, train_head=False)
+
+    assert reads == ["catalog"]
+    assert (again.chunks_written, again.chunks_removed, again.failures) == (1, 1, [])
+    assert set(index.fingerprints("default")) == {"f0", "f1", "f2", "f3"}

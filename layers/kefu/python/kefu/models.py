@@ -6,7 +6,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -108,6 +108,13 @@ def fingerprint(chunk: Chunk) -> str:
     del content["kb_version"]
     payload = json.dumps(content, ensure_ascii=False, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
+
+
+class StoredChunk(NamedTuple):
+    """What an index tells about a stored chunk without reading it: its file and fingerprint."""
+
+    source: str
+    fingerprint: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from kefu.models import Chunk, SearchHit, Session, Turn
+from kefu.models import Chunk, SearchHit, Session, StoredChunk, Turn
 from kefu.text import Language
 
 if TYPE_CHECKING:
@@ -58,6 +58,11 @@ class KnowledgeIndex(Protocol):
     def fingerprints(self, tenant: str, source: str | None = None) -> dict[str, str]:
         """The content fingerprint of every chunk the tenant has (from `source` only, if given),
         by chunk id."""
+        ...
+
+    def catalog(self, tenant: str) -> dict[str, StoredChunk]:
+        """The source and fingerprint of every chunk the tenant has, by chunk id, in one read:
+        what an ingest of many files compares against."""
         ...
 
     def search(self, query: SearchQuery) -> list[SearchHit]: ...

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from kefu.models import Chunk, SearchHit, fingerprint
+from kefu.models import Chunk, SearchHit, StoredChunk, fingerprint
 from kefu.text import tokenize
 
 if TYPE_CHECKING:
@@ -170,6 +170,13 @@ class EmbeddedIndex:
         with self._lock:
             rows = self._db.execute(sql, params).fetchall()
         return {str(chunk_id): str(digest) for chunk_id, digest in rows}
+
+    def catalog(self, tenant: str) -> dict[str, StoredChunk]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, source, fingerprint FROM chunks WHERE tenant = ?", (tenant,)
+            ).fetchall()
+        return {str(chunk_id): StoredChunk(str(src), str(digest)) for chunk_id, src, digest in rows}
 
     def faq_questions(self, tenant: str) -> dict[str, Vectors]:
         with self._lock:

@@ -93,7 +93,7 @@ from kefu.errors import (
     IndexNotReady,
     IndexWriteRejected,
 )
-from kefu.models import Chunk, SearchHit, fingerprint
+from kefu.models import Chunk, SearchHit, StoredChunk, fingerprint
 
 if TYPE_CHECKING:
     from botocore.credentials import Credentials
@@ -509,6 +509,14 @@ class OpenSearchIndex:
         return {
             doc["id"]: doc["fingerprint"]
             for doc in self._scan(scope, fields=["id", "fingerprint"], page=_PAGE)
+        }
+
+    def catalog(self, tenant: str) -> dict[str, StoredChunk]:
+        return {
+            doc["id"]: StoredChunk(doc["source"], doc["fingerprint"])
+            for doc in self._scan(
+                [{"term": {"tenant": tenant}}], fields=["id", "source", "fingerprint"], page=_PAGE
+            )
         }
 
     def faq_questions(self, tenant: str) -> dict[str, Vectors]:
