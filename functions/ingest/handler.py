@@ -156,8 +156,8 @@ def _download(change: ObjectChange, folder: Path) -> Path | None:
     return path
 
 
-# Tenants whose FAQ entries this invocation changed: their FAQ heads are retrained once, after
-# the batch, not once per file.
+# Tenants whose chunks this invocation's records changed: their FAQ heads are retrained once,
+# after the batch, not once per file.
 _changed_tenants: set[str] = set()
 
 
@@ -169,8 +169,6 @@ def apply_change(change: ObjectChange) -> dict[str, int]:
         path = _download(change, Path(folder))
         if path is None:
             removed = remove_source(change.key, index=_index(), tenant=tenant)
-            if removed:
-                _changed_tenants.add(tenant)
             metrics.add_metric(name="ChunksRemoved", unit=MetricUnit.Count, value=removed)
             logger.info("knowledge file removed", extra={**log, "chunks_removed": removed})
             return {"files": 0, "chunks_written": 0, "chunks_removed": removed}
@@ -181,8 +179,6 @@ def apply_change(change: ObjectChange) -> dict[str, int]:
         except (InvalidFile, UnsupportedFile) as exc:
             logger.error("knowledge file rejected", extra={**log, "reason": str(exc)})
             raise
-    if report.chunks_written or report.chunks_removed:
-        _changed_tenants.add(tenant)
     metrics.add_metric(name="FilesIngested", unit=MetricUnit.Count, value=1)
     metrics.add_metric(name="ChunksWritten", unit=MetricUnit.Count, value=report.chunks_written)
     metrics.add_metric(name="ChunksRemoved", unit=MetricUnit.Count, value=report.chunks_removed)
@@ -236,7 +232,12 @@ def record_handler(record: KnowledgeFileMessage) -> None:
                     extra={"key": change.key, "s3_event": change.event, "reason": reason},
                 )
                 continue
-            _apply_change_once()(change=change)
+            applied = _apply_change_once()(change=change)
+            # A redelivered change returns what it did the first time: an invocation that
+            # stored the chunks but ended before retraining (a timeout) is retried by SQS, and
+            # the retry retrains the head.
+            if applied["chunks_written"] or applied["chunks_removed"]:
+                _changed_tenants.add(tenant_of(change.key, get_settings().tenant))
         except Exception:
             # Counted, then raised again: the batch reports this record alone as failed.
             metrics.add_metric(name="IngestFailures", unit=MetricUnit.Count, value=1)
@@ -265,9 +266,9 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItem
 
 def retrain_heads(tenants: list[str]) -> None:
     """Retrain the FAQ head of each tenant whose KB changed. The chunks are already stored: a
-    failure here is logged and counted, not reported against the records (a redelivery would
-    be skipped as already applied); until the next change retrains it, a stale head is not
-    used for the entries it does not know (see `kefu.retrieval`)."""
+    failure here is logged and counted, not reported against the records (whose redelivery
+    would only retrain again); until the next change retrains it, a stale head is not used for
+    the entries it does not know (see `kefu.retrieval`)."""
     for tenant in tenants:
         try:
             classes, skipped = retrain_head(_index(), tenant=tenant)

@@ -276,6 +276,40 @@ def test_the_faq_head_of_each_changed_tenant_is_retrained_once_per_batch(
     assert trained == ["acme", "default"]
 
 
+def test_a_batch_retried_after_a_timeout_before_the_head_retrains_it(
+    bucket: KnowledgeBucket, ingest: Ingest, monkeypatch: pytest.MonkeyPatch, syncs: list[str]
+) -> None:
+    from functions.ingest import handler
+    from kefu.bootstrap import build_index
+    from kefu.head import FaqHead
+    from kefu.settings import Settings
+
+    class Timeout(BaseException):
+        """The Lambda runtime ending an invocation: nothing after it runs."""
+
+    real_retrain_heads = handler.retrain_heads
+
+    def killed(tenants: list[str]) -> None:
+        raise Timeout
+
+    record = bucket.upload("tenants/acme/faq.jsonl", FIXTURES / "mini_faq.jsonl")
+    monkeypatch.setattr(handler, "retrain_heads", killed)
+    with pytest.raises(Timeout):
+        ingest(batch(record))
+    index = build_index(Settings())
+    assert bucket.chunks("tenants/acme/faq.jsonl", tenant="acme") == FAQ_IDS
+    assert index.load_head("acme") is None
+
+    # SQS delivers the batch again: the change is not applied twice, the head is trained
+    monkeypatch.setattr(handler, "retrain_heads", real_retrain_heads)
+    assert ingest(batch(record)) == {"batchItemFailures": []}
+
+    assert syncs == ["tenants/acme/faq.jsonl"]
+    stored = build_index(Settings()).load_head("acme")
+    assert stored is not None
+    assert set(FaqHead.from_bytes(stored).ids) == FAQ_IDS
+
+
 def test_a_head_that_cannot_be_retrained_fails_no_record(
     bucket: KnowledgeBucket,
     ingest: Ingest,
