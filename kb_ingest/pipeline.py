@@ -229,7 +229,8 @@ def retrain_head(index: KnowledgeIndex, *, tenant: str = "default") -> tuple[int
     keeps its head."""
     trained_at = int(index.version)
     questions = index.faq_questions(tenant)
-    trained = head.train(questions)
+    languages = {i: c.lang for i, c in index.catalog(tenant).items() if c.kind == "faq"}
+    trained = head.train(questions, languages)
     if trained is not None:
         try:
             if not index.save_head(tenant, trained.to_bytes(), trained_at=trained_at):

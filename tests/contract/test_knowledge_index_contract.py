@@ -211,14 +211,16 @@ def test_the_catalog_gives_each_chunks_source_and_fingerprint_per_tenant(
 ) -> None:
     other = entry("other", "Where is my parcel?", "Track it.", source="more.jsonl")
     acme = entry("acme", "Where is my parcel?", "Track it.", tenant="acme")
-    put(index, REFUND, other, acme)
+    put(index, REFUND, REFUND_ZH, other, acme)
 
     catalog = index.catalog("default")
     fingerprints = index.fingerprints("default")
 
-    assert set(catalog) == {"refund", "other"}
+    assert set(catalog) == {"refund", "refund-zh", "other"}
+    assert catalog["refund-zh"].lang == "zh"
     assert catalog["other"].source == "more.jsonl"
     assert catalog["refund"].source == REFUND.source
+    assert (catalog["refund"].kind, catalog["refund"].lang) == ("faq", "en")
     assert {i: c.fingerprint for i, c in catalog.items()} == fingerprints
     assert set(index.catalog("acme")) == {"acme"}
     assert index.catalog("nobody") == {}

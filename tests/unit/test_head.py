@@ -330,6 +330,42 @@ def test_a_kb_over_the_full_softmax_budget_is_trained_on_each_questions_nearest_
         assert max(probabilities, key=probabilities.__getitem__) == entry
 
 
+def test_a_large_bilingual_kb_is_trained_against_entries_of_the_questions_language(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Each entry has a twin in the other language whose questions a multilingual encoder puts
+    # next to its own; a question's nearest other entry is then its twin, which the index's
+    # language filter keeps out of its candidates at question time.
+    monkeypatch.setattr(head, "MAX_TRAINING_CELLS", 0)
+    monkeypatch.setattr(head, "NEAREST_ENTRIES", 2)  # its own entry and the nearest other
+    monkeypatch.setattr(head, "BATCH", 8)
+    twins = {
+        f"{e}-zh": _unit(q + 0.01 * RNG.standard_normal(q.shape)) for e, q in QUESTIONS.items()
+    }
+    bilingual = {**{f"{e}-en": q for e, q in QUESTIONS.items()}, **twins}
+    languages = {entry: entry[-2:] for entry in bilingual}
+    english = [f"{e}-en" for e in QUESTIONS]
+
+    def own_probability(trained: FaqHead | None) -> float:
+        """The smallest probability an unseen English question gives its own entry, among the
+        English entries."""
+        assert trained is not None
+        assert np.isfinite(trained.weights).all()
+        lowest = 1.0
+        for entry, centre in zip(english, CENTRES, strict=True):
+            unseen = _unit(centre + 0.1 * np.random.default_rng(5).standard_normal(DIM))
+            probabilities = trained.probabilities(unseen, english)
+            assert probabilities is not None
+            lowest = min(lowest, probabilities[entry])
+        return lowest
+
+    within = own_probability(head.train(bilingual, languages))
+    across = own_probability(head.train(bilingual))
+
+    assert within > 0.5
+    assert within > across + 0.2
+
+
 def test_a_kb_without_faq_entries_is_not_given_a_new_version_by_every_ingest(
     mini_kb_paths: list[Path],
 ) -> None:

@@ -654,7 +654,13 @@ def test_the_catalog_is_one_paged_scan_of_the_tenant_with_sources() -> None:
     hits = [
         {
             "_id": document_id("acme", f"c{n:04d}"),
-            "_source": {"id": f"c{n:04d}", "source": f"kb/{n % 3}.jsonl", "fingerprint": f"f{n}"},
+            "_source": {
+                "id": f"c{n:04d}",
+                "source": f"kb/{n % 3}.jsonl",
+                "fingerprint": f"f{n}",
+                "kind": "faq",
+                "lang": "zh" if n % 2 else "en",
+            },
             "sort": [f"c{n:04d}"],
         }
         for n in range(1_001)
@@ -666,11 +672,11 @@ def test_the_catalog_is_one_paged_scan_of_the_tenant_with_sources() -> None:
     found = _index(client).catalog("acme")
 
     assert len(found) == 1_001
-    assert found["c1000"] == ("kb/1.jsonl", "f1000")
+    assert found["c1000"] == ("kb/1.jsonl", "f1000", "faq", "en")
     first_call, second_call = (call.kwargs["body"] for call in client.of("search"))
     assert first_call == {
         "size": 1000,
-        "_source": ["id", "source", "fingerprint"],
+        "_source": ["id", "source", "fingerprint", "kind", "lang"],
         "query": {"bool": {"filter": [{"term": {"tenant": "acme"}}]}},
         "sort": [{"id": "asc"}],
     }

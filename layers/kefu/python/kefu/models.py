@@ -111,10 +111,12 @@ def fingerprint(chunk: Chunk) -> str:
 
 
 class StoredChunk(NamedTuple):
-    """What an index tells about a stored chunk without reading it: its file and fingerprint."""
+    """What an index tells about a stored chunk without reading its text or vectors."""
 
     source: str
     fingerprint: str
+    kind: ChunkKind
+    lang: Language
 
 
 @dataclass(frozen=True, slots=True)

@@ -61,8 +61,8 @@ class KnowledgeIndex(Protocol):
         ...
 
     def catalog(self, tenant: str) -> dict[str, StoredChunk]:
-        """The source and fingerprint of every chunk the tenant has, by chunk id, in one read:
-        what an ingest of many files compares against."""
+        """The source, fingerprint, kind and language of every chunk the tenant has, by chunk
+        id, in one read: what an ingest of many files compares against."""
         ...
 
     def search(self, query: SearchQuery) -> list[SearchHit]: ...

@@ -174,9 +174,11 @@ class EmbeddedIndex:
     def catalog(self, tenant: str) -> dict[str, StoredChunk]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT id, source, fingerprint FROM chunks WHERE tenant = ?", (tenant,)
+                "SELECT id, source, fingerprint, json_extract(body, '$.kind'), "
+                "json_extract(body, '$.lang') FROM chunks WHERE tenant = ?",
+                (tenant,),
             ).fetchall()
-        return {str(chunk_id): StoredChunk(str(src), str(digest)) for chunk_id, src, digest in rows}
+        return {str(row[0]): StoredChunk(*row[1:]) for row in rows}
 
     def faq_questions(self, tenant: str) -> dict[str, Vectors]:
         with self._lock:

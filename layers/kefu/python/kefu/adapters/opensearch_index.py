@@ -513,9 +513,11 @@ class OpenSearchIndex:
 
     def catalog(self, tenant: str) -> dict[str, StoredChunk]:
         return {
-            doc["id"]: StoredChunk(doc["source"], doc["fingerprint"])
+            doc["id"]: StoredChunk(doc["source"], doc["fingerprint"], doc["kind"], doc["lang"])
             for doc in self._scan(
-                [{"term": {"tenant": tenant}}], fields=["id", "source", "fingerprint"], page=_PAGE
+                [{"term": {"tenant": tenant}}],
+                fields=["id", "source", "fingerprint", "kind", "lang"],
+                page=_PAGE,
             )
         }
 
