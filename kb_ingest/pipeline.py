@@ -229,7 +229,9 @@ def retrain_head(index: KnowledgeIndex, *, tenant: str = "default") -> tuple[int
     keeps its head."""
     trained_at = int(index.version)
     questions = index.faq_questions(tenant)
-    languages = {i: c.lang for i, c in index.catalog(tenant).items() if c.kind == "faq"}
+    languages = None
+    if head.training_cells(questions) > head.MAX_TRAINING_CELLS:  # trained on nearest entries
+        languages = {i: c.lang for i, c in index.catalog(tenant).items() if c.kind == "faq"}
     trained = head.train(questions, languages)
     if trained is not None:
         try:
@@ -265,8 +267,9 @@ def sync_source(
     """
     started = time.perf_counter()
     chunks = load(path, tenant=tenant, source=source)
-    existing = index.fingerprints(tenant, source=source)
-    _check_ids_are_free(chunks, source, {}, set(index.fingerprints(tenant)) - set(existing))
+    stored = index.catalog(tenant)
+    existing = {i: c.fingerprint for i, c in stored.items() if c.source == source}
+    _check_ids_are_free(chunks, source, {}, set(stored) - set(existing))
     written = _write_changed(index, embedder, chunks, existing)
     stale = sorted(set(existing) - {c.id for c in chunks})
     if stale:

@@ -169,6 +169,8 @@ def apply_change(change: ObjectChange) -> dict[str, int]:
         path = _download(change, Path(folder))
         if path is None:
             removed = remove_source(change.key, index=_index(), tenant=tenant)
+            if removed:
+                _changed_tenants.add(tenant)
             metrics.add_metric(name="ChunksRemoved", unit=MetricUnit.Count, value=removed)
             logger.info("knowledge file removed", extra={**log, "chunks_removed": removed})
             return {"files": 0, "chunks_written": 0, "chunks_removed": removed}
@@ -179,6 +181,8 @@ def apply_change(change: ObjectChange) -> dict[str, int]:
         except (InvalidFile, UnsupportedFile) as exc:
             logger.error("knowledge file rejected", extra={**log, "reason": str(exc)})
             raise
+    if report.chunks_written or report.chunks_removed:
+        _changed_tenants.add(tenant)
     metrics.add_metric(name="FilesIngested", unit=MetricUnit.Count, value=1)
     metrics.add_metric(name="ChunksWritten", unit=MetricUnit.Count, value=report.chunks_written)
     metrics.add_metric(name="ChunksRemoved", unit=MetricUnit.Count, value=report.chunks_removed)
@@ -233,9 +237,10 @@ def record_handler(record: KnowledgeFileMessage) -> None:
                 )
                 continue
             applied = _apply_change_once()(change=change)
-            # A redelivered change returns what it did the first time: an invocation that
-            # stored the chunks but ended before retraining (a timeout) is retried by SQS, and
-            # the retry retrains the head.
+            # A change applied here marks its tenant as it is applied (even if recording it
+            # then fails); a redelivered one returns what it did the first time, so a batch
+            # SQS retries after an invocation that ended before retraining (a timeout)
+            # retrains the head.
             if applied["chunks_written"] or applied["chunks_removed"]:
                 _changed_tenants.add(tenant_of(change.key, get_settings().tenant))
         except Exception:

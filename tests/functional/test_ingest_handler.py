@@ -310,6 +310,33 @@ def test_a_batch_retried_after_a_timeout_before_the_head_retrains_it(
     assert set(FaqHead.from_bytes(stored).ids) == FAQ_IDS
 
 
+def test_a_change_whose_result_cannot_be_recorded_still_retrains_the_head(
+    bucket: KnowledgeBucket, ingest: Ingest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aws_lambda_powertools.utilities.idempotency.persistence.base import (
+        BasePersistenceLayer,
+    )
+
+    from kefu.bootstrap import build_index
+    from kefu.head import FaqHead
+    from kefu.settings import Settings
+
+    def unavailable(self: Any, data: dict[str, Any], result: dict[str, Any]) -> None:
+        raise RuntimeError("idempotency table throttled")
+
+    monkeypatch.setattr(BasePersistenceLayer, "save_success", unavailable)
+    record = bucket.upload("tenants/acme/faq.jsonl", FIXTURES / "mini_faq.jsonl")
+
+    # The record fails (SQS retries it), but its chunks are stored and the head follows them
+    response = ingest(batch(record))
+
+    assert response == {"batchItemFailures": [{"itemIdentifier": record["messageId"]}]}
+    assert bucket.chunks("tenants/acme/faq.jsonl", tenant="acme") == FAQ_IDS
+    stored = build_index(Settings()).load_head("acme")
+    assert stored is not None
+    assert set(FaqHead.from_bytes(stored).ids) == FAQ_IDS
+
+
 def test_a_head_that_cannot_be_retrained_fails_no_record(
     bucket: KnowledgeBucket,
     ingest: Ingest,

@@ -56,6 +56,33 @@ def test_the_matching_entry_ranks_first_with_both_scores() -> None:
     assert hits[0].dense > hits[1].dense
 
 
+def test_bm25_matches_outside_the_tenant_and_language_are_left_out_of_the_search() -> None:
+    # The strongest BM25 matches are in another tenant and another language
+    index = EmbeddedIndex(":memory:", lexical_weight=0.5)
+    put(
+        index,
+        faq("acme-refund", "refund refund refund?", "Ask acme.", tenant="acme"),
+        faq("zh-refund", "refund 退款 refund 多久？", "1–3 个工作日。", lang="zh"),
+        REFUND,
+        PASSWORD,
+    )
+
+    query = SearchQuery(
+        text="refund refund",
+        vector=EMBEDDER.embed_queries(["refund refund"])[0],
+        language="en",
+        tenant="default",
+    )
+    hits = index.search(query)
+
+    assert [hit.chunk.id for hit in hits] == ["refund", "password"]
+    assert hits[0].lexical == 1.0  # relative to the best match the search may return
+    assert hits[1].lexical == 0.0
+    assert [h.chunk.id for h in index.search(replace(query, tenant="acme"))] == ["acme-refund"]
+    chinese = index.search(replace(query, language="zh"))
+    assert [(h.chunk.id, h.lexical) for h in chinese] == [("zh-refund", 1.0)]
+
+
 def test_language_and_tenant_filters_exclude_other_content() -> None:
     index = EmbeddedIndex(":memory:")
     other_tenant = faq("t2-refund", "How long does a refund take?", "Ask us.", tenant="acme")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -364,6 +366,54 @@ def test_a_large_bilingual_kb_is_trained_against_entries_of_the_questions_langua
 
     assert within > 0.5
     assert within > across + 0.2
+
+
+def test_a_language_with_fewer_entries_than_the_nearest_count_trains_on_what_it_has(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(head, "MAX_TRAINING_CELLS", 0)
+    monkeypatch.setattr(head, "NEAREST_ENTRIES", 4)  # more than English has, and Chinese
+    monkeypatch.setattr(head, "BATCH", 8)
+    questions = {**QUESTIONS, "card-zh": _unit(QUESTIONS["card"] + 0.01)}
+    languages = {entry: "zh" if entry.endswith("-zh") else "en" for entry in questions}
+
+    trained = head.train(questions, languages)
+
+    assert trained is not None
+    assert np.isfinite(trained.weights).all()
+    assert np.isfinite(trained.bias).all()
+    english = list(QUESTIONS)
+    for entry, centre in zip(english, CENTRES, strict=True):
+        unseen = _unit(centre + 0.1 * np.random.default_rng(5).standard_normal(DIM))
+        probabilities = trained.probabilities(unseen, english)
+        assert probabilities is not None
+        assert max(probabilities, key=probabilities.__getitem__) == entry
+
+
+def test_retraining_gives_a_large_kb_its_entries_languages(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from kb_ingest.pipeline import retrain_head
+
+    index = _indexed()
+    twin = replace(_faq("card-zh", 2), lang="zh")
+    index.upsert([twin], [np.vstack([_unit(np.ones(DIM)), QUESTIONS["card"][:2]])])
+    given: list[dict[str, str] | None] = []
+    real_train = head.train
+
+    def recording_train(questions: Any, languages: Any = None) -> FaqHead | None:
+        given.append(languages)
+        return real_train(questions, languages)
+
+    monkeypatch.setattr(head, "train", recording_train)
+    retrain_head(index, tenant="default")  # within the full-softmax budget: every entry
+    monkeypatch.setattr(head, "MAX_TRAINING_CELLS", 0)
+    retrain_head(index, tenant="default")
+
+    assert given == [
+        None,
+        {"card": "en", "refund": "en", "tracking": "en", "card-zh": "zh"},
+    ]
 
 
 def test_a_kb_without_faq_entries_is_not_given_a_new_version_by_every_ingest(

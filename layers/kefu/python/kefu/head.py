@@ -7,8 +7,9 @@ intent datasets it ranks the right entry first more often than the nearest-examp
 its probability separates questions the KB does not cover better than a similarity does
 (`python -m kb_ingest.evaluate --datasets ../shared/datasets` measures both).
 
-The retriever re-ranks the index's FAQ candidates by the head's probability, so the index's
-tenant, language and category filters still decide what may be answered. Training needs only
+The retriever re-ranks the index's FAQ candidates by the head's logits plus their similarity,
+so the index's tenant, language and category filters still decide what may be answered; the
+decision to answer reads the head's own probability. Training needs only
 NumPy; it is deterministic (zero start, Adam: full-batch, or seeded minibatches for a large KB),
 so the same KB gives the same head. Stored, the weights are float16: half the bytes, and logit
 errors far below what the thresholds resolve.
@@ -73,17 +74,37 @@ class FaqHead:
         With `similarity` (each candidate's similarity to the question), the head's logits are
         combined with `SIMILARITY_WEIGHT` times it: a product of the head's and the
         nearest-example view, each right where the other errs."""
+        logits = self._logits(vector, among)
+        if logits is None:
+            return None
+        if similarity is not None:
+            logits = logits + SIMILARITY_WEIGHT * np.asarray(similarity, dtype=np.float32)
+        return dict(zip(among, _softmax(logits), strict=True))
+
+    def rank(
+        self, vector: Vectors, among: Sequence[str], similarity: Sequence[float]
+    ) -> tuple[dict[str, float], dict[str, float]] | None:
+        """`probabilities` with the similarity (what the candidates are ordered by) and
+        without it (the head's own view, what the decision to answer reads), from one product;
+        None as there."""
+        logits = self._logits(vector, among)
+        if logits is None:
+            return None
+        combined = logits + SIMILARITY_WEIGHT * np.asarray(similarity, dtype=np.float32)
+        return (
+            dict(zip(among, _softmax(combined), strict=True)),
+            dict(zip(among, _softmax(logits), strict=True)),
+        )
+
+    def _logits(self, vector: Vectors, among: Sequence[str]) -> np.ndarray | None:
         columns = [self._column.get(entry) for entry in among]
         if not columns or any(column is None for column in columns):
             return None
         at = np.array(columns, dtype=np.int64)
-        logits = SCALE * np.asarray(vector, dtype=np.float32) @ self.weights[:, at] + self.bias[at]
-        if similarity is not None:
-            logits = logits + SIMILARITY_WEIGHT * np.asarray(similarity, dtype=np.float32)
-        logits -= logits.max()
-        weights = np.exp(logits)
-        weights /= weights.sum()
-        return dict(zip(among, weights.tolist(), strict=True))
+        logits: np.ndarray = (
+            SCALE * np.asarray(vector, dtype=np.float32) @ self.weights[:, at] + self.bias[at]
+        )
+        return logits
 
     @cached_property
     def _column(self) -> dict[str, int]:
@@ -114,6 +135,11 @@ class FaqHead:
                 weights=stored["weights"].astype(np.float32),
                 bias=stored["bias"].astype(np.float32),
             )
+
+
+def _softmax(logits: np.ndarray) -> list[float]:
+    weights = np.exp(logits - logits.max())
+    return (weights / weights.sum()).tolist()
 
 
 def training_cells(questions: Mapping[str, Vectors]) -> int:
@@ -208,7 +234,10 @@ def _train_on_nearest(
         error /= error.sum(axis=1, keepdims=True)
         error[np.arange(len(batch)), own[batch]] -= 1.0
         error /= len(batch)
-        # The gradient of the touched entries: a (touched x batch) matrix times the batch.
+        # The gradient of the touched entries: a (touched x batch) matrix times the batch. A
+        # masked slot (a small language) names its question's own entry instead, with no error
+        # of its own, so that no entry outside the batch's candidates takes an Adam step.
+        entries = np.where(np.isneginf(allowed[batch]), labels[batch][:, None], entries)
         touched, which = np.unique(entries.ravel(), return_inverse=True)
         spread = np.zeros((len(touched), len(batch)), dtype=np.float32)
         np.add.at(spread, (which, np.repeat(np.arange(len(batch)), k)), error.ravel())

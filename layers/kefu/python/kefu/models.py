@@ -128,7 +128,8 @@ class SearchHit:
     key (a question, an out-of-scope example, or a passage's text), which is what the
     answer-or-decline decision compares between FAQ entries and out-of-scope examples; `lexical`
     is its BM25 score relative to the best of the search; `score` ranks the hits.
-    `probability` is the FAQ head's, for an FAQ entry re-ranked by the tenant's head.
+    `probability` is the FAQ head's own (without the similarity the re-ranking adds), for an FAQ
+    entry re-ranked by the tenant's head; `score` keeps the index's ranking.
     """
 
     chunk: Chunk

@@ -122,8 +122,9 @@ class Retriever:
     def search(
         self, question: str, *, language: Language | None, tenant: str, limit: int | None = None
     ) -> list[SearchHit]:
-        """The best chunks for a question; FAQ entries ordered by the head where it knows them
-        all (`SearchHit.probability` set), else by similarity."""
+        """The best chunks for a question; FAQ entries ordered by the head's logits plus their
+        similarity where it knows them all (`SearchHit.probability` then set to the head's own
+        probability), else by similarity."""
         vector = self.embedder.embed_queries([question])[0]
         limit = limit or self.limit
         head = self.head(tenant) if self.use_head else None
@@ -142,10 +143,9 @@ class Retriever:
             # errs); whether to answer is the head's own view, which spreads its probability
             # over the candidates of a question it was not trained for (declines measured in
             # the README).
-            ranking = head.probabilities(vector, among, [hit.dense for hit in faqs])
-            if ranking is not None:
-                own = head.probabilities(vector, among) or ranking
-                hits = _rerank(hits, ranking, own)
+            ranked = head.rank(vector, among, [hit.dense for hit in faqs])
+            if ranked is not None:
+                hits = _rerank(hits, *ranked)
         return hits[:limit]
 
     def decide_on(self, hits: list[SearchHit]) -> Decision:
