@@ -129,7 +129,11 @@ def _mixed_up(sign: float, nuisance: float) -> list[float]:
     return [0.1 * sign, nuisance, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0]
 
 
-def test_the_retriever_reranks_the_faq_candidates_by_the_stored_head() -> None:
+def test_the_retriever_reranks_the_faq_candidates_by_the_stored_head(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The head alone (its spread correction, which favours the broad "card", is tested below)
+    monkeypatch.setattr(head, "SPREAD_SHARE", 0.0)
     # "card" is asked in ways spread far along coordinate 1, "refund" near its middle
     card = _unit(np.array([_mixed_up(+1, n) for n in (1.5, 0.5, -0.5, -1.5)]))
     refund = _unit(np.array([_mixed_up(-1, n) for n in (0.0, -0.3, 0.3)]))
@@ -168,6 +172,49 @@ def test_the_retriever_reranks_the_faq_candidates_by_the_stored_head() -> None:
     decision = retriever.decide_on(after)
     assert decision.kind == "faq"
     assert decision.hits[0].chunk.id == "refund"
+
+
+def test_the_similarity_is_taken_relative_to_each_entrys_spread() -> None:
+    broad = _unit(np.array([_mixed_up(+1, n) for n in (1.5, 0.5, -0.5, -1.5)]))
+    narrow = _unit(np.array([_mixed_up(-1, n) for n in (0.0, -0.3, 0.3)]))
+    trained = head.train({"broad": broad, "narrow": narrow})
+    assert trained is not None
+    assert trained.spread is not None
+    spread = dict(zip(trained.ids, trained.spread.tolist(), strict=True))
+    # A question of the broad entry is less like the centroid of its others
+    assert spread["broad"] < spread["narrow"] < 1.0
+    question = _unit(np.array([0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0]))
+    plain = trained.probabilities(question, ["broad", "narrow"])
+    ranking = trained.probabilities(question, ["broad", "narrow"], [0.9, 0.9])
+    assert plain is not None
+    assert ranking is not None
+    # The same similarity to both counts for more toward the broad entry
+    assert ranking["broad"] / ranking["narrow"] == pytest.approx(
+        plain["broad"]
+        / plain["narrow"]
+        * np.exp(head.SIMILARITY_WEIGHT * head.SPREAD_SHARE * (spread["narrow"] - spread["broad"])),
+        rel=1e-3,
+    )
+    stored = FaqHead.from_bytes(trained.to_bytes())
+    assert stored.spread is not None
+    np.testing.assert_allclose(stored.spread, trained.spread)
+    # A head stored before the spread was: read as without a correction
+    old = FaqHead(ids=trained.ids, weights=trained.weights, bias=trained.bias)
+    assert FaqHead.from_bytes(old.to_bytes()).spread is None
+
+
+def test_the_lexical_score_adds_to_the_ranking_logits() -> None:
+    trained = head.train(QUESTIONS)
+    assert trained is not None
+    question = QUESTIONS["card"][0]
+    among = ["card", "refund"]
+    without = trained.probabilities(question, among, [0.5, 0.5])
+    with_bm25 = trained.probabilities(question, among, [0.5, 0.5], [0.0, 1.0])
+    assert without is not None
+    assert with_bm25 is not None
+    assert with_bm25["refund"] / with_bm25["card"] == pytest.approx(
+        without["refund"] / without["card"] * np.exp(head.LEXICAL_LOGITS), rel=1e-3
+    )
 
 
 def test_an_faq_entry_answers_when_both_its_similarity_and_its_probability_are_enough() -> None:

@@ -37,6 +37,16 @@ LEARNING_RATE = 0.05
 # How much the candidates' similarity adds to the head's logits at search time; chosen on the
 # sample KB's dev set and the datasets' dev splits (the head alone, 0, ranks worse on the first).
 SIMILARITY_WEIGHT = 40.0
+# The similarity is taken relative to how close an entry's own questions are to one another
+# (`FaqHead.spread`, this share of it): a broad entry ("chat", "other") is asked in ways far
+# from each other, so a question of it is less similar to its questions than a question of a
+# narrow entry is to that entry's; without this the similarity term favours narrow entries.
+# And each candidate's BM25 score relative to the search's best (`SearchHit.lexical`, Chinese
+# bigrams and English words) adds this many logits. Both chosen on the dev sets (the datasets'
+# with tuned and bundled e5, the sample KB's); the test figures are in the README (Retrieval
+# quality).
+SPREAD_SHARE = 0.4
+LEXICAL_LOGITS = 2.0
 # Full-softmax training costs questions x entries per step (about 3.5 s for the sample KB's
 # 3,900 questions x 242 entries on 2 cores). Above this budget each question is trained against
 # its own entry and the entries whose question centroids are nearest it, as the head is used
@@ -57,14 +67,21 @@ _FORMAT = 1
 
 @dataclass(frozen=True, eq=False)
 class FaqHead:
-    """Class `k` is the FAQ entry `ids[k]`; logits are `SCALE * x @ weights + bias`."""
+    """Class `k` is the FAQ entry `ids[k]`; logits are `SCALE * x @ weights + bias`.
+    `spread[k]` is how similar a question of the entry is, on average, to the centroid of its
+    other questions (None in a head stored without it: no correction)."""
 
     ids: tuple[str, ...]
     weights: np.ndarray  # (dim, classes) float32
     bias: np.ndarray  # (classes,) float32
+    spread: np.ndarray | None = None  # (classes,) float32
 
     def probabilities(
-        self, vector: Vectors, among: Sequence[str], similarity: Sequence[float] | None = None
+        self,
+        vector: Vectors,
+        among: Sequence[str],
+        similarity: Sequence[float] | None = None,
+        lexical: Sequence[float] | None = None,
     ) -> dict[str, float] | None:
         """The probability of each entry of `among` being what the question asks for, the
         softmax taken over `among` alone (the candidates the index's filters let through: an
@@ -73,24 +90,30 @@ class FaqHead:
 
         With `similarity` (each candidate's similarity to the question), the head's logits are
         combined with `SIMILARITY_WEIGHT` times it: a product of the head's and the
-        nearest-example view, each right where the other errs."""
+        nearest-example view, each right where the other errs; the similarity is taken
+        relative to `SPREAD_SHARE` of the entry's spread. With `lexical` (each candidate's
+        relative BM25 score), `LEXICAL_LOGITS` times it is added too."""
         logits = self._logits(vector, among)
         if logits is None:
             return None
         if similarity is not None:
-            logits = logits + SIMILARITY_WEIGHT * np.asarray(similarity, dtype=np.float32)
+            logits = self._with_evidence(logits, among, similarity, lexical)
         return dict(zip(among, _softmax(logits), strict=True))
 
     def rank(
-        self, vector: Vectors, among: Sequence[str], similarity: Sequence[float]
+        self,
+        vector: Vectors,
+        among: Sequence[str],
+        similarity: Sequence[float],
+        lexical: Sequence[float] | None = None,
     ) -> tuple[dict[str, float], dict[str, float]] | None:
-        """`probabilities` with the similarity (what the candidates are ordered by) and
-        without it (the head's own view, what the decision to answer reads), from one product;
-        None as there."""
+        """`probabilities` with the similarity and BM25 (what the candidates are ordered by)
+        and without them (the head's own view, what the decision to answer reads), from one
+        product; None as there."""
         logits = self._logits(vector, among)
         if logits is None:
             return None
-        combined = logits + SIMILARITY_WEIGHT * np.asarray(similarity, dtype=np.float32)
+        combined = self._with_evidence(logits, among, similarity, lexical)
         return (
             dict(zip(among, _softmax(combined), strict=True)),
             dict(zip(among, _softmax(logits), strict=True)),
@@ -106,6 +129,22 @@ class FaqHead:
         )
         return logits
 
+    def _with_evidence(
+        self,
+        logits: np.ndarray,
+        among: Sequence[str],
+        similarity: Sequence[float],
+        lexical: Sequence[float] | None,
+    ) -> np.ndarray:
+        similar = np.asarray(similarity, dtype=np.float32)
+        if self.spread is not None:
+            at = np.array([self._column[entry] for entry in among], dtype=np.int64)
+            similar = (similar - SPREAD_SHARE * self.spread[at]).astype(np.float32)
+        logits = logits + SIMILARITY_WEIGHT * similar
+        if lexical is not None:
+            logits = logits + LEXICAL_LOGITS * np.asarray(lexical, dtype=np.float32)
+        return logits
+
     @cached_property
     def _column(self) -> dict[str, int]:
         return {entry: k for k, entry in enumerate(self.ids)}
@@ -116,13 +155,15 @@ class FaqHead:
 
     def to_bytes(self) -> bytes:
         buffer = io.BytesIO()
-        np.savez_compressed(
-            buffer,
-            format=np.array(_FORMAT),
-            ids=np.array(self.ids, dtype=np.str_),
-            weights=self.weights.astype(np.float16),
-            bias=self.bias.astype(np.float32),
-        )
+        arrays: dict[str, np.ndarray] = {
+            "format": np.array(_FORMAT),
+            "ids": np.array(self.ids, dtype=np.str_),
+            "weights": self.weights.astype(np.float16),
+            "bias": self.bias.astype(np.float32),
+        }
+        if self.spread is not None:  # a head read without it is used without the correction
+            arrays["spread"] = self.spread.astype(np.float32)
+        np.savez_compressed(buffer, **arrays)  # type: ignore[arg-type]
         return buffer.getvalue()
 
     @classmethod
@@ -134,6 +175,7 @@ class FaqHead:
                 ids=tuple(str(i) for i in stored["ids"].tolist()),
                 weights=stored["weights"].astype(np.float32),
                 bias=stored["bias"].astype(np.float32),
+                spread=stored["spread"].astype(np.float32) if "spread" in stored else None,
             )
 
 
@@ -170,7 +212,7 @@ def train(
     groups = np.unique(names, return_inverse=True)[1].astype(np.int64)
     if cells > MAX_TRAINING_CELLS:
         weights, bias = _train_on_nearest(x, labels, groups)
-        return FaqHead(ids=tuple(ids), weights=weights, bias=bias)
+        return FaqHead(ids=tuple(ids), weights=weights, bias=bias, spread=spread(questions, ids))
     n, classes = len(x), len(ids)
     targets = np.zeros((n, classes), dtype=np.float32)
     targets[np.arange(n), labels] = 1.0
@@ -187,7 +229,26 @@ def train(
         error = (p - targets) / n
         _adam(weights, moments, everything, x.T @ error + L2 * weights, step)
         _adam(bias, bias_moments, everything, error.sum(axis=0), step)
-    return FaqHead(ids=tuple(ids), weights=weights.astype(np.float32), bias=bias.astype(np.float32))
+    return FaqHead(
+        ids=tuple(ids),
+        weights=weights.astype(np.float32),
+        bias=bias.astype(np.float32),
+        spread=spread(questions, ids),
+    )
+
+
+def spread(questions: Mapping[str, Vectors], ids: Sequence[str]) -> np.ndarray:
+    """Each entry's mean similarity of one of its questions to the centroid of its others (0
+    for an entry of one question, which has no others)."""
+    out = np.zeros(len(ids), dtype=np.float32)
+    for k, entry in enumerate(ids):
+        rows = np.asarray(questions[entry], dtype=np.float32)
+        if len(rows) < 2:
+            continue
+        others = rows.sum(axis=0)[None, :] - rows
+        others /= np.maximum(np.linalg.norm(others, axis=1, keepdims=True), 1e-9)
+        out[k] = float((rows * others).sum(axis=1).mean())
+    return out
 
 
 def _train_on_nearest(

@@ -35,8 +35,8 @@ class Thresholds:
 # The e5 passage threshold is the lowest at which no uncovered question of the sample's sets is
 # answered from a passage.
 DEFAULT_THRESHOLDS: dict[str, Thresholds] = {
-    "multilingual-e5-small-q4": Thresholds(faq=0.894, passage=0.87, head=0.277),
-    "hashing-v1": Thresholds(faq=0.214, passage=0.45, head=0.383),
+    "multilingual-e5-small-q4": Thresholds(faq=0.893, passage=0.87, head=0.277),
+    "hashing-v1": Thresholds(faq=0.217, passage=0.45, head=0.363),
 }
 # How many of the index's best chunks are fetched for the FAQ head to re-rank their FAQ entries.
 HEAD_CANDIDATES = 20
@@ -139,11 +139,13 @@ class Retriever:
         if head is not None:
             faqs = [hit for hit in hits if hit.chunk.kind == "faq"]
             among = [hit.chunk.id for hit in faqs]
-            # The order combines the head with the similarity (each right where the other
-            # errs); whether to answer is the head's own view, which spreads its probability
+            # The order combines the head with the similarity and BM25 (each right where the
+            # others err); whether to answer is the head's own view, which spreads its probability
             # over the candidates of a question it was not trained for (declines measured in
             # the README).
-            ranked = head.rank(vector, among, [hit.dense for hit in faqs])
+            ranked = head.rank(
+                vector, among, [hit.dense for hit in faqs], [hit.lexical for hit in faqs]
+            )
             if ranked is not None:
                 hits = _rerank(hits, *ranked)
         return hits[:limit]

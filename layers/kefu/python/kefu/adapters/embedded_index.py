@@ -351,8 +351,8 @@ class EmbeddedIndex:
             scale, is_faq = self._centroid_scale[start:stop], self._chunk_is_faq[start:stop]
             allowed = self._category_locked(query.category)[start:stop]
             chunk_of_rowid = self._chunk_of_rowid
-            # With no share in the ranking, BM25 would be an FTS5 query per chat turn for nothing.
-            lexical_rows = self._lexical_locked(query) if self._lexical_weight and chunks else []
+            # BM25 is asked even with no share in the fused score: the FAQ head ranks with it.
+            lexical_rows = self._lexical_locked(query) if chunks else []
         if not chunks or not allowed.any():
             return []
 
