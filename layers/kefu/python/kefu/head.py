@@ -7,12 +7,12 @@ intent datasets it ranks the right entry first more often than the nearest-examp
 its probability separates questions the KB does not cover better than a similarity does
 (`python -m kb_ingest.evaluate --datasets ../shared/datasets` measures both).
 
-The retriever re-ranks the index's FAQ candidates by the head's logits plus their similarity,
-so the index's tenant, language and category filters still decide what may be answered; the
-decision to answer reads the head's own probability. Training needs only
-NumPy; it is deterministic (zero start, Adam: full-batch, or seeded minibatches for a large KB),
-so the same KB gives the same head. Stored, the weights are float16: half the bytes, and logit
-errors far below what the thresholds resolve.
+The retriever re-ranks the index's FAQ candidates by the head's logits plus their similarity
+(relative to each entry's spread) and BM25 score, so the index's tenant, language and category
+filters still decide what may be answered; the decision to answer reads the head's own
+probability. Training needs only NumPy; it is deterministic (zero start, Adam: full-batch, or
+seeded minibatches for a large KB), so the same KB gives the same head. Stored, the weights
+are float16: half the bytes, and logit errors far below what the thresholds resolve.
 """
 
 from __future__ import annotations
