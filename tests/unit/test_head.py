@@ -33,6 +33,37 @@ QUESTIONS = {
 }
 
 
+def _unseen(centre: np.ndarray, seed: int = 5) -> np.ndarray:
+    """A question of the entry at `centre` that the head was not trained on."""
+    return _unit(centre + 0.1 * np.random.default_rng(seed).standard_normal(DIM))
+
+
+def _own_probabilities(
+    trained: FaqHead | None, entries: list[str], *, first: bool = True
+) -> list[float]:
+    """For each of `entries` (in `CENTRES` order), the probability an unseen question of it
+    gives it among `entries`, with finite weights; with `first`, asserts it is the highest."""
+    assert trained is not None
+    assert np.isfinite(trained.weights).all()
+    assert np.isfinite(trained.bias).all()
+    own = []
+    for entry, centre in zip(entries, CENTRES, strict=True):
+        probabilities = trained.probabilities(_unseen(centre), entries)
+        assert probabilities is not None
+        if first:
+            assert max(probabilities, key=probabilities.__getitem__) == entry
+        own.append(probabilities[entry])
+    return own
+
+
+def _nearest_training(monkeypatch: pytest.MonkeyPatch, entries: int) -> None:
+    """Train as a KB over the full-softmax budget is: on each question's `entries` nearest
+    entries (its own included), in small batches."""
+    monkeypatch.setattr(head, "MAX_TRAINING_CELLS", 0)
+    monkeypatch.setattr(head, "NEAREST_ENTRIES", entries)
+    monkeypatch.setattr(head, "BATCH", 8)
+
+
 def test_a_head_ranks_each_entrys_unseen_questions_first() -> None:
     trained = head.train(QUESTIONS)
     assert trained is not None
@@ -361,9 +392,7 @@ def test_a_kb_over_the_training_budget_gets_no_head_and_the_ingest_says_why(
 def test_a_kb_over_the_full_softmax_budget_is_trained_on_each_questions_nearest_entries(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(head, "MAX_TRAINING_CELLS", 0)
-    monkeypatch.setattr(head, "NEAREST_ENTRIES", 2)  # its own entry and the nearest other
-    monkeypatch.setattr(head, "BATCH", 8)
+    _nearest_training(monkeypatch, 2)  # its own entry and the nearest other
 
     first, second = head.train(QUESTIONS), head.train(QUESTIONS)
 
@@ -372,11 +401,7 @@ def test_a_kb_over_the_full_softmax_budget_is_trained_on_each_questions_nearest_
     assert first.to_bytes() == second.to_bytes()  # still deterministic
     assert first.weights.shape == (DIM, 3)
     assert first.weights.dtype == first.bias.dtype == np.float32
-    for entry, centre in zip(first.ids, CENTRES, strict=True):
-        unseen = _unit(centre + 0.1 * np.random.default_rng(5).standard_normal(DIM))
-        probabilities = first.probabilities(unseen, first.ids)
-        assert probabilities is not None
-        assert max(probabilities, key=probabilities.__getitem__) == entry
+    _own_probabilities(first, list(first.ids))
 
 
 def test_a_large_bilingual_kb_is_trained_against_entries_of_the_questions_language(
@@ -385,9 +410,7 @@ def test_a_large_bilingual_kb_is_trained_against_entries_of_the_questions_langua
     # Each entry has a twin in the other language whose questions a multilingual encoder puts
     # next to its own; a question's nearest other entry is then its twin, which the index's
     # language filter keeps out of its candidates at question time.
-    monkeypatch.setattr(head, "MAX_TRAINING_CELLS", 0)
-    monkeypatch.setattr(head, "NEAREST_ENTRIES", 2)  # its own entry and the nearest other
-    monkeypatch.setattr(head, "BATCH", 8)
+    _nearest_training(monkeypatch, 2)  # its own entry and the nearest other
     twins = {
         f"{e}-zh": _unit(q + 0.01 * RNG.standard_normal(q.shape)) for e, q in QUESTIONS.items()
     }
@@ -395,21 +418,8 @@ def test_a_large_bilingual_kb_is_trained_against_entries_of_the_questions_langua
     languages = {entry: entry[-2:] for entry in bilingual}
     english = [f"{e}-en" for e in QUESTIONS]
 
-    def own_probability(trained: FaqHead | None) -> float:
-        """The smallest probability an unseen English question gives its own entry, among the
-        English entries."""
-        assert trained is not None
-        assert np.isfinite(trained.weights).all()
-        lowest = 1.0
-        for entry, centre in zip(english, CENTRES, strict=True):
-            unseen = _unit(centre + 0.1 * np.random.default_rng(5).standard_normal(DIM))
-            probabilities = trained.probabilities(unseen, english)
-            assert probabilities is not None
-            lowest = min(lowest, probabilities[entry])
-        return lowest
-
-    within = own_probability(head.train(bilingual, languages))
-    across = own_probability(head.train(bilingual))
+    within = min(_own_probabilities(head.train(bilingual, languages), english))
+    across = min(_own_probabilities(head.train(bilingual), english, first=False))
 
     assert within > 0.5
     assert within > across + 0.2
@@ -418,23 +428,11 @@ def test_a_large_bilingual_kb_is_trained_against_entries_of_the_questions_langua
 def test_a_language_with_fewer_entries_than_the_nearest_count_trains_on_what_it_has(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(head, "MAX_TRAINING_CELLS", 0)
-    monkeypatch.setattr(head, "NEAREST_ENTRIES", 4)  # more than English has, and Chinese
-    monkeypatch.setattr(head, "BATCH", 8)
+    _nearest_training(monkeypatch, 4)  # more than English has, and Chinese
     questions = {**QUESTIONS, "card-zh": _unit(QUESTIONS["card"] + 0.01)}
     languages = {entry: "zh" if entry.endswith("-zh") else "en" for entry in questions}
 
-    trained = head.train(questions, languages)
-
-    assert trained is not None
-    assert np.isfinite(trained.weights).all()
-    assert np.isfinite(trained.bias).all()
-    english = list(QUESTIONS)
-    for entry, centre in zip(english, CENTRES, strict=True):
-        unseen = _unit(centre + 0.1 * np.random.default_rng(5).standard_normal(DIM))
-        probabilities = trained.probabilities(unseen, english)
-        assert probabilities is not None
-        assert max(probabilities, key=probabilities.__getitem__) == entry
+    _own_probabilities(head.train(questions, languages), list(QUESTIONS))
 
 
 def test_retraining_gives_a_large_kb_its_entries_languages(
