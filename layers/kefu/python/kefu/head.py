@@ -51,8 +51,8 @@ LEXICAL_LOGITS = 2.0
 # 3,900 questions x 242 entries on 2 cores). Above this budget each question is trained against
 # its own entry and the entries whose question centroids are nearest it, as the head is used
 # (on the index's nearest candidates), in minibatches: on the datasets, retrieval's hit@1 is
-# 0-0.2 points below the full softmax's (`python -m kb_ingest.evaluate --datasets
-# ../shared/datasets --nearest-training`); on the bilingual sample KB (`--sample
+# the full softmax's (`python -m kb_ingest.evaluate --datasets ../shared/datasets
+# --tune-encoder --nearest-training`); on the bilingual sample KB (`--sample
 # --calibrate-sample --nearest-training`), with the nearest entries chosen within the
 # question's language, 2.2 points below, with as many questions answered right.
 MAX_TRAINING_CELLS = 4_000_000
