@@ -190,10 +190,12 @@ def test_the_retriever_reranks_the_faq_candidates_by_the_stored_head(
 
     assert [h.chunk.id for h in after] == ["refund", "card"]
     stored = FaqHead.from_bytes(trained.to_bytes())
-    ranking = stored.probabilities(question, ["card", "refund"], [before[0].dense, before[1].dense])
-    own = stored.probabilities(question, ["card", "refund"])
-    assert ranking is not None
-    assert own is not None
+    ranked = stored.rank(
+        question, ["card", "refund"], [h.dense for h in before], [h.lexical for h in before]
+    )
+    assert ranked is not None
+    ranking, own = ranked
+    assert own == stored.probabilities(question, ["card", "refund"])
     # Ordered by the head with the similarity; each carries the head's own probability, which
     # the decision to answer reads
     assert ranking["refund"] > ranking["card"]
@@ -215,10 +217,9 @@ def test_the_similarity_is_taken_relative_to_each_entrys_spread() -> None:
     # A question of the broad entry is less like the centroid of its others
     assert spread["broad"] < spread["narrow"] < 1.0
     question = _unit(np.array([0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0]))
-    plain = trained.probabilities(question, ["broad", "narrow"])
-    ranking = trained.probabilities(question, ["broad", "narrow"], [0.9, 0.9])
-    assert plain is not None
-    assert ranking is not None
+    ranked = trained.rank(question, ["broad", "narrow"], [0.9, 0.9])
+    assert ranked is not None
+    ranking, plain = ranked
     # The same similarity to both counts for more toward the broad entry
     assert ranking["broad"] / ranking["narrow"] == pytest.approx(
         plain["broad"]
@@ -239,10 +240,11 @@ def test_the_lexical_score_adds_to_the_ranking_logits() -> None:
     assert trained is not None
     question = QUESTIONS["card"][0]
     among = ["card", "refund"]
-    without = trained.probabilities(question, among, [0.5, 0.5])
-    with_bm25 = trained.probabilities(question, among, [0.5, 0.5], [0.0, 1.0])
-    assert without is not None
-    assert with_bm25 is not None
+    plain = trained.rank(question, among, [0.5, 0.5])
+    lexical = trained.rank(question, among, [0.5, 0.5], [0.0, 1.0])
+    assert plain is not None
+    assert lexical is not None
+    without, with_bm25 = plain[0], lexical[0]
     assert with_bm25["refund"] / with_bm25["card"] == pytest.approx(
         without["refund"] / without["card"] * np.exp(head.LEXICAL_LOGITS), rel=1e-3
     )

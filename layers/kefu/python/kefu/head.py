@@ -76,29 +76,13 @@ class FaqHead:
     bias: np.ndarray  # (classes,) float32
     spread: np.ndarray | None = None  # (classes,) float32
 
-    def probabilities(
-        self,
-        vector: Vectors,
-        among: Sequence[str],
-        similarity: Sequence[float] | None = None,
-        lexical: Sequence[float] | None = None,
-    ) -> dict[str, float] | None:
-        """The probability of each entry of `among` being what the question asks for, the
-        softmax taken over `among` alone (the candidates the index's filters let through: an
-        entry's twin in another language takes nothing from it); None when the head does not
-        know one of them (the KB changed since it was trained).
-
-        With `similarity` (each candidate's similarity to the question), the head's logits are
-        combined with `SIMILARITY_WEIGHT` times it: a product of the head's and the
-        nearest-example view, each right where the other errs; the similarity is taken
-        relative to `SPREAD_SHARE` of the entry's spread. With `lexical` (each candidate's
-        relative BM25 score), `LEXICAL_LOGITS` times it is added too."""
-        logits = self._logits(vector, among)
-        if logits is None:
-            return None
-        if similarity is not None:
-            logits = self._with_evidence(logits, among, similarity, lexical)
-        return dict(zip(among, _softmax(logits), strict=True))
+    def probabilities(self, vector: Vectors, among: Sequence[str]) -> dict[str, float] | None:
+        """The head's own probability of each entry of `among` being what the question asks
+        for, the softmax taken over `among` alone (the candidates the index's filters let
+        through: an entry's twin in another language takes nothing from it); None when the
+        head does not know one of them (the KB changed since it was trained)."""
+        found = self._logits(vector, among)
+        return None if found is None else dict(zip(among, _softmax(found[1]), strict=True))
 
     def rank(
         self,
@@ -107,43 +91,38 @@ class FaqHead:
         similarity: Sequence[float],
         lexical: Sequence[float] | None = None,
     ) -> tuple[dict[str, float], dict[str, float]] | None:
-        """`probabilities` with the similarity and BM25 (what the candidates are ordered by)
-        and without them (the head's own view, what the decision to answer reads), from one
-        product; None as there."""
-        logits = self._logits(vector, among)
-        if logits is None:
+        """What the candidates are ordered by, and `probabilities` (what the decision to answer
+        reads), from one product; None as there.
+
+        The order adds to the head's logits `SIMILARITY_WEIGHT` times each candidate's
+        similarity, taken relative to `SPREAD_SHARE` of the entry's spread (a product of the
+        head's and the nearest-example view, each right where the other errs), and
+        `LEXICAL_LOGITS` times its relative BM25 score."""
+        found = self._logits(vector, among)
+        if found is None:
             return None
-        combined = self._with_evidence(logits, among, similarity, lexical)
+        at, logits = found
+        similar = np.asarray(similarity, dtype=np.float32)
+        if self.spread is not None:
+            similar = (similar - SPREAD_SHARE * self.spread[at]).astype(np.float32)
+        combined = logits + SIMILARITY_WEIGHT * similar
+        if lexical is not None:
+            combined = combined + LEXICAL_LOGITS * np.asarray(lexical, dtype=np.float32)
         return (
             dict(zip(among, _softmax(combined), strict=True)),
             dict(zip(among, _softmax(logits), strict=True)),
         )
 
-    def _logits(self, vector: Vectors, among: Sequence[str]) -> np.ndarray | None:
+    def _logits(
+        self, vector: Vectors, among: Sequence[str]
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """The columns of `among` and the head's logits for them; None for an unknown entry."""
         columns = [self._column.get(entry) for entry in among]
         if not columns or any(column is None for column in columns):
             return None
         at = np.array(columns, dtype=np.int64)
-        logits: np.ndarray = (
-            SCALE * np.asarray(vector, dtype=np.float32) @ self.weights[:, at] + self.bias[at]
-        )
-        return logits
-
-    def _with_evidence(
-        self,
-        logits: np.ndarray,
-        among: Sequence[str],
-        similarity: Sequence[float],
-        lexical: Sequence[float] | None,
-    ) -> np.ndarray:
-        similar = np.asarray(similarity, dtype=np.float32)
-        if self.spread is not None:
-            at = np.array([self._column[entry] for entry in among], dtype=np.int64)
-            similar = (similar - SPREAD_SHARE * self.spread[at]).astype(np.float32)
-        logits = logits + SIMILARITY_WEIGHT * similar
-        if lexical is not None:
-            logits = logits + LEXICAL_LOGITS * np.asarray(lexical, dtype=np.float32)
-        return logits
+        vector = np.asarray(vector, dtype=np.float32)
+        return at, SCALE * vector @ self.weights[:, at] + self.bias[at]
 
     @cached_property
     def _column(self) -> dict[str, int]:
@@ -208,9 +187,9 @@ def train(
         return None
     x = SCALE * np.vstack([np.asarray(questions[i], dtype=np.float32) for i in ids])
     labels = np.concatenate([np.full(len(questions[i]), k) for k, i in enumerate(ids)])
-    names = [(languages or {}).get(i, "") for i in ids]
-    groups = np.unique(names, return_inverse=True)[1].astype(np.int64)
     if cells > MAX_TRAINING_CELLS:
+        names = [(languages or {}).get(i, "") for i in ids]
+        groups = np.unique(names, return_inverse=True)[1].astype(np.int64)
         weights, bias = _train_on_nearest(x, labels, groups)
         return FaqHead(ids=tuple(ids), weights=weights, bias=bias, spread=spread(questions, ids))
     n, classes = len(x), len(ids)
@@ -300,11 +279,11 @@ def _train_on_nearest(
         # of its own, so that no entry outside the batch's candidates takes an Adam step.
         entries = np.where(np.isneginf(allowed[batch]), labels[batch][:, None], entries)
         touched, which = np.unique(entries.ravel(), return_inverse=True)
-        spread = np.zeros((len(touched), len(batch)), dtype=np.float32)
-        np.add.at(spread, (which, np.repeat(np.arange(len(batch)), k)), error.ravel())
-        grad = spread @ xb + L2 * rows_by_entry[touched]
+        by_entry = np.zeros((len(touched), len(batch)), dtype=np.float32)
+        np.add.at(by_entry, (which, np.repeat(np.arange(len(batch)), k)), error.ravel())
+        grad = by_entry @ xb + L2 * rows_by_entry[touched]
         _adam(rows_by_entry, moments, touched, grad, step)
-        _adam(bias, bias_moments, touched, spread.sum(axis=1), step)
+        _adam(bias, bias_moments, touched, by_entry.sum(axis=1), step)
     return rows_by_entry.T.copy(), bias
 
 
