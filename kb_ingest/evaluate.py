@@ -157,7 +157,7 @@ def calibrate(
     """
     tops = [faqs[0] for s in scored if (faqs := [h for h in s.hits if h.chunk.kind == "faq"])]
     by_head = any(h.probability is not None for h in tops)
-    dense = _grid([h.dense for h in tops], None if not by_head else _HEAD_GRID)
+    dense = _grid([h.similarity for h in tops], None if not by_head else _HEAD_GRID)
     heads = (
         _grid([h.probability for h in tops if h.probability is not None], _HEAD_GRID)
         if by_head

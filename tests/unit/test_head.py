@@ -13,7 +13,7 @@ from kefu import head
 from kefu.adapters.embedded_index import EmbeddedIndex
 from kefu.errors import DependencyUnavailable
 from kefu.head import FaqHead
-from kefu.models import Chunk
+from kefu.models import Chunk, SearchHit
 from kefu.retrieval import Retriever, Thresholds
 
 DIM = 8
@@ -194,12 +194,13 @@ def test_the_retriever_reranks_the_faq_candidates_by_the_stored_head(
         question, ["card", "refund"], [h.dense for h in before], [h.lexical for h in before]
     )
     assert ranked is not None
-    ranking, own = ranked
+    ranking, own, fit = ranked
     assert own == stored.probabilities(question, ["card", "refund"])
     # Ordered by the head with the similarity; each carries the head's own probability, which
     # the decision to answer reads
     assert ranking["refund"] > ranking["card"]
     assert [h.probability for h in after] == [own["refund"], own["card"]]
+    assert [h.fit for h in after] == [fit["refund"], fit["card"]]
     assert own != ranking
     assert after[0].dense < before[0].dense  # the head's choice, not the nearest
     decision = retriever.decide_on(after)
@@ -214,25 +215,83 @@ def test_the_similarity_is_taken_relative_to_each_entrys_spread() -> None:
     assert trained is not None
     assert trained.spread is not None
     spread = dict(zip(trained.ids, trained.spread.tolist(), strict=True))
-    # A question of the broad entry is less like the centroid of its others
+    # The broad entry's questions are less alike
     assert spread["broad"] < spread["narrow"] < 1.0
     question = _unit(np.array([0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0]))
     ranked = trained.rank(question, ["broad", "narrow"], [0.9, 0.9])
     assert ranked is not None
-    ranking, plain = ranked
-    # The same similarity to both counts for more toward the broad entry
+    ranking, plain, fit = ranked
+    # The same similarity to both counts for more toward the broad entry: in the ranking, by
+    # a share of the difference in spread; in the fit, by all of it, about the mean spread
     assert ranking["broad"] / ranking["narrow"] == pytest.approx(
         plain["broad"]
         / plain["narrow"]
         * np.exp(head.SIMILARITY_WEIGHT * head.SPREAD_SHARE * (spread["narrow"] - spread["broad"])),
         rel=1e-3,
     )
+    middle = (spread["broad"] + spread["narrow"]) / 2
+    assert fit["broad"] == pytest.approx(0.9 + middle - spread["broad"], abs=1e-6)
+    assert fit["narrow"] == pytest.approx(0.9 + middle - spread["narrow"], abs=1e-6)
     stored = FaqHead.from_bytes(trained.to_bytes())
     assert stored.spread is not None
     np.testing.assert_allclose(stored.spread, trained.spread)
-    # A head stored before the spread was: read as without a correction
+    # A head stored before the spread was: read as without a correction, the fit is the
+    # similarity
     old = FaqHead(ids=trained.ids, weights=trained.weights, bias=trained.bias)
-    assert FaqHead.from_bytes(old.to_bytes()).spread is None
+    read = FaqHead.from_bytes(old.to_bytes())
+    assert read.spread is None
+    unchanged = read.rank(question, ["broad", "narrow"], [0.9, 0.8])
+    assert unchanged is not None
+    assert unchanged.fit == pytest.approx({"broad": 0.9, "narrow": 0.8})
+
+
+def test_an_entry_of_few_questions_is_not_taken_for_a_broad_one() -> None:
+    # Entries whose questions scatter alike around their own direction, 20 of 3 questions and 20
+    # of 40: how alike a question is to the centroid of the others depends on how many others
+    # there are (a centroid of two is far noisier than one of 39), the spread does not.
+    rng = np.random.default_rng(11)
+    sizes = [3] * 20 + [40] * 20
+    entries = {
+        f"e{k}": _unit(np.eye(DIM)[k % DIM] + 0.4 * rng.standard_normal((size, DIM)))
+        for k, size in enumerate(sizes)
+    }
+
+    def to_centroid_of_others(rows: np.ndarray) -> float:
+        others = _unit(rows.sum(axis=0)[None, :] - rows)
+        return float((rows * others).sum(axis=1).mean())
+
+    old = np.array([to_centroid_of_others(rows) for rows in entries.values()])
+    assert old[20:].mean() - old[:20].mean() > 0.08
+    spread = head.spread(entries, list(entries))
+    assert abs(float(spread[20:].mean() - spread[:20].mean())) < 0.03
+    pairs = entries["e0"] @ entries["e0"].T
+    assert spread[0] == pytest.approx(np.sqrt(pairs[np.triu_indices(3, 1)].mean()), abs=1e-6)
+
+
+def test_an_entry_of_one_question_is_neither_favoured_nor_held_back() -> None:
+    questions = {
+        "card": QUESTIONS["card"],
+        "refund": QUESTIONS["refund"],
+        "single": QUESTIONS["tracking"][:1],
+    }
+    trained = head.train(questions)
+    assert trained is not None
+    assert trained.spread is not None
+    spread = dict(zip(trained.ids, trained.spread.tolist(), strict=True))
+    assert spread["single"] == 0.0  # it has no others to be like: stored as unknown
+    question = QUESTIONS["tracking"][1]
+    ranked = trained.rank(question, ["card", "single"], [0.7, 0.7])
+    assert ranked is not None
+    # Taken as the mean of the others: 0 would raise its fit and ranking far above the rest
+    typical = (spread["card"] + spread["refund"]) / 2
+    assert ranked.fit["single"] == pytest.approx(0.7, abs=1e-6)
+    assert ranked.fit["card"] == pytest.approx(0.7 - (spread["card"] - typical), abs=1e-6)
+    assert ranked.order["single"] / ranked.order["card"] == pytest.approx(
+        ranked.probability["single"]
+        / ranked.probability["card"]
+        * np.exp(head.SIMILARITY_WEIGHT * head.SPREAD_SHARE * (spread["card"] - typical)),
+        rel=1e-3,
+    )
 
 
 def test_the_lexical_score_adds_to_the_ranking_logits() -> None:
@@ -259,22 +318,28 @@ def test_an_faq_entry_answers_when_both_its_similarity_and_its_probability_are_e
     embedder = _Fixed({"q": unseen})
     similarity = max(float(unseen @ row) for row in QUESTIONS["tracking"])
 
-    def decide(faq: float, head_threshold: float) -> tuple[str, float | None]:
+    def decide(faq: float, head_threshold: float) -> tuple[str, SearchHit]:
         thresholds = Thresholds(faq=faq, passage=1.0, head=head_threshold)
         retriever = Retriever(embedder=embedder, index=index, thresholds=thresholds)  # type: ignore[arg-type]
         decision = retriever.decide("q", language=None, tenant="default")
         best = retriever.search("q", language=None, tenant="default")[0]
         assert best.chunk.id == "tracking"
-        return decision.kind, best.probability
+        return decision.kind, best
 
-    kind, probability = decide(0.0, 0.5)
+    kind, best = decide(0.0, 0.5)
     assert kind == "faq"
-    assert probability is not None
-    assert probability > 0.5
+    assert best.probability is not None
+    assert best.probability > 0.5
     # Near enough but not told apart from its neighbours with enough certainty
-    assert decide(0.0, min(1.0, probability + 0.01))[0] == "decline"
-    # Told apart, but the question is not near enough the entry: a head always has a favourite
-    assert decide(similarity + 0.01, 0.0)[0] == "decline"
+    assert decide(0.0, min(1.0, best.probability + 0.01))[0] == "decline"
+    # Told apart, but the question is not near enough the entry: a head always has a favourite.
+    # Near is the fit: the similarity relative to how alike the entry's own questions are.
+    assert best.fit is not None
+    assert best.fit != pytest.approx(best.dense, abs=1e-4)
+    assert best.similarity == best.fit
+    assert decide(best.fit, 0.0)[0] == "faq"
+    assert decide(best.fit + 0.001, 0.0)[0] == "decline"
+    assert best.dense == pytest.approx(similarity, abs=0.2)
 
 
 def test_a_head_that_does_not_know_a_candidate_is_not_used() -> None:

@@ -21,7 +21,7 @@ import io
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
@@ -65,6 +65,15 @@ MAX_NEAREST_CELLS = 400_000_000
 _FORMAT = 1
 
 
+class Ranked(NamedTuple):
+    """What `FaqHead.rank` gives for each candidate: the ranking (a softmax), the head's own
+    probability, and the fit (the similarity relative to the entry's spread)."""
+
+    order: dict[str, float]
+    probability: dict[str, float]
+    fit: dict[str, float]
+
+
 @dataclass(frozen=True, eq=False)
 class FaqHead:
     """Class `k` is the FAQ entry `ids[k]`; logits are `SCALE * x @ weights + bias`.
@@ -90,27 +99,33 @@ class FaqHead:
         among: Sequence[str],
         similarity: Sequence[float],
         lexical: Sequence[float] | None = None,
-    ) -> tuple[dict[str, float], dict[str, float]] | None:
-        """What the candidates are ordered by, and `probabilities` (what the decision to answer
-        reads), from one product; None as there.
+    ) -> Ranked | None:
+        """What the candidates are ordered by, `probabilities` (what the decision to answer
+        reads) and each candidate's fit, from one product; None as there.
 
         The order adds to the head's logits `SIMILARITY_WEIGHT` times each candidate's
         similarity, taken relative to `SPREAD_SHARE` of the entry's spread (a product of the
         head's and the nearest-example view, each right where the other errs), and
-        `LEXICAL_LOGITS` times its relative BM25 score."""
+        `LEXICAL_LOGITS` times its relative BM25 score. The fit is the similarity taken
+        relative to the whole spread, on the similarity's scale: the similarity minus how much
+        more alike the entry's own questions are than a typical entry's."""
         found = self._logits(vector, among)
         if found is None:
             return None
         at, logits = found
         similar = np.asarray(similarity, dtype=np.float32)
-        if self.spread is not None:
-            similar = (similar - SPREAD_SHARE * self.spread[at]).astype(np.float32)
+        fit = similar
+        if self._spread is not None:
+            excess = self._spread[at] - self._spread.mean()
+            fit = (similar - excess).astype(np.float32)
+            similar = (similar - SPREAD_SHARE * self._spread[at]).astype(np.float32)
         combined = logits + SIMILARITY_WEIGHT * similar
         if lexical is not None:
             combined = combined + LEXICAL_LOGITS * np.asarray(lexical, dtype=np.float32)
-        return (
-            dict(zip(among, _softmax(combined), strict=True)),
-            dict(zip(among, _softmax(logits), strict=True)),
+        return Ranked(
+            order=dict(zip(among, _softmax(combined), strict=True)),
+            probability=dict(zip(among, _softmax(logits), strict=True)),
+            fit=dict(zip(among, fit.tolist(), strict=True)),
         )
 
     def _logits(
@@ -123,6 +138,17 @@ class FaqHead:
         at = np.array(columns, dtype=np.int64)
         vector = np.asarray(vector, dtype=np.float32)
         return at, SCALE * vector @ self.weights[:, at] + self.bias[at]
+
+    @cached_property
+    def _spread(self) -> np.ndarray | None:
+        """`spread` with an entry of one question (0: it has no others to be like) given the
+        mean of the others, so that it is neither favoured nor held back."""
+        if self.spread is None:
+            return None
+        known = self.spread > 0
+        if not known.any():
+            return None
+        return np.where(known, self.spread, self.spread[known].mean()).astype(np.float32)
 
     @cached_property
     def _column(self) -> dict[str, int]:
@@ -217,16 +243,20 @@ def train(
 
 
 def spread(questions: Mapping[str, Vectors], ids: Sequence[str]) -> np.ndarray:
-    """Each entry's mean similarity of one of its questions to the centroid of its others (0
-    for an entry of one question, which has no others)."""
+    """How alike each entry's questions are: the square root of the mean similarity of two of
+    its questions, which is what the similarity of one of them to the centroid of the others
+    tends to as the entry has more of them (measured on that similarity directly, an entry of
+    few questions would look broader than it is); 0 for an entry of one question, which has no
+    others."""
     out = np.zeros(len(ids), dtype=np.float32)
     for k, entry in enumerate(ids):
-        rows = np.asarray(questions[entry], dtype=np.float32)
-        if len(rows) < 2:
+        rows = np.asarray(questions[entry], dtype=np.float64)
+        n = len(rows)
+        if n < 2:
             continue
-        others = rows.sum(axis=0)[None, :] - rows
-        others /= np.maximum(np.linalg.norm(others, axis=1, keepdims=True), 1e-9)
-        out[k] = float((rows * others).sum(axis=1).mean())
+        total = rows.sum(axis=0)
+        pairs = (float(total @ total) - float((rows * rows).sum())) / (n * (n - 1))
+        out[k] = np.sqrt(max(pairs, 1e-6))
     return out
 
 

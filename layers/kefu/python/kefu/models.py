@@ -129,7 +129,8 @@ class SearchHit:
     answer-or-decline decision compares between FAQ entries and out-of-scope examples; `lexical`
     is its BM25 score relative to the best of the search; `score` ranks the hits.
     `probability` is the FAQ head's own (without the similarity the re-ranking adds), for an FAQ
-    entry re-ranked by the tenant's head; `score` keeps the index's ranking.
+    entry re-ranked by the tenant's head; `score` keeps the index's ranking. `fit`, set with
+    it, is `dense` relative to how alike the entry's own questions are (`FaqHead.rank`).
     """
 
     chunk: Chunk
@@ -138,6 +139,13 @@ class SearchHit:
     lexical: float
     nearest: float
     probability: float | None = None
+    fit: float | None = None
+
+    @property
+    def similarity(self) -> float:
+        """What the answer-or-decline decision compares with the FAQ threshold: the fit where
+        the head gave one, else the similarity."""
+        return self.dense if self.fit is None else self.fit
 
 
 @dataclass(frozen=True, slots=True)
