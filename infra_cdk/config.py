@@ -71,8 +71,9 @@ class StageConfig(BaseModel):
     bedrock_embedding_model_id: str = Field(
         default="amazon.titan-embed-text-v2:0", pattern=r"^[a-z0-9-]+(\.[\w.:-]+)+$"
     )
-    # The similarity an FAQ entry or a passage needs to answer, and the FAQ head's probability an
-    # entry needs, for the deployed embedder (Titan has no built-in values): measure them with
+    # The fit an FAQ entry needs to answer (its similarity relative to how alike its questions
+    # are; the similarity itself for a tenant without an FAQ head), the similarity a passage
+    # needs, and the FAQ head's probability an entry needs, for the deployed embedder (Titan has no built-in values): measure them with
     # `python -m kb_ingest.evaluate --calibrate`. Unset, the chat answers 503 not_configured
     # rather than guess.
     faq_threshold: float | None = Field(default=None, ge=0, le=1)

@@ -149,7 +149,8 @@ def calibrate(
     retriever: Retriever, scored: Sequence[Scored], *, max_in_scope_drop: float | None = None
 ) -> Thresholds:
     """The thresholds that best balance answering covered and declining uncovered questions:
-    the FAQ similarity threshold, and with a head, its probability threshold with it.
+    the FAQ threshold (on the fit, `SearchHit.similarity`), and with a head, its probability
+    threshold with it.
 
     By default they maximise the mean of in-scope accuracy and out-of-scope recall. With
     `max_in_scope_drop`, they decline as much as they can while in-scope accuracy stays within
@@ -295,7 +296,7 @@ def _pct(value: float | None) -> str:
 def render(reports: Sequence[Report]) -> str:
     header = (
         f"{'set':<20}{'covered':>8}{'uncov.':>8}{'hit@1':>8}{'hit@5':>8}{'MRR':>7}"
-        f"{'answered right':>16}{'OOS recall':>12}{'OOS prec.':>11}  thresholds (similarity, head)"
+        f"{'answered right':>16}{'OOS recall':>12}{'OOS prec.':>11}  thresholds (fit, head)"
     )
     rows = [
         f"{r.name:<20}{r.covered:>8}{r.uncovered:>8}{_pct(r.hit_at_1):>8}{_pct(r.hit_at_5):>8}"

@@ -63,6 +63,10 @@ BATCH_STEPS = 1000
 # questions x entries no head is trained (the KB is ranked by similarity alone).
 MAX_NEAREST_CELLS = 400_000_000
 _FORMAT = 1
+# Where a stored head keeps its spread. Heads stored before the spread was the pairwise measure
+# kept another one under "spread": such a head is read without it (no correction) until the
+# next ingest retrains it.
+_SPREAD = "spread_pairs"
 
 
 class Ranked(NamedTuple):
@@ -77,8 +81,9 @@ class Ranked(NamedTuple):
 @dataclass(frozen=True, eq=False)
 class FaqHead:
     """Class `k` is the FAQ entry `ids[k]`; logits are `SCALE * x @ weights + bias`.
-    `spread[k]` is how similar a question of the entry is, on average, to the centroid of its
-    other questions (None in a head stored without it: no correction)."""
+    `spread[k]` is how alike the entry's questions are (`spread()`; 0 where unknown; None in a
+    head stored without it or with an earlier measure of it: no correction, the fit is the
+    similarity)."""
 
     ids: tuple[str, ...]
     weights: np.ndarray  # (dim, classes) float32
@@ -113,11 +118,12 @@ class FaqHead:
         if found is None:
             return None
         at, logits = found
-        similar = np.asarray(similarity, dtype=np.float32)
-        fit = similar
+        given = [float(value) for value in similarity]
+        similar = np.asarray(given, dtype=np.float32)
+        fit: Sequence[float] = given
         if self._spread is not None:
             excess = self._spread[at] - self._spread.mean()
-            fit = (similar - excess).astype(np.float32)
+            fit = (similar - excess).tolist()
             similar = (similar - SPREAD_SHARE * self._spread[at]).astype(np.float32)
         combined = logits + SIMILARITY_WEIGHT * similar
         if lexical is not None:
@@ -125,7 +131,7 @@ class FaqHead:
         return Ranked(
             order=dict(zip(among, _softmax(combined), strict=True)),
             probability=dict(zip(among, _softmax(logits), strict=True)),
-            fit=dict(zip(among, fit.tolist(), strict=True)),
+            fit=dict(zip(among, fit, strict=True)),
         )
 
     def _logits(
@@ -167,7 +173,7 @@ class FaqHead:
             "bias": self.bias.astype(np.float32),
         }
         if self.spread is not None:  # a head read without it is used without the correction
-            arrays["spread"] = self.spread.astype(np.float32)
+            arrays[_SPREAD] = self.spread.astype(np.float32)
         np.savez_compressed(buffer, **arrays)  # type: ignore[arg-type]
         return buffer.getvalue()
 
@@ -180,7 +186,7 @@ class FaqHead:
                 ids=tuple(str(i) for i in stored["ids"].tolist()),
                 weights=stored["weights"].astype(np.float32),
                 bias=stored["bias"].astype(np.float32),
-                spread=stored["spread"].astype(np.float32) if "spread" in stored else None,
+                spread=stored[_SPREAD].astype(np.float32) if _SPREAD in stored else None,
             )
 
 
@@ -246,17 +252,25 @@ def spread(questions: Mapping[str, Vectors], ids: Sequence[str]) -> np.ndarray:
     """How alike each entry's questions are: the square root of the mean similarity of two of
     its questions, which is what the similarity of one of them to the centroid of the others
     tends to as the entry has more of them (measured on that similarity directly, an entry of
-    few questions would look broader than it is); 0 for an entry of one question, which has no
-    others."""
+    few questions would look broader than it is). 0, unknown, for an entry of one question,
+    which has no others, and for one whose questions are no more alike than two questions of
+    different entries are on average: the embedder sees nothing in common between them, and
+    the fit must not take any question as near such an entry."""
     out = np.zeros(len(ids), dtype=np.float32)
-    for k, entry in enumerate(ids):
-        rows = np.asarray(questions[entry], dtype=np.float64)
-        n = len(rows)
+    rows = [np.asarray(questions[entry], dtype=np.float64) for entry in ids]
+    sums = np.array([r.sum(axis=0) for r in rows])
+    counts = np.array([len(r) for r in rows], dtype=np.float64)
+    squares = (sums * sums).sum(axis=1)  # each entry's similarities summed over its pairs
+    own = squares - np.array([float((r * r).sum()) for r in rows])  # less each with itself
+    total = sums.sum(axis=0)
+    cross_pairs = float(counts.sum() ** 2 - (counts**2).sum())
+    background = (float(total @ total) - squares.sum()) / cross_pairs if cross_pairs else 0.0
+    for k, n in enumerate(counts):
         if n < 2:
             continue
-        total = rows.sum(axis=0)
-        pairs = (float(total @ total) - float((rows * rows).sum())) / (n * (n - 1))
-        out[k] = np.sqrt(max(pairs, 1e-6))
+        pairs = own[k] / (n * (n - 1))
+        if pairs > max(background, 0.0):
+            out[k] = np.sqrt(pairs)
     return out
 
 

@@ -20,9 +20,10 @@ DecisionKind = Literal["faq", "passages", "decline"]
 
 @dataclass(frozen=True, slots=True)
 class Thresholds:
-    """What an FAQ entry needs to answer directly: a similarity (`faq`) and, when the tenant's
-    KB has an FAQ head, the head's probability (`head`); and the similarity passages need to be
-    used (`passage`)."""
+    """What an FAQ entry needs to answer directly: a fit (`faq`: with the tenant's FAQ head,
+    the similarity relative to how alike the entry's questions are, `SearchHit.similarity`;
+    without, the similarity) and, with the head, the head's probability (`head`); and the
+    similarity passages need to be used (`passage`)."""
 
     faq: float
     passage: float
@@ -32,14 +33,14 @@ class Thresholds:
 # The FAQ and head thresholds are calibrated on the sample knowledge base's dev set with its
 # head (`python -m kb_ingest.evaluate --sample --calibrate-sample`), where the FAQ threshold
 # applies to the fit (`SearchHit.similarity`); an enterprise recalibrates on its own questions
-# (`--kb ... --queries ... --calibrate DEV.jsonl`). A tenant without a head applies it to the
-# similarity: calibrated so (`--no-head`), the e5 dev set gives 0.893, and the test set scores
-# better at 0.837 (94.3 % answered right against 92.9 %, 97.5 % declined at both).
+# (`--kb ... --queries ... --calibrate DEV.jsonl`). A tenant without a head applies the same
+# threshold to the similarity; calibrated for that (`--no-head`), the e5 dev set would give
+# 0.893 (both measured in the README).
 # The e5 passage threshold is the lowest at which no uncovered question of the sample's sets is
 # answered from a passage.
 DEFAULT_THRESHOLDS: dict[str, Thresholds] = {
     "multilingual-e5-small-q4": Thresholds(faq=0.837, passage=0.87, head=0.277),
-    "hashing-v1": Thresholds(faq=0.167, passage=0.45, head=0.398),
+    "hashing-v1": Thresholds(faq=0.168, passage=0.45, head=0.398),
 }
 # How many of the index's best chunks are fetched for the FAQ head to re-rank their FAQ entries.
 HEAD_CANDIDATES = 20
@@ -173,7 +174,7 @@ class Retriever:
         return Decision("decline", tuple(hits[:3]), _confidence(best) if best else 0.0)
 
     def _confident(self, hit: SearchHit) -> bool:
-        # The similarity says whether the question is near the entry at all (a head always
+        # The fit says whether the question is near the entry at all (a head always
         # prefers one of its candidates, even for a question near none); the head's probability
         # whether it is this entry rather than a neighbour.
         if hit.similarity < self.thresholds.faq:
