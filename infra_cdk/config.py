@@ -73,9 +73,9 @@ class StageConfig(BaseModel):
     )
     # The fit an FAQ entry needs to answer (its similarity relative to how alike its questions
     # are; the similarity itself for a tenant without an FAQ head), the similarity a passage
-    # needs, and the FAQ head's probability an entry needs, for the deployed embedder (Titan has no built-in values): measure them with
-    # `python -m kb_ingest.evaluate --calibrate`. Unset, the chat answers 503 not_configured
-    # rather than guess.
+    # needs, and the FAQ head's probability an entry needs, for the deployed embedder (Titan
+    # has no built-in values): measure them with `python -m kb_ingest.evaluate --calibrate`.
+    # Unset, the chat answers 503 not_configured rather than guess.
     faq_threshold: float | None = Field(default=None, ge=0, le=1)
     head_threshold: float | None = Field(default=None, ge=0, le=1)
     passage_threshold: float | None = Field(default=None, ge=0, le=1)

@@ -209,7 +209,7 @@ def ingest(
 
     report.chunks_written = _write_changed(index, embedder, chunks, existing, progress)
     report.chunks_unchanged = len(chunks) - report.chunks_written
-    if train_head and (report.chunks_written or stale or index.load_head(tenant) is None):
+    if train_head and (report.chunks_written or stale or head.outdated(index.load_head(tenant))):
         try:
             report.head_classes, report.head_skipped = retrain_head(index, tenant=tenant)
         except DependencyUnavailable as exc:

@@ -623,6 +623,31 @@ def test_an_ingest_whose_head_cannot_be_trained_still_reports_what_it_wrote(
     assert "FAQ head not trained: training failed (index down)" in report.summary()
 
 
+def test_an_unchanged_kb_whose_stored_head_is_outdated_is_trained_again(
+    mini_kb_paths: list[Path],
+) -> None:
+    from kb_ingest.pipeline import ingest
+    from kefu.adapters.embedders import HashingEmbedder
+
+    index = EmbeddedIndex(":memory:")
+    embedder = HashingEmbedder()
+    ingest(mini_kb_paths, index=index, embedder=embedder)
+    current = index.load_head("default")
+    assert current is not None
+    assert not head.outdated(current)
+    assert ingest(mini_kb_paths, index=index, embedder=embedder).head_classes == 0  # kept
+
+    trained = FaqHead.from_bytes(current)
+    earlier = FaqHead(ids=trained.ids, weights=trained.weights, bias=trained.bias)
+    for stored in (earlier.to_bytes(), b"not a head"):
+        index.save_head("default", stored, trained_at=int(index.version))
+        assert head.outdated(index.load_head("default"))
+        report = ingest(mini_kb_paths, index=index, embedder=embedder)
+        assert report.chunks_written == 0
+        assert report.head_classes == 6
+        assert not head.outdated(index.load_head("default"))
+
+
 def test_of_two_concurrent_trainings_the_one_that_saw_the_newer_kb_keeps_its_head() -> None:
     from kb_ingest.pipeline import retrain_head
 

@@ -18,6 +18,7 @@ are float16: half the bytes, and logit errors far below what the thresholds reso
 from __future__ import annotations
 
 import io
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -67,6 +68,8 @@ _FORMAT = 1
 # kept another one under "spread": such a head is read without it (no correction) until the
 # next ingest retrains it.
 _SPREAD = "spread_pairs"
+# What reading a stored head that cannot be read raises (another format, a damaged document).
+UNREADABLE = (ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile)
 
 
 class Ranked(NamedTuple):
@@ -188,6 +191,18 @@ class FaqHead:
                 bias=stored["bias"].astype(np.float32),
                 spread=stored[_SPREAD].astype(np.float32) if _SPREAD in stored else None,
             )
+
+
+def outdated(body: bytes | None) -> bool:
+    """Whether a stored head must be trained again although the KB has not changed: there is
+    none, it cannot be read, or it was stored before the spread it keeps was measured as it is
+    now (`train` always measures it)."""
+    if body is None:
+        return True
+    try:
+        return FaqHead.from_bytes(body).spread is None
+    except UNREADABLE:
+        return True
 
 
 def _softmax(logits: np.ndarray) -> list[float]:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import time
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Literal
 
 from kefu.errors import ConfigurationError, DependencyUnavailable
-from kefu.head import FaqHead, Ranked
+from kefu.head import UNREADABLE, FaqHead, Ranked
 from kefu.models import SearchHit
 from kefu.observability import logger
 from kefu.ports import Embedder, KnowledgeIndex, SearchQuery
@@ -46,8 +45,6 @@ DEFAULT_THRESHOLDS: dict[str, Thresholds] = {
 HEAD_CANDIDATES = 20
 # How often a retriever asks whether the KB version moved on (and the head with it).
 HEAD_REFRESH_SECONDS = 30.0
-# What a stored head that cannot be read raises (another format, a damaged document).
-_UNREADABLE = (ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +112,7 @@ class Retriever:
             return cached[2] if cached is not None else None
         try:
             head = FaqHead.from_bytes(body) if body else None
-        except _UNREADABLE:
+        except UNREADABLE:
             logger.exception("FAQ head unreadable; ranking by similarity", extra={"tenant": tenant})
             head = None
         if head is not None and head.dim != self.embedder.dim:
