@@ -276,13 +276,29 @@ def test_an_entry_whose_questions_share_nothing_has_no_spread() -> None:
     # Questions no more alike than questions of different entries (an embedder that sees
     # nothing in common between an entry's paraphrases): taking that as a broad entry would
     # raise every question's fit toward it, so its spread is unknown (the mean at question time)
-    scattered = _unit(np.eye(DIM)[3:7])
-    entries = {"card": QUESTIONS["card"], "refund": QUESTIONS["refund"], "scattered": scattered}
-    spread = head.spread(entries, list(entries))
+    def entries(shared: float) -> dict[str, np.ndarray]:
+        scattered = _unit(np.eye(DIM)[3:7] + shared)
+        return {"card": QUESTIONS["card"], "refund": QUESTIONS["refund"], "scattered": scattered}
+
+    def pairs_within_and_across(kb: dict[str, np.ndarray]) -> tuple[float, float]:
+        rows = np.vstack(list(kb.values()))
+        owner = np.concatenate([[k] * len(v) for k, v in enumerate(kb.values())])
+        similar = rows @ rows.T
+        different = owner[:, None] != owner[None, :]
+        own = (owner[:, None] == 2) & (owner[None, :] == 2) & ~np.eye(len(rows), dtype=bool)
+        return float(similar[own].mean()), float(similar[different].mean())
+
+    below, above = entries(0.3), entries(0.5)
+    within, across = pairs_within_and_across(below)
+    assert 0 < within < across  # alike, but less than questions of different entries are
+    spread = head.spread(below, list(below))
     assert spread[2] == 0.0
     assert spread[0] > 0.9
     assert spread[1] > 0.9
-    trained = head.train(entries)
+    within, across = pairs_within_and_across(above)
+    assert within > across
+    assert head.spread(above, list(above))[2] == pytest.approx(np.sqrt(within), abs=1e-6)
+    trained = head.train(below)
     assert trained is not None
     ranked = trained.rank(_unit(np.ones(DIM)), ["card", "scattered"], [0.1, 0.1])
     assert ranked is not None
