@@ -272,11 +272,15 @@ def spread(questions: Mapping[str, Vectors], ids: Sequence[str]) -> np.ndarray:
     different entries are on average: the embedder sees nothing in common between them, and
     the fit must not take any question as near such an entry."""
     out = np.zeros(len(ids), dtype=np.float32)
-    rows = [np.asarray(questions[entry], dtype=np.float64) for entry in ids]
-    sums = np.array([r.sum(axis=0) for r in rows])
-    counts = np.array([len(r) for r in rows], dtype=np.float64)
+    dim = max((np.shape(questions[entry])[-1] for entry in ids), default=0)
+    sums = np.zeros((len(ids), dim))
+    counts = np.zeros(len(ids))
+    selves = np.zeros(len(ids))
+    for k, entry in enumerate(ids):  # one entry's rows at a time in float64, not the whole KB
+        rows = np.asarray(questions[entry], dtype=np.float64).reshape(-1, dim)
+        sums[k], counts[k], selves[k] = rows.sum(axis=0), len(rows), float((rows * rows).sum())
     squares = (sums * sums).sum(axis=1)  # each entry's similarities summed over its pairs
-    own = squares - np.array([float((r * r).sum()) for r in rows])  # less each with itself
+    own = squares - selves  # less each question with itself
     total = sums.sum(axis=0)
     cross_pairs = float(counts.sum() ** 2 - (counts**2).sum())
     background = (float(total @ total) - squares.sum()) / cross_pairs if cross_pairs else 0.0
