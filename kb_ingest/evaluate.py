@@ -158,7 +158,7 @@ def calibrate(
     """
     tops = [faqs[0] for s in scored if (faqs := [h for h in s.hits if h.chunk.kind == "faq"])]
     by_head = any(h.probability is not None for h in tops)
-    dense = _grid([h.similarity for h in tops], None if not by_head else _HEAD_GRID)
+    fits = _grid([h.similarity for h in tops], None if not by_head else _HEAD_GRID)
     heads = (
         _grid([h.probability for h in tops if h.probability is not None], _HEAD_GRID)
         if by_head
@@ -179,7 +179,7 @@ def calibrate(
     if max_in_scope_drop is not None:
         floor = trial(-1.0, -1.0)[1].in_scope_accuracy - max_in_scope_drop
     best, best_value = retriever.thresholds, -1.0
-    for faq in dense:
+    for faq in fits:
         for head in heads:
             thresholds, r = trial(faq, head)
             oos = r.oos_recall if r.oos_recall is not None else 0.0

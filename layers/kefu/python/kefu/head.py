@@ -84,9 +84,8 @@ class Ranked(NamedTuple):
 @dataclass(frozen=True, eq=False)
 class FaqHead:
     """Class `k` is the FAQ entry `ids[k]`; logits are `SCALE * x @ weights + bias`.
-    `spread[k]` is how alike the entry's questions are (`spread()`; 0 where unknown; None in a
-    head stored without it or with an earlier measure of it: no correction, the fit is the
-    similarity)."""
+    `spread[k]` is how alike the entry's questions are (`spread()`; None in a head stored
+    without it or with an earlier measure of it: no correction, the fit is the similarity)."""
 
     ids: tuple[str, ...]
     weights: np.ndarray  # (dim, classes) float32
@@ -124,10 +123,9 @@ class FaqHead:
         given = [float(value) for value in similarity]
         similar = np.asarray(given, dtype=np.float32)
         fit: Sequence[float] = given
-        if self._spread is not None:
-            excess = self._spread[at] - self._spread.mean()
-            fit = (similar - excess).tolist()
-            similar = (similar - SPREAD_SHARE * self._spread[at]).astype(np.float32)
+        if self.spread is not None:
+            fit = (similar - self._excess[at]).tolist()
+            similar = (similar - SPREAD_SHARE * self.spread[at]).astype(np.float32)
         combined = logits + SIMILARITY_WEIGHT * similar
         if lexical is not None:
             combined = combined + LEXICAL_LOGITS * np.asarray(lexical, dtype=np.float32)
@@ -149,15 +147,11 @@ class FaqHead:
         return at, SCALE * vector @ self.weights[:, at] + self.bias[at]
 
     @cached_property
-    def _spread(self) -> np.ndarray | None:
-        """`spread` with an entry of one question (0: it has no others to be like) given the
-        mean of the others, so that it is neither favoured nor held back."""
-        if self.spread is None:
-            return None
-        known = self.spread > 0
-        if not known.any():
-            return None
-        return np.where(known, self.spread, self.spread[known].mean()).astype(np.float32)
+    def _excess(self) -> np.ndarray:
+        """How much more alike each entry's questions are than a typical entry's (what the fit
+        takes off the similarity); read once per head, not per question."""
+        assert self.spread is not None
+        return (self.spread - self.spread.mean()).astype(np.float32)
 
     @cached_property
     def _column(self) -> dict[str, int]:
@@ -199,8 +193,9 @@ def outdated(body: bytes | None) -> bool:
     now (`train` always measures it)."""
     if body is None:
         return True
-    try:
-        return FaqHead.from_bytes(body).spread is None
+    try:  # the archive's directory is enough: the weights are not decompressed
+        with np.load(io.BytesIO(body), allow_pickle=False) as stored:
+            return int(stored["format"]) != _FORMAT or _SPREAD not in stored
     except UNREADABLE:
         return True
 
@@ -267,10 +262,11 @@ def spread(questions: Mapping[str, Vectors], ids: Sequence[str]) -> np.ndarray:
     """How alike each entry's questions are: the square root of the mean similarity of two of
     its questions, which is what the similarity of one of them to the centroid of the others
     tends to as the entry has more of them (measured on that similarity directly, an entry of
-    few questions would look broader than it is). 0, unknown, for an entry of one question,
-    which has no others, and for one whose questions are no more alike than two questions of
-    different entries are on average: the embedder sees nothing in common between them, and
-    the fit must not take any question as near such an entry."""
+    few questions would look broader than it is). Unknown, and so the mean of the known ones
+    (neither favoured nor held back; 0 for all when none is known), for an entry of one
+    question, which has no others, and for one whose questions are no more alike than two
+    questions of different entries are on average: the embedder sees nothing in common between
+    them, and the fit must not take any question as near such an entry."""
     out = np.zeros(len(ids), dtype=np.float32)
     dim = max((np.shape(questions[entry])[-1] for entry in ids), default=0)
     sums = np.zeros((len(ids), dim))
@@ -284,12 +280,15 @@ def spread(questions: Mapping[str, Vectors], ids: Sequence[str]) -> np.ndarray:
     total = sums.sum(axis=0)
     cross_pairs = float(counts.sum() ** 2 - (counts**2).sum())
     background = (float(total @ total) - squares.sum()) / cross_pairs if cross_pairs else 0.0
+    known = np.zeros(len(ids), dtype=bool)
     for k, n in enumerate(counts):
         if n < 2:
             continue
         pairs = own[k] / (n * (n - 1))
         if pairs > max(background, 0.0):
-            out[k] = np.sqrt(pairs)
+            out[k], known[k] = np.sqrt(pairs), True
+    if known.any():
+        out[~known] = out[known].mean()
     return out
 
 
