@@ -252,6 +252,14 @@ def retrain_head(index: KnowledgeIndex, *, tenant: str = "default") -> tuple[int
     )
 
 
+def outdated_heads(index: KnowledgeIndex) -> list[str]:
+    """The tenants whose stored FAQ head this release cannot read whole (stored by an earlier
+    release without something it now keeps, or unreadable), sorted: what an upgrade retrains.
+    A tenant without a head is not among them: it has none by design (one entry, over the
+    training budget, refused by the index) or its next change trains one."""
+    return [tenant for tenant in index.head_tenants() if head.outdated(index.load_head(tenant))]
+
+
 def sync_source(
     path: Path,
     *,

@@ -42,7 +42,7 @@ from botocore.exceptions import ClientError
 from pydantic import BaseModel, Json
 
 from kb_ingest.loaders import LOADERS, InvalidFile, UnsupportedFile
-from kb_ingest.pipeline import remove_source, retrain_head, sync_source
+from kb_ingest.pipeline import outdated_heads, remove_source, retrain_head, sync_source
 from kefu.bootstrap import build_embedder, build_index, get_settings
 from kefu.observability import logger, metrics, tracer
 from kefu.ports import Embedder, KnowledgeIndex
@@ -269,11 +269,27 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItem
     return response
 
 
-def retrain_heads(tenants: list[str]) -> None:
-    """Retrain the FAQ head of each tenant whose KB changed. The chunks are already stored: a
-    failure here is logged and counted, not reported against the records (whose redelivery
-    would only retrain again); until the next change retrains it, a stale head is not used for
-    the entries it does not know (see `kefu.retrieval`)."""
+@logger.inject_lambda_context(clear_state=True)
+@metrics.log_metrics
+def upgrade_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """Retrain the FAQ heads that an earlier release stored (run once after each deployment by
+    the KnowledgeBase construct's trigger): without it, a tenant's head would be read without
+    what this release's decision needs until the tenant's next change. Nothing else changes,
+    so it is safe to run again; a head that fails is logged and counted, and the others go on."""
+    tenants = outdated_heads(_index())
+    logger.info("FAQ heads stored by an earlier release", extra={"tenants": len(tenants)})
+    metrics.add_metric(name="OutdatedHeads", unit=MetricUnit.Count, value=len(tenants))
+    retrained = retrain_heads(tenants)
+    return {"outdated": tenants, "retrained": retrained}
+
+
+def retrain_heads(tenants: list[str]) -> list[str]:
+    """Retrain the FAQ head of each tenant (whose KB changed, or whose head is outdated) and
+    return those retrained. The chunks are already stored: a failure here is logged and
+    counted, not reported against the records (whose redelivery would only retrain again);
+    until the next change retrains it, a stale head is not used for the entries it does not
+    know (see `kefu.retrieval`)."""
+    done = []
     for tenant in tenants:
         try:
             classes, skipped = retrain_head(_index(), tenant=tenant)
@@ -281,7 +297,9 @@ def retrain_heads(tenants: list[str]) -> None:
             metrics.add_metric(name="HeadTrainingFailures", unit=MetricUnit.Count, value=1)
             logger.exception("FAQ head not retrained", extra={"tenant": tenant})
         else:
+            done.append(tenant)
             logger.info(
                 "FAQ head retrained" if classes else "no FAQ head",
                 extra={"tenant": tenant, "entries": classes, "reason": skipped or None},
             )
+    return done

@@ -2,6 +2,7 @@
 
     S3 knowledge bucket ─► (ObjectCreated / ObjectRemoved) ─► SQS ingest queue ─► ingest Lambda
         ─► parse, chunk, embed (Bedrock Titan) ─► OpenSearch domain ◄─ chat Lambda (search)
+    deployment ─► trigger ─► head upgrade Lambda ─► FAQ heads an earlier release stored, retrained
 
 The domain is reached over HTTPS with SigV4-signed requests; in the public profile it has a public
 endpoint (no VPC), and only the roles granted here may call it. Within one account an allow in
@@ -17,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from aws_cdk import Acknowledgment, Duration, RemovalPolicy, Stack, Validations
+from aws_cdk import Acknowledgment, Duration, RemovalPolicy, Stack, Validations, triggers
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
@@ -41,6 +42,7 @@ from infra_cdk.constructs.service_function import LogLevel, ServiceFunction
 from infra_cdk.constructs.session_store import expiring_table
 
 INGEST_SERVICE_NAME = "kefu-ingest"
+HEAD_UPGRADE_SERVICE_NAME = "kefu-head-upgrade"
 # The index name kefu's settings default to (KEFU_OPENSEARCH_INDEX).
 KNOWLEDGE_INDEX_NAME = "kefu-kb"
 # Powertools' DynamoDBPersistenceLayer defaults: partition key `id`, expiry `expiration`.
@@ -96,13 +98,7 @@ def ingest_access(index: str) -> tuple[IndexAccess, ...]:
     meta = f"{index}-meta"
     return (
         IndexAccess(actions=QUERY_ACTIONS, paths=(f"{index}/_search", f"{index}/_mget")),
-        IndexAccess(actions=READ_ACTIONS, paths=(f"{meta}/_doc/{VERSION_DOCUMENT_ID}",)),
-        IndexAccess(actions=("es:ESHttpHead", "es:ESHttpPut"), paths=(index, meta)),
-        IndexAccess(actions=("es:ESHttpPut",), paths=(f"{index}/_mapping", f"{meta}/_mapping")),
-        IndexAccess(
-            actions=("es:ESHttpGet", "es:ESHttpPut"),
-            paths=(f"_search/pipeline/{index}{SEARCH_PIPELINE_SUFFIX}",),
-        ),
+        *_ensure_index_access(index),
         IndexAccess(
             actions=("es:ESHttpPost",),
             paths=(f"{index}/_bulk", f"{meta}/_bulk", f"{meta}/_update/{VERSION_DOCUMENT_ID}"),
@@ -110,9 +106,41 @@ def ingest_access(index: str) -> tuple[IndexAccess, ...]:
     )
 
 
+def head_upgrade_access(index: str) -> tuple[IndexAccess, ...]:
+    """What retraining outdated FAQ heads sends: `head_tenants` (a `_search` of the meta
+    index), `load_head` (its `_mget`), `faq_questions` and `catalog` (`_search`), and
+    `save_head` (`ensure_index`, the meta index's `_bulk`, an `_update`). No chunk is written."""
+    meta = f"{index}-meta"
+    return (
+        IndexAccess(
+            actions=QUERY_ACTIONS, paths=(f"{index}/_search", f"{meta}/_search", f"{meta}/_mget")
+        ),
+        *_ensure_index_access(index),
+        IndexAccess(
+            actions=("es:ESHttpPost",),
+            paths=(f"{meta}/_bulk", f"{meta}/_update/{VERSION_DOCUMENT_ID}"),
+        ),
+    )
+
+
+def _ensure_index_access(index: str) -> tuple[IndexAccess, ...]:
+    """`ensure_index` and `version`, which every writer sends."""
+    meta = f"{index}-meta"
+    return (
+        IndexAccess(actions=READ_ACTIONS, paths=(f"{meta}/_doc/{VERSION_DOCUMENT_ID}",)),
+        IndexAccess(actions=("es:ESHttpHead", "es:ESHttpPut"), paths=(index, meta)),
+        IndexAccess(actions=("es:ESHttpPut",), paths=(f"{index}/_mapping", f"{meta}/_mapping")),
+        IndexAccess(
+            actions=("es:ESHttpGet", "es:ESHttpPut"),
+            paths=(f"_search/pipeline/{index}{SEARCH_PIPELINE_SUFFIX}",),
+        ),
+    )
+
+
 class KnowledgeBase(Construct):
     """The knowledge bucket, the ingest queue with its DLQ and alarm, the ingest function with its
-    idempotency table, and the OpenSearch domain that holds the index.
+    idempotency table, the OpenSearch domain that holds the index, and the head upgrade run
+    after each deployment.
 
     The bucket, the queues and the idempotency table are encrypted with the knowledge base's own
     customer-managed keys; the domain encrypts at rest and between nodes, and takes HTTPS only.
@@ -254,6 +282,42 @@ class KnowledgeBase(Construct):
         self.idempotency_table.grant_read_write_data(ingest.role)
         self._acknowledge_table_key_grant(ingest.role)
         self._allow_index(ingest.role, access=ingest_access(self.index_name))
+
+        # After each deployment that changes the code, the FAQ heads an earlier release stored
+        # are trained again (a head keeps what the decision reads, and a release may need
+        # more than an earlier one stored); without it they would wait for each tenant's next
+        # change. Asynchronous: a long retraining does not hold the deployment, and a failure
+        # is the function's to log and count (Lambda retries it twice).
+        upgrade = ServiceFunction(
+            self,
+            "HeadUpgradeFunction",
+            service_name=HEAD_UPGRADE_SERVICE_NAME,
+            description="Kefu: retrains the FAQ heads an earlier release stored (after a deploy)",
+            code_dir=code_dir,
+            handler="handler.upgrade_handler",
+            layers=[layer],
+            bundling=ingest_bundling(),
+            environment={
+                "KEFU_STAGE": stage_name,
+                "KEFU_EMBEDDER": "bedrock",
+                "KEFU_BEDROCK_EMBEDDING_MODEL_ID": bedrock_embedding_model_id,
+                **self.index_environment,
+            },
+            memory_mb=memory_mb,
+            timeout=timeout,
+            log_level=log_level,
+            log_retention=log_retention,
+            removal_policy=removal_policy,
+        )
+        self.head_upgrade_function = upgrade.function
+        self._allow_index(upgrade.role, access=head_upgrade_access(self.index_name))
+        self.head_upgrade = triggers.Trigger(
+            self,
+            "HeadUpgrade",
+            handler=upgrade.function,
+            execute_after=[self.domain],
+            invocation_type=triggers.InvocationType.EVENT,
+        )
 
     @property
     def index_environment(self) -> Mapping[str, str]:

@@ -342,6 +342,18 @@ def test_a_head_is_kept_per_tenant_and_storing_it_moves_the_version(
     assert index.version != moved
 
 
+def test_the_tenants_with_a_head_are_listed_sorted(index: KnowledgeIndex) -> None:
+    put(index, REFUND)
+    assert index.head_tenants() == []
+
+    for tenant in ("zeta", "acme", "default"):
+        index.save_head(tenant, f"head of {tenant}".encode())
+    assert index.head_tenants() == ["acme", "default", "zeta"]
+
+    index.save_head("default", None)
+    assert index.head_tenants() == ["acme", "zeta"]
+
+
 def test_a_head_trained_on_an_older_kb_never_replaces_a_newer_one(index: KnowledgeIndex) -> None:
     put(index, REFUND)
     assert index.save_head("default", b"trained at 5", trained_at=5)

@@ -360,6 +360,68 @@ def test_a_head_that_cannot_be_retrained_fails_no_record(
     assert '"HeadTrainingFailures":[1.0]' in capsys.readouterr().out.replace(" ", "")
 
 
+def test_after_an_upgrade_only_the_heads_an_earlier_release_stored_are_retrained(
+    bucket: KnowledgeBucket,
+    ingest: Ingest,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from functions.ingest import handler
+    from kefu import head
+    from kefu.bootstrap import build_index
+    from kefu.errors import DependencyUnavailable
+    from kefu.head import FaqHead
+    from kefu.settings import Settings
+
+    files = {t: f"tenants/{t}/faq.jsonl" for t in ("acme", "beta", "gamma")}
+    ingest(batch(*(bucket.upload(key, FIXTURES / "mini_faq.jsonl") for key in files.values())))
+    index = build_index(Settings())
+    current = index.load_head("acme")
+    assert current is not None
+    trained = FaqHead.from_bytes(current)
+    earlier = FaqHead(ids=trained.ids, weights=trained.weights, bias=trained.bias).to_bytes()
+    version = int(index.version)
+    index.save_head("acme", earlier, trained_at=version)  # as an earlier release stored them
+    index.save_head("gamma", b"not a head", trained_at=version)
+    kept = index.load_head("beta")
+    retrained: list[str] = []
+    real_retrain = handler.retrain_head
+
+    def retrain(index: Any, *, tenant: str) -> tuple[int, str]:
+        retrained.append(tenant)
+        if tenant == "acme":
+            raise DependencyUnavailable("meta index throttled")
+        return real_retrain(index, tenant=tenant)
+
+    monkeypatch.setattr(handler, "retrain_head", retrain)
+    capsys.readouterr()
+
+    result = handler.upgrade_handler({}, LambdaContext("kefu-ingest"))
+
+    # One failure does not stop the others; the current head is left as it is
+    assert result == {"outdated": ["acme", "gamma"], "retrained": ["gamma"]}
+    assert retrained == ["acme", "gamma"]
+    index = build_index(Settings())
+    assert index.load_head("beta") == kept
+    assert index.load_head("acme") == earlier
+    stored = index.load_head("gamma")
+    assert stored is not None
+    assert not head.outdated(stored)
+    assert set(FaqHead.from_bytes(stored).ids) == FAQ_IDS
+    printed = capsys.readouterr().out.replace(" ", "")
+    assert '"OutdatedHeads":[2.0]' in printed
+    assert '"HeadTrainingFailures":[1.0]' in printed
+
+    # Run again (the next deployment): only what is still outdated is retrained
+    monkeypatch.setattr(handler, "retrain_head", real_retrain)
+    result = handler.upgrade_handler({}, LambdaContext("kefu-ingest"))
+    assert result == {"outdated": ["acme"], "retrained": ["acme"]}
+    assert handler.upgrade_handler({}, LambdaContext("kefu-ingest")) == {
+        "outdated": [],
+        "retrained": [],
+    }
+
+
 def test_a_new_version_of_the_same_file_is_ingested_again(
     bucket: KnowledgeBucket, ingest: Ingest, syncs: list[str]
 ) -> None:

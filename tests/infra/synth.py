@@ -24,6 +24,7 @@ from infra_cdk.config import StageConfig, stage_config_from_context
 
 CHAT_SERVICE = "kefu-chat"
 INGEST_SERVICE = "kefu-ingest"
+HEAD_UPGRADE_SERVICE = "kefu-head-upgrade"
 
 
 def cdk_json_context() -> dict[str, Any]:

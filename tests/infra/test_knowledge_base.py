@@ -10,7 +10,7 @@ import pytest
 from aws_cdk.assertions import Match
 from opensearchpy import Connection
 
-from tests.infra.synth import INGEST_SERVICE, SynthesizedStage
+from tests.infra.synth import HEAD_UPGRADE_SERVICE, INGEST_SERVICE, SynthesizedStage
 
 PARTITION = {"Ref": "AWS::Partition"}
 REGION = {"Ref": "AWS::Region"}
@@ -318,7 +318,11 @@ def test_each_statement_of_the_domain_policy_names_one_role_and_exact_paths(
     each_stage: SynthesizedStage,
 ) -> None:
     policy = each_stage.resources[domain_id(each_stage)]["Properties"]["AccessPolicies"]
-    roles = {each_stage.chat_role_id(), each_stage.role_id(INGEST_SERVICE)}
+    roles = {
+        each_stage.chat_role_id(),
+        each_stage.role_id(INGEST_SERVICE),
+        each_stage.role_id(HEAD_UPGRADE_SERVICE),
+    }
 
     principals = [statement["Principal"]["AWS"] for statement in policy["Statement"]]
 
@@ -377,6 +381,59 @@ def test_the_ingest_role_may_create_and_write_the_index_and_nothing_else(
     # Nothing on the domain as a whole, no deletes of an index, no writes to documents by path
     assert not any("*" in path or path == "" for _, path in from_domain)
     assert not {method for method, _ in from_domain} & {"Delete", "Patch"}
+
+
+def test_the_head_upgrade_role_may_retrain_heads_and_write_no_chunk(
+    each_stage: SynthesizedStage,
+) -> None:
+    upgrade = each_stage.role_id(HEAD_UPGRADE_SERVICE)
+    from_domain = grants(each_stage, domain_policy_statements(each_stage, upgrade))
+    from_role = grants(each_stage, identity_statements(each_stage, upgrade))
+
+    assert from_domain == from_role
+    assert {
+        ("Post", f"{INDEX}-meta/_search"),
+        ("Post", f"{INDEX}-meta/_mget"),
+        ("Post", f"{INDEX}/_search"),
+        ("Post", f"{INDEX}-meta/_bulk"),
+        ("Post", f"{INDEX}-meta/_update/version"),
+    } <= from_domain
+    assert ("Post", f"{INDEX}/_bulk") not in from_domain
+    assert ("Post", f"{INDEX}/_mget") not in from_domain
+    assert not any("*" in path or path == "" for _, path in from_domain)
+    assert not {method for method, _ in from_domain} & {"Delete", "Patch"}
+    # Nothing of the bucket, of Bedrock or of the idempotency table: it reads stored vectors
+    actions = {
+        action
+        for statement in each_stage.role_statements(upgrade)
+        for action in _as_list(statement["Action"])
+    }
+    assert not {a for a in actions if a.split(":")[0] in ("s3", "bedrock", "dynamodb", "kms")}
+
+
+def test_after_each_deployment_of_new_code_the_outdated_heads_are_retrained(
+    each_stage: SynthesizedStage,
+) -> None:
+    function = each_stage.function_id(HEAD_UPGRADE_SERVICE)
+    ingest = each_stage.resources[each_stage.function_id(INGEST_SERVICE)]["Properties"]
+    properties = each_stage.resources[function]["Properties"]
+    [(trigger_id, trigger)] = [
+        (key, resource)
+        for key, resource in each_stage.resources.items()
+        if resource["Type"] == "Custom::Trigger"
+    ]
+    version = trigger["Properties"]["HandlerArn"]["Ref"]
+
+    assert properties["Handler"] == "handler.upgrade_handler"
+    assert properties["Code"] == ingest["Code"]  # the ingest function's asset, uploaded once
+    assert properties["Layers"] == ingest["Layers"]
+    # Invoked on each new version of the function (a new release), asynchronously, once the
+    # domain exists
+    assert each_stage.resources[version]["Type"] == "AWS::Lambda::Version"
+    assert each_stage.resources[version]["Properties"]["FunctionName"] == {"Ref": function}
+    assert trigger["Properties"]["InvocationType"] == "Event"
+    assert trigger["Properties"]["ExecuteOnHandlerChange"] is True
+    assert domain_id(each_stage) in trigger["DependsOn"], trigger_id
 
 
 class RecordingConnection(Connection):
@@ -474,6 +531,16 @@ def test_every_request_the_adapter_makes_is_allowed_to_the_role_that_makes_it(
     _ = knowledge_index.version
     ingest_requests = set(RecordingConnection.requests)
 
+    # and the head upgrade looks for outdated heads and retrains one
+    RecordingConnection.requests = []
+    knowledge_index.head_tenants()
+    knowledge_index.load_head("default")
+    knowledge_index.faq_questions("default")
+    knowledge_index.catalog("default")
+    knowledge_index.save_head("default", b"head")
+    upgrade_requests = set(RecordingConnection.requests)
+    upgrade = grants(dev, domain_policy_statements(dev, dev.role_id(HEAD_UPGRADE_SERVICE)))
+
     # Then each request is one its role's policy allows
     assert chat_requests == {
         ("Post", f"{INDEX}/_search"),
@@ -486,6 +553,8 @@ def test_every_request_the_adapter_makes_is_allowed_to_the_role_that_makes_it(
     assert ("Post", f"{INDEX}-meta/_bulk") in ingest_requests
     assert ("Put", INDEX) in ingest_requests
     assert ("Put", PIPELINE) in ingest_requests
+    assert upgrade_requests <= upgrade
+    assert ("Post", f"{INDEX}-meta/_search") in upgrade_requests
 
 
 def test_the_ingest_function_embeds_with_titan_and_reads_only_the_knowledge_bucket(

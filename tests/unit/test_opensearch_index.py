@@ -579,6 +579,32 @@ def test_a_head_of_a_missing_meta_index_is_none() -> None:
     assert _index(client).load_head("default") is None
 
 
+def test_the_tenants_with_a_head_are_read_from_the_meta_index_by_pages_without_the_heads() -> None:
+    client = RecordingClient()
+    page = [{"_source": {"tenant": f"t{n:04d}"}, "sort": [f"t{n:04d}"]} for n in range(1_000)]
+    last = [{"_source": {"tenant": "zeta"}, "sort": ["zeta"]}]
+    client.search_responses.extend([{"hits": {"hits": page}}, {"hits": {"hits": last}}])
+
+    tenants = _index(client).head_tenants()
+
+    assert tenants == [f"t{n:04d}" for n in range(1_000)] + ["zeta"]
+    first, second = client.of("search")
+    assert first.kwargs["index"] == "kefu-kb-meta"
+    assert first.kwargs["body"] == {
+        "size": 1_000,
+        "_source": ["tenant"],
+        "query": {"bool": {"filter": [{"exists": {"field": "tenant"}}]}},
+        "sort": [{"tenant": "asc"}],
+    }
+    assert second.kwargs["body"]["search_after"] == ["t0999"]
+
+
+def test_a_missing_meta_index_has_no_tenants_with_a_head() -> None:
+    client = RecordingClient()
+    client.search_responses.append(NotFoundError(404, "index_not_found_exception", {}))
+    assert _index(client).head_tenants() == []
+
+
 def test_faq_questions_read_the_question_vectors_of_the_tenants_faq_entries_by_pages() -> None:
     client = RecordingClient()
     page = [

@@ -81,6 +81,11 @@ class KnowledgeIndex(Protocol):
 
     def load_head(self, tenant: str) -> bytes | None: ...
 
+    def head_tenants(self) -> list[str]:
+        """The tenants that have a stored FAQ head, sorted: what an upgrade looks through for
+        heads stored by an earlier release."""
+        ...
+
     def count(self) -> int: ...
 
     @property

@@ -222,6 +222,11 @@ class EmbeddedIndex:
             row = self._db.execute("SELECT body FROM heads WHERE tenant = ?", (tenant,)).fetchone()
         return bytes(row[0]) if row else None
 
+    def head_tenants(self) -> list[str]:
+        with self._lock:
+            rows = self._db.execute("SELECT tenant FROM heads ORDER BY tenant").fetchall()
+        return [row[0] for row in rows]
+
     def _insert_locked(self, chunk: Chunk, digest: str, vectors: Vectors) -> None:
         body = json.dumps(asdict(chunk), ensure_ascii=False)
         self._db.execute(

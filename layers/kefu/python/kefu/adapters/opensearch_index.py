@@ -531,20 +531,27 @@ class OpenSearchIndex:
         return found
 
     def _scan(
-        self, scope: list[dict[str, Any]], *, fields: list[str], page: int
+        self,
+        scope: list[dict[str, Any]],
+        *,
+        fields: list[str],
+        page: int,
+        index: str | None = None,
+        key: str = "id",
     ) -> Iterator[dict[str, Any]]:
-        """The `fields` of every chunk document matching the filters, paged by chunk id with
-        `search_after`; nothing when the index does not exist."""
+        """The `fields` of every document of `index` (the chunks' by default) matching the
+        filters, paged by the unique keyword `key` with `search_after`; nothing when the index
+        does not exist."""
         body: dict[str, Any] = {
             "size": page,
             "_source": fields,
             "query": {"bool": {"filter": scope}},
-            "sort": [{"id": "asc"}],
+            "sort": [{key: "asc"}],
         }
         with _unavailable("read"):
             while True:
                 try:
-                    hits = self._client.search(index=self.name, body=body)["hits"]["hits"]
+                    hits = self._client.search(index=index or self.name, body=body)["hits"]["hits"]
                 except NotFoundError:
                     return
                 yield from (hit["_source"] for hit in hits)
@@ -597,6 +604,18 @@ class OpenSearchIndex:
                 return None
         [doc] = response["docs"]
         return base64.b64decode(doc["_source"]["head"]) if doc.get("found") else None
+
+    def head_tenants(self) -> list[str]:
+        """A `_search` of the meta index for its head documents (the version document has no
+        tenant), their tenant field only: the heads themselves may be megabytes each."""
+        docs = self._scan(
+            [{"exists": {"field": "tenant"}}],
+            fields=["tenant"],
+            page=_PAGE,
+            index=self.meta_index,
+            key="tenant",
+        )
+        return [doc["tenant"] for doc in docs]
 
     def search(self, query: SearchQuery) -> list[SearchHit]:
         vector = _rounded(query.vector)
