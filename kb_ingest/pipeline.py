@@ -256,7 +256,8 @@ def outdated_heads(index: KnowledgeIndex) -> list[str]:
     """The tenants whose stored FAQ head this release cannot read whole (stored by an earlier
     release without something it now keeps, or unreadable), sorted: what an upgrade retrains.
     A tenant without a head is not among them: it has none by design (one entry, over the
-    training budget, refused by the index) or its next change trains one."""
+    training budget, refused by the index) or its next change trains one. Each head is read
+    whole (its archive says what it holds), one tenant after another."""
     return [tenant for tenant in index.head_tenants() if head.outdated(index.load_head(tenant))]
 
 

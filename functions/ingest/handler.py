@@ -270,22 +270,25 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItem
 
 
 @logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
 @metrics.log_metrics
 def upgrade_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    """Retrain the FAQ heads that an earlier release stored (run once after each deployment by
-    the KnowledgeBase construct's trigger): without it, a tenant's head would be read without
-    what this release's decision needs until the tenant's next change. Nothing else changes,
-    so it is safe to run again; a head that fails is logged and counted, and the others go on."""
+    """Retrain the FAQ heads that this release cannot read whole (`head.outdated`: stored by an
+    earlier release, or unreadable). The KnowledgeBase construct's trigger invokes it after each
+    deployment that gives the function a new version; without it, such a head would be read
+    without what this release's decision needs until the tenant's next change. It retrains only
+    what is still outdated, so running it again (an asynchronous retry) is harmless; a head that
+    fails is logged and counted (`HeadTrainingFailures`) and the others go on. Returns the
+    outdated tenants and those whose training ran (a head the index refused included)."""
     tenants = outdated_heads(_index())
     logger.info("FAQ heads stored by an earlier release", extra={"tenants": len(tenants)})
     metrics.add_metric(name="OutdatedHeads", unit=MetricUnit.Count, value=len(tenants))
-    retrained = retrain_heads(tenants)
-    return {"outdated": tenants, "retrained": retrained}
+    return {"outdated": tenants, "trained": retrain_heads(tenants)}
 
 
 def retrain_heads(tenants: list[str]) -> list[str]:
     """Retrain the FAQ head of each tenant (whose KB changed, or whose head is outdated) and
-    return those retrained. The chunks are already stored: a failure here is logged and
+    return those whose training ran. The chunks are already stored: a failure here is logged and
     counted, not reported against the records (whose redelivery would only retrain again);
     until the next change retrains it, a stale head is not used for the entries it does not
     know (see `kefu.retrieval`)."""

@@ -43,6 +43,7 @@ from infra_cdk.constructs.session_store import expiring_table
 
 INGEST_SERVICE_NAME = "kefu-ingest"
 HEAD_UPGRADE_SERVICE_NAME = "kefu-head-upgrade"
+HEAD_UPGRADE_TIMEOUT = Duration.minutes(15)
 # The index name kefu's settings default to (KEFU_OPENSEARCH_INDEX).
 KNOWLEDGE_INDEX_NAME = "kefu-kb"
 # Powertools' DynamoDBPersistenceLayer defaults: partition key `id`, expiry `expiration`.
@@ -108,8 +109,9 @@ def ingest_access(index: str) -> tuple[IndexAccess, ...]:
 
 def head_upgrade_access(index: str) -> tuple[IndexAccess, ...]:
     """What retraining outdated FAQ heads sends: `head_tenants` (a `_search` of the meta
-    index), `load_head` (its `_mget`), `faq_questions` and `catalog` (`_search`), and
-    `save_head` (`ensure_index`, the meta index's `_bulk`, an `_update`). No chunk is written."""
+    index), `load_head` (its `_mget`), `version`, `faq_questions` and `catalog` (`_search`),
+    and `save_head` (`ensure_index`, the meta index's `_bulk`, an `_update`). No chunk is
+    written."""
     meta = f"{index}-meta"
     return (
         IndexAccess(
@@ -246,27 +248,49 @@ class KnowledgeBase(Construct):
             dedicated_master_type=opensearch_dedicated_master_type,
         )
 
-        ingest = ServiceFunction(
-            self,
+        def knowledge_function(
+            construct_id: str,
+            *,
+            service_name: str,
+            description: str,
+            handler: str,
+            environment: Mapping[str, str],
+            function_timeout: Duration,
+        ) -> ServiceFunction:
+            """A function of the ingest asset (uploaded once for both) that reaches the index;
+            `KEFU_EMBEDDER` gives the index's vector size (Titan's) to every one of them."""
+            return ServiceFunction(
+                self,
+                construct_id,
+                service_name=service_name,
+                description=description,
+                code_dir=code_dir,
+                handler=handler,
+                layers=[layer],
+                bundling=ingest_bundling(),
+                environment={
+                    "KEFU_STAGE": stage_name,
+                    "KEFU_EMBEDDER": "bedrock",
+                    **environment,
+                    **self.index_environment,
+                },
+                memory_mb=memory_mb,
+                timeout=function_timeout,
+                log_level=log_level,
+                log_retention=log_retention,
+                removal_policy=removal_policy,
+            )
+
+        ingest = knowledge_function(
             "IngestFunction",
             service_name=INGEST_SERVICE_NAME,
             description="Kefu ingest: keeps the knowledge index in sync with the knowledge bucket",
-            code_dir=code_dir,
             handler="handler.lambda_handler",
-            layers=[layer],
-            bundling=ingest_bundling(),
             environment={
-                "KEFU_STAGE": stage_name,
-                "KEFU_EMBEDDER": "bedrock",
                 "KEFU_BEDROCK_EMBEDDING_MODEL_ID": bedrock_embedding_model_id,
                 "KEFU_IDEMPOTENCY_TABLE": self.idempotency_table.table_name,
-                **self.index_environment,
             },
-            memory_mb=memory_mb,
-            timeout=timeout,
-            log_level=log_level,
-            log_retention=log_retention,
-            removal_policy=removal_policy,
+            function_timeout=timeout,
         )
         self.ingest_function = ingest.function
         ingest.function.add_event_source(
@@ -283,31 +307,20 @@ class KnowledgeBase(Construct):
         self._acknowledge_table_key_grant(ingest.role)
         self._allow_index(ingest.role, access=ingest_access(self.index_name))
 
-        # After each deployment that changes the code, the FAQ heads an earlier release stored
-        # are trained again (a head keeps what the decision reads, and a release may need
-        # more than an earlier one stored); without it they would wait for each tenant's next
-        # change. Asynchronous: a long retraining does not hold the deployment, and a failure
-        # is the function's to log and count (Lambda retries it twice).
-        upgrade = ServiceFunction(
-            self,
+        # After each deployment that gives this function a new version (new code, a new layer,
+        # new configuration), the FAQ heads this release cannot read whole are trained again;
+        # without it they would wait for each tenant's next change. Invoked asynchronously, so
+        # a long retraining does not hold the deployment; it gets Lambda's longest timeout (it
+        # retrains the tenants one after another), and a run that still fails is retried by
+        # Lambda (twice), each run retraining only what is still outdated. After the ingest
+        # function is updated, so that no ingest of the earlier release stores a head after it.
+        upgrade = knowledge_function(
             "HeadUpgradeFunction",
             service_name=HEAD_UPGRADE_SERVICE_NAME,
             description="Kefu: retrains the FAQ heads an earlier release stored (after a deploy)",
-            code_dir=code_dir,
             handler="handler.upgrade_handler",
-            layers=[layer],
-            bundling=ingest_bundling(),
-            environment={
-                "KEFU_STAGE": stage_name,
-                "KEFU_EMBEDDER": "bedrock",
-                "KEFU_BEDROCK_EMBEDDING_MODEL_ID": bedrock_embedding_model_id,
-                **self.index_environment,
-            },
-            memory_mb=memory_mb,
-            timeout=timeout,
-            log_level=log_level,
-            log_retention=log_retention,
-            removal_policy=removal_policy,
+            environment={},
+            function_timeout=HEAD_UPGRADE_TIMEOUT,
         )
         self.head_upgrade_function = upgrade.function
         self._allow_index(upgrade.role, access=head_upgrade_access(self.index_name))
@@ -315,7 +328,7 @@ class KnowledgeBase(Construct):
             self,
             "HeadUpgrade",
             handler=upgrade.function,
-            execute_after=[self.domain],
+            execute_after=[self.domain, ingest.function],
             invocation_type=triggers.InvocationType.EVENT,
         )
 

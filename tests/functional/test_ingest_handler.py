@@ -396,10 +396,10 @@ def test_after_an_upgrade_only_the_heads_an_earlier_release_stored_are_retrained
     monkeypatch.setattr(handler, "retrain_head", retrain)
     capsys.readouterr()
 
-    result = handler.upgrade_handler({}, LambdaContext("kefu-ingest"))
+    result = handler.upgrade_handler({}, LambdaContext("kefu-head-upgrade"))
 
     # One failure does not stop the others; the current head is left as it is
-    assert result == {"outdated": ["acme", "gamma"], "retrained": ["gamma"]}
+    assert result == {"outdated": ["acme", "gamma"], "trained": ["gamma"]}
     assert retrained == ["acme", "gamma"]
     index = build_index(Settings())
     assert index.load_head("beta") == kept
@@ -414,11 +414,11 @@ def test_after_an_upgrade_only_the_heads_an_earlier_release_stored_are_retrained
 
     # Run again (the next deployment): only what is still outdated is retrained
     monkeypatch.setattr(handler, "retrain_head", real_retrain)
-    result = handler.upgrade_handler({}, LambdaContext("kefu-ingest"))
-    assert result == {"outdated": ["acme"], "retrained": ["acme"]}
-    assert handler.upgrade_handler({}, LambdaContext("kefu-ingest")) == {
+    result = handler.upgrade_handler({}, LambdaContext("kefu-head-upgrade"))
+    assert result == {"outdated": ["acme"], "trained": ["acme"]}
+    assert handler.upgrade_handler({}, LambdaContext("kefu-head-upgrade")) == {
         "outdated": [],
-        "retrained": [],
+        "trained": [],
     }
 
 

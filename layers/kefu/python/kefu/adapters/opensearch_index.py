@@ -537,16 +537,16 @@ class OpenSearchIndex:
         fields: list[str],
         page: int,
         index: str | None = None,
-        key: str = "id",
+        order: dict[str, Any] | None = None,
     ) -> Iterator[dict[str, Any]]:
         """The `fields` of every document of `index` (the chunks' by default) matching the
-        filters, paged by the unique keyword `key` with `search_after`; nothing when the index
-        does not exist."""
+        filters, paged with `search_after` in `order` (by chunk id by default: a unique
+        keyword); nothing when the index does not exist."""
         body: dict[str, Any] = {
             "size": page,
             "_source": fields,
             "query": {"bool": {"filter": scope}},
-            "sort": [{key: "asc"}],
+            "sort": [order or {"id": "asc"}],
         }
         with _unavailable("read"):
             while True:
@@ -607,13 +607,15 @@ class OpenSearchIndex:
 
     def head_tenants(self) -> list[str]:
         """A `_search` of the meta index for its head documents (the version document has no
-        tenant), their tenant field only: the heads themselves may be megabytes each."""
+        tenant; there is one head document per tenant), their tenant field only. A meta index
+        created before heads has no `tenant` mapping until `ensure_index` puts it: the sort
+        then takes the field as an empty keyword instead of failing."""
         docs = self._scan(
             [{"exists": {"field": "tenant"}}],
             fields=["tenant"],
             page=_PAGE,
             index=self.meta_index,
-            key="tenant",
+            order={"tenant": {"order": "asc", "unmapped_type": "keyword"}},
         )
         return [doc["tenant"] for doc in docs]
 
