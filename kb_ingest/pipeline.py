@@ -253,8 +253,9 @@ def retrain_head(index: KnowledgeIndex, *, tenant: str = "default") -> tuple[int
 
 
 def outdated_heads(index: KnowledgeIndex) -> list[str]:
-    """The tenants whose stored FAQ head this release cannot read whole (stored by an earlier
-    release without something it now keeps, or unreadable), sorted: what an upgrade retrains.
+    """The tenants whose stored FAQ head this release cannot read whole or would train
+    otherwise (`head.outdated`: stored by an earlier release without something it now keeps,
+    trained with other settings, or unreadable), sorted: what an upgrade retrains.
     A tenant without a head is not among them: it has none by design (one entry, over the
     training budget, refused by the index) or its next change trains one. Each head is read
     whole (its archive says what it holds), one tenant after another."""

@@ -270,16 +270,17 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItem
 
 
 @logger.inject_lambda_context(clear_state=True)
-@tracer.capture_lambda_handler
+@tracer.capture_lambda_handler(capture_response=False)  # tenant names stay out of traces
 @metrics.log_metrics
 def upgrade_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    """Retrain the FAQ heads that this release cannot read whole (`head.outdated`: stored by an
-    earlier release, or unreadable). The KnowledgeBase construct's trigger invokes it after each
-    deployment that gives the function a new version; without it, such a head would be read
-    without what this release's decision needs until the tenant's next change. It retrains only
-    what is still outdated, so running it again (an asynchronous retry) is harmless; a head that
-    fails is logged and counted (`HeadTrainingFailures`) and the others go on. Returns the
-    outdated tenants and those whose training ran (a head the index refused included)."""
+    """Retrain the FAQ heads that this release cannot read whole or would train otherwise
+    (`head.outdated`: stored by an earlier release, or unreadable). The KnowledgeBase
+    construct's trigger invokes it after each deployment that gives the function a new version;
+    without it, such a head would be read without what this release's decision needs until the
+    tenant's next change. It retrains only what is still outdated, so running it again (an
+    asynchronous retry) is harmless; a head that fails is logged and counted
+    (`HeadTrainingFailures`) and the others go on. Returns the outdated tenants and those whose
+    training ran (a head the index refused included)."""
     tenants = outdated_heads(_index())
     logger.info("FAQ heads stored by an earlier release", extra={"tenants": len(tenants)})
     metrics.add_metric(name="OutdatedHeads", unit=MetricUnit.Count, value=len(tenants))

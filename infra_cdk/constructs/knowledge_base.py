@@ -313,7 +313,9 @@ class KnowledgeBase(Construct):
         # a long retraining does not hold the deployment; it gets Lambda's longest timeout (it
         # retrains the tenants one after another), and a run that still fails is retried by
         # Lambda (twice), each run retraining only what is still outdated. After the ingest
-        # function is updated, so that no ingest of the earlier release stores a head after it.
+        # function is updated, so that new invocations store current heads (one of the earlier
+        # release still running then can store an outdated head: the next deployment's run, or
+        # the tenant's next change, retrains it).
         upgrade = knowledge_function(
             "HeadUpgradeFunction",
             service_name=HEAD_UPGRADE_SERVICE_NAME,

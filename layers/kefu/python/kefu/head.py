@@ -59,11 +59,11 @@ MAX_TRAINING_CELLS = 4_000_000
 NEAREST_ENTRIES = 32
 # Trained on the nearest entries, each entry's weights see far fewer questions' gradients per
 # step than in the full softmax (where every question has every entry as a candidate), so the
-# same L2 holds them back more and the head's own probabilities come out lower: with L2 the
-# built-in head threshold (calibrated on full-softmax heads) declined a quarter of the sample
-# KB's covered questions. Chosen on the sample's dev set with the built-in thresholds (mean of
-# answered right and OOS recall: 72.5 % at 1e-4, 78.5 % at 3e-5, 82.5 % at 1e-5 and below;
-# the full softmax 85.6 %); the datasets' dev hit@1 moved by 0.2 points.
+# same L2 holds them back more and the head's own probabilities come out lower: with L2 (at
+# 09ff846) the built-in head threshold, calibrated on full-softmax heads, left 82.1 % of the
+# sample's covered questions answered right against 94.3 % (README). Chosen on the sample's dev
+# set with the built-in thresholds (mean of answered right and OOS recall: 72.5 % at 1e-4,
+# 78.5 % at 3e-5, 82.5 % at 1e-5 and below; the full softmax 85.6 %).
 NEAREST_L2 = 1e-5
 BATCH = 512
 BATCH_STEPS = 1000
@@ -73,8 +73,11 @@ MAX_NEAREST_CELLS = 400_000_000
 _FORMAT = 1
 # Where a stored head keeps its spread. Heads stored before the spread was the pairwise measure
 # kept another one under "spread": such a head is read without it (no correction) until the
-# next ingest retrains it.
+# next ingest (in AWS, the deployment's head upgrade) retrains it.
 _SPREAD = "spread_pairs"
+# Where a stored head says how it was trained (`recipes()`): a head trained with other settings
+# than this release's is retrained like one without the spread.
+_RECIPE = "recipe"
 # What reading a stored head that cannot be read raises (another format, a damaged document).
 UNREADABLE = (ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile)
 
@@ -98,6 +101,7 @@ class FaqHead:
     weights: np.ndarray  # (dim, classes) float32
     bias: np.ndarray  # (classes,) float32
     spread: np.ndarray | None = None  # (classes,) float32
+    recipe: str = ""  # how it was trained (`recipes()`); "" when unknown
 
     def probabilities(self, vector: Vectors, among: Sequence[str]) -> dict[str, float] | None:
         """The head's own probability of each entry of `among` being what the question asks
@@ -178,6 +182,8 @@ class FaqHead:
         }
         if self.spread is not None:  # a head read without it is used without the correction
             arrays[_SPREAD] = self.spread.astype(np.float32)
+        if self.recipe:
+            arrays[_RECIPE] = np.array(self.recipe, dtype=np.str_)
         np.savez_compressed(buffer, **arrays)  # type: ignore[arg-type]
         return buffer.getvalue()
 
@@ -191,20 +197,33 @@ class FaqHead:
                 weights=stored["weights"].astype(np.float32),
                 bias=stored["bias"].astype(np.float32),
                 spread=stored[_SPREAD].astype(np.float32) if _SPREAD in stored else None,
+                recipe=str(stored[_RECIPE]) if _RECIPE in stored else "",
             )
 
 
 def outdated(body: bytes | None) -> bool:
     """Whether a stored head must be trained again although the KB has not changed: there is
-    none, it cannot be read, or it was stored before the spread it keeps was measured as it is
-    now (`train` always measures it)."""
+    none, it cannot be read, it was stored before the spread it keeps was measured as it is now
+    (`train` always measures it), or it was trained with other settings than this release's
+    (`recipes()`; a head that does not say is taken as trained otherwise)."""
     if body is None:
         return True
-    try:  # the archive's directory is enough: the weights are not decompressed
+    try:  # the directory and two small arrays: the weights are not decompressed
         with np.load(io.BytesIO(body), allow_pickle=False) as stored:
-            return int(stored["format"]) != _FORMAT or _SPREAD not in stored
+            if int(stored["format"]) != _FORMAT or _SPREAD not in stored:
+                return True
+            return _RECIPE not in stored or str(stored[_RECIPE]) not in recipes().values()
     except UNREADABLE:
         return True
+
+
+def recipes() -> dict[str, str]:
+    """How this release trains a head, by training mode, as a stored head records it."""
+    return {
+        "full": f"full softmax; scale {SCALE}, L2 {L2}, {STEPS} steps, rate {LEARNING_RATE}",
+        "nearest": f"nearest {NEAREST_ENTRIES} of its language; scale {SCALE}, L2 {NEAREST_L2}, "
+        f"{BATCH_STEPS} steps of {BATCH}, rate {LEARNING_RATE}",
+    }
 
 
 def _softmax(logits: np.ndarray) -> list[float]:
@@ -240,7 +259,13 @@ def train(
         names = [(languages or {}).get(i, "") for i in ids]
         groups = np.unique(names, return_inverse=True)[1].astype(np.int64)
         weights, bias = _train_on_nearest(x, labels, groups)
-        return FaqHead(ids=tuple(ids), weights=weights, bias=bias, spread=spread(questions, ids))
+        return FaqHead(
+            ids=tuple(ids),
+            weights=weights,
+            bias=bias,
+            spread=spread(questions, ids),
+            recipe=recipes()["nearest"],
+        )
     n, classes = len(x), len(ids)
     targets = np.zeros((n, classes), dtype=np.float32)
     targets[np.arange(n), labels] = 1.0
@@ -262,6 +287,7 @@ def train(
         weights=weights.astype(np.float32),
         bias=bias.astype(np.float32),
         spread=spread(questions, ids),
+        recipe=recipes()["full"],
     )
 
 
