@@ -279,12 +279,22 @@ def upgrade_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, 
     without it, such a head would be read without what this release's decision needs until the
     tenant's next change. It retrains only what is still outdated, so running it again (an
     asynchronous retry) is harmless; a head that fails is logged and counted
-    (`HeadTrainingFailures`) and the others go on. Returns the outdated tenants and those whose
-    training ran (a head the index refused included)."""
+    (`HeadTrainingFailures`), the others go on, and the run then fails, so that Lambda tries
+    again (twice) and the construct's alarm sees it. Returns the outdated tenants and those
+    whose training ran (a head the index refused included)."""
     tenants = outdated_heads(_index())
     logger.info("FAQ heads stored by an earlier release", extra={"tenants": len(tenants)})
     metrics.add_metric(name="OutdatedHeads", unit=MetricUnit.Count, value=len(tenants))
-    return {"outdated": tenants, "trained": retrain_heads(tenants)}
+    trained = retrain_heads(tenants)
+    if len(trained) < len(tenants):
+        raise HeadUpgradeIncomplete(
+            f"{len(tenants) - len(trained)} of {len(tenants)} outdated FAQ heads not retrained"
+        )
+    return {"outdated": tenants, "trained": trained}
+
+
+class HeadUpgradeIncomplete(Exception):
+    """Some outdated heads could not be retrained (each is logged): the run is retried."""
 
 
 def retrain_heads(tenants: list[str]) -> list[str]:

@@ -311,8 +311,9 @@ class KnowledgeBase(Construct):
         # new configuration), the FAQ heads this release cannot read whole are trained again;
         # without it they would wait for each tenant's next change. Invoked asynchronously, so
         # a long retraining does not hold the deployment; it gets Lambda's longest timeout (it
-        # retrains the tenants one after another), and a run that still fails is retried by
-        # Lambda (twice), each run retraining only what is still outdated. After the ingest
+        # retrains the tenants one after another), and a run that fails (a head it could not
+        # retrain, a timeout) is retried by Lambda (twice), each run retraining only what is
+        # still outdated, and raises the alarm. After the ingest
         # function is updated, so that new invocations store current heads (one of the earlier
         # release still running then can store an outdated head: the next deployment's run, or
         # the tenant's next change, retrains it).
@@ -326,6 +327,19 @@ class KnowledgeBase(Construct):
         )
         self.head_upgrade_function = upgrade.function
         self._allow_index(upgrade.role, access=head_upgrade_access(self.index_name))
+        self.head_upgrade_alarm = cloudwatch.Alarm(
+            self,
+            "HeadUpgradeAlarm",
+            alarm_description="Outdated FAQ heads were not all retrained after a deployment "
+            "(the kefu-head-upgrade function's log says which)",
+            metric=upgrade.function.metric_errors(
+                period=Duration.minutes(5), statistic=cloudwatch.Stats.SUM
+            ),
+            threshold=0,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            evaluation_periods=1,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
         self.head_upgrade = triggers.Trigger(
             self,
             "HeadUpgrade",

@@ -436,6 +436,17 @@ def test_after_each_deployment_of_new_code_the_outdated_heads_are_retrained(
     assert domain_id(each_stage) in trigger["DependsOn"], trigger_id
     assert each_stage.function_id(INGEST_SERVICE) in trigger["DependsOn"]
     assert properties["Timeout"] == 900  # it retrains the tenants one after another
+    # A run that fails (a head not retrained, a timeout) raises an alarm
+    each_stage.template.has_resource_properties(
+        "AWS::CloudWatch::Alarm",
+        {
+            "Namespace": "AWS/Lambda",
+            "MetricName": "Errors",
+            "Dimensions": [{"Name": "FunctionName", "Value": {"Ref": function}}],
+            "ComparisonOperator": "GreaterThanThreshold",
+            "Threshold": 0,
+        },
+    )
 
 
 class RecordingConnection(Connection):
