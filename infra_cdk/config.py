@@ -72,11 +72,13 @@ class StageConfig(BaseModel):
         default="amazon.titan-embed-text-v2:0", pattern=r"^[a-z0-9-]+(\.[\w.:-]+)+$"
     )
     # The fit an FAQ entry needs to answer (its similarity relative to how alike its questions
-    # are; the similarity itself for a tenant without an FAQ head), the similarity a passage
-    # needs, and the FAQ head's probability an entry needs, for the deployed embedder (Titan
-    # has no built-in values): measure them with `python -m kb_ingest.evaluate --calibrate`.
-    # Unset, the chat answers 503 not_configured rather than guess.
+    # are), the similarity it needs where a tenant has no FAQ head (unset: the FAQ threshold),
+    # the similarity a passage needs, and the FAQ head's probability an entry needs, for the
+    # deployed embedder (Titan has no built-in values): measure them with `python -m
+    # kb_ingest.evaluate --calibrate` (with `--no-head` for the similarity one). Unset, the
+    # chat answers 503 not_configured rather than guess.
     faq_threshold: float | None = Field(default=None, ge=0, le=1)
+    similarity_threshold: float | None = Field(default=None, ge=0, le=1)
     head_threshold: float | None = Field(default=None, ge=0, le=1)
     passage_threshold: float | None = Field(default=None, ge=0, le=1)
     api_throttling_rate_limit: float = Field(default=50, gt=0)

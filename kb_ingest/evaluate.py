@@ -140,7 +140,10 @@ def report(name: str, retriever: Retriever, scored: Sequence[Scored]) -> Report:
         oos_precision=(declined_uncovered / declined_all if declined_all else None)
         if uncovered
         else None,
-        faq_threshold=retriever.thresholds.faq,
+        # Without a head, what the similarity is held to
+        faq_threshold=retriever.thresholds.faq
+        if by_head or retriever.thresholds.similarity is None
+        else retriever.thresholds.similarity,
         head_threshold=retriever.thresholds.head if by_head else None,
     )
 
@@ -150,7 +153,7 @@ def calibrate(
 ) -> Thresholds:
     """The thresholds that best balance answering covered and declining uncovered questions:
     the FAQ threshold (on the fit, `SearchHit.similarity`), and with a head, its probability
-    threshold with it.
+    threshold with it; without one, the FAQ and similarity thresholds, both the similarity's.
 
     By default they maximise the mean of in-scope accuracy and out-of-scope recall. With
     `max_in_scope_drop`, they decline as much as they can while in-scope accuracy stays within
@@ -166,7 +169,10 @@ def calibrate(
     )
 
     def trial(faq: float, head: float) -> tuple[Thresholds, Report]:
-        thresholds = replace(retriever.thresholds, faq=faq, head=head)
+        # Without a head the decision compares the similarity: calibrated, the two agree
+        thresholds = replace(
+            retriever.thresholds, faq=faq, head=head, **({} if by_head else {"similarity": faq})
+        )
         probe = Retriever(
             embedder=retriever.embedder,
             index=retriever.index,
@@ -241,6 +247,7 @@ def evaluate(
             faq=settings.faq_threshold or 0.0,
             passage=settings.passage_threshold if settings.passage_threshold is not None else 1.0,
             head=settings.head_threshold or 0.0,
+            similarity=settings.similarity_threshold,
         )
         retriever = Retriever(embedder=embedder, index=index, thresholds=given, use_head=use_head)
     else:

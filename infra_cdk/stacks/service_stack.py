@@ -51,6 +51,7 @@ class KefuServiceStack(Stack):
                 name: value
                 for name, value in (
                     ("faq_threshold", config.faq_threshold),
+                    ("similarity_threshold", config.similarity_threshold),
                     ("head_threshold", config.head_threshold),
                     ("passage_threshold", config.passage_threshold),
                 )

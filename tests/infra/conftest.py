@@ -62,6 +62,7 @@ def keyless(tmp_path_factory: pytest.TempPathFactory) -> SynthesizedStage:
             "faq_threshold": 0.62,
             "head_threshold": 0.3,
             "passage_threshold": 0.58,
+            "similarity_threshold": 0.7,
             "cors_allow_origins": ["https://support.example.com", "https://help.example.com"],
         },
     )

@@ -152,3 +152,5 @@ def test_calibrated_thresholds_reach_the_chat_function_only_when_the_stage_sets_
     assert configured["KEFU_FAQ_THRESHOLD"] == "0.62"
     assert configured["KEFU_HEAD_THRESHOLD"] == "0.3"
     assert configured["KEFU_PASSAGE_THRESHOLD"] == "0.58"
+    assert configured["KEFU_SIMILARITY_THRESHOLD"] == "0.7"
+    assert "KEFU_SIMILARITY_THRESHOLD" not in chat_variables(dev)

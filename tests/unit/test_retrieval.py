@@ -1,3 +1,4 @@
+from dataclasses import replace as replace_
 from typing import Any
 
 from kefu.models import Chunk, SearchHit
@@ -51,6 +52,25 @@ def test_nothing_close_enough_is_declined() -> None:
     assert decision.confidence == 0.0
 
 
+def test_a_fit_is_held_to_the_faq_threshold_and_a_bare_similarity_to_its_own() -> None:
+    retriever = Retriever(
+        embedder=_Unused(),  # type: ignore[arg-type]
+        index=_Unused(),  # type: ignore[arg-type]
+        thresholds=Thresholds(faq=0.8, passage=0.99, head=0.6, similarity=0.9),
+    )
+    bare = hit("faq-1", "faq", 0.85)  # no head: its similarity alone
+    fitted = replace_(bare, dense=0.95, fit=0.85, probability=0.7)
+
+    assert retriever.decide_on([bare]).kind == "decline"  # 0.85 < 0.9
+    assert retriever.decide_on([replace_(bare, dense=0.9)]).kind == "faq"
+    assert retriever.decide_on([fitted]).kind == "faq"  # 0.85 >= 0.8
+    assert retriever.decide_on([replace_(fitted, fit=0.79)]).kind == "decline"
+    # A head stored without the spread gives a probability but no fit: the similarity's
+    assert retriever.decide_on([replace_(bare, probability=0.7)]).kind == "decline"
+    # Without a similarity threshold, the FAQ threshold holds for both
+    assert RETRIEVER.decide_on([bare]).kind == "faq"
+
+
 def test_an_out_of_scope_example_nearer_than_any_faq_question_is_declined() -> None:
     decision = RETRIEVER.decide_on(
         [hit("faq-1", "faq", 0.9), hit("oos-weather", "out_of_scope", 0.92)]
@@ -93,3 +113,26 @@ def test_an_embedder_without_calibrated_thresholds_must_be_given_them() -> None:
     given = Settings(faq_threshold=0.7, passage_threshold=0.6, head_threshold=0.5)
     retriever = build_retriever(given, embedder=_Titan(), index=_Unused())  # type: ignore[arg-type]
     assert retriever.thresholds == Thresholds(faq=0.7, passage=0.6, head=0.5)
+    with_similarity = given.model_copy(update={"similarity_threshold": 0.8})
+    retriever = build_retriever(with_similarity, embedder=_Titan(), index=_Unused())  # type: ignore[arg-type]
+    assert retriever.thresholds == Thresholds(faq=0.7, passage=0.6, head=0.5, similarity=0.8)
+
+
+def test_a_built_in_similarity_threshold_yields_to_a_faq_threshold_given_alone() -> None:
+    from kefu.adapters.embedders import HashingEmbedder
+    from kefu.bootstrap import build_retriever
+    from kefu.retrieval import DEFAULT_THRESHOLDS
+    from kefu.settings import Settings
+
+    built_in = DEFAULT_THRESHOLDS[HashingEmbedder().name]
+    assert built_in.similarity is not None
+
+    def thresholds(**given: float) -> Thresholds:
+        settings = Settings(**given)  # type: ignore[arg-type]
+        return build_retriever(settings, embedder=HashingEmbedder(), index=_Unused()).thresholds  # type: ignore[arg-type]
+
+    assert thresholds() == built_in
+    # An operator who calibrated the FAQ threshold alone gets it for both, as before
+    assert thresholds(faq_threshold=0.5) == replace_(built_in, faq=0.5, similarity=None)
+    assert thresholds(faq_threshold=0.5, similarity_threshold=0.6).similarity == 0.6
+    assert thresholds(similarity_threshold=0.6) == replace_(built_in, similarity=0.6)

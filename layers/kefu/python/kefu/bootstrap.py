@@ -132,8 +132,11 @@ def build_retriever(
         faq = base.faq if faq is None else faq
         passage = base.passage if passage is None else passage
         head = base.head if head is None else head
+    similarity = settings.similarity_threshold
+    if similarity is None and base is not None and settings.faq_threshold is None:
+        similarity = base.similarity  # a FAQ threshold given alone applies to both
     given = (
-        Thresholds(faq, passage, head)
+        Thresholds(faq, passage, head, similarity)
         if faq is not None and passage is not None and head is not None
         else None
     )

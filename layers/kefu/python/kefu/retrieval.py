@@ -20,26 +20,27 @@ DecisionKind = Literal["faq", "passages", "decline"]
 @dataclass(frozen=True, slots=True)
 class Thresholds:
     """What an FAQ entry needs to answer directly: a fit (`faq`: with the tenant's FAQ head,
-    the similarity relative to how alike the entry's questions are, `SearchHit.similarity`;
-    without, the similarity) and, with the head, the head's probability (`head`); and the
-    similarity passages need to be used (`passage`)."""
+    the similarity relative to how alike the entry's questions are, `SearchHit.fit`) or,
+    where there is no fit (no head, or one stored without the spread), a similarity
+    (`similarity`; None: the `faq` value), and with the head, the head's probability (`head`);
+    and the similarity passages need to be used (`passage`)."""
 
     faq: float
     passage: float
     head: float
+    similarity: float | None = None
 
 
 # The FAQ and head thresholds are calibrated on the sample knowledge base's dev set with its
 # head (`python -m kb_ingest.evaluate --sample --calibrate-sample`), where the FAQ threshold
-# applies to the fit (`SearchHit.similarity`); an enterprise recalibrates on its own questions
-# (`--kb ... --queries ... --calibrate DEV.jsonl`). A tenant without a head applies the same
-# threshold to the similarity; calibrated for that (`--no-head`), the e5 dev set would give
-# 0.893 (both measured in the README).
+# applies to the fit; the similarity threshold, for a tenant without a head, the same way
+# without it (`--no-head`). An enterprise recalibrates on its own questions (`--kb ...
+# --queries ... --calibrate DEV.jsonl`, with `--no-head` for the similarity threshold).
 # The e5 passage threshold is the lowest at which no uncovered question of the sample's sets is
 # answered from a passage.
 DEFAULT_THRESHOLDS: dict[str, Thresholds] = {
-    "multilingual-e5-small-q4": Thresholds(faq=0.837, passage=0.87, head=0.277),
-    "hashing-v1": Thresholds(faq=0.168, passage=0.45, head=0.398),
+    "multilingual-e5-small-q4": Thresholds(faq=0.837, passage=0.87, head=0.277, similarity=0.893),
+    "hashing-v1": Thresholds(faq=0.168, passage=0.45, head=0.398, similarity=0.214),
 }
 # How many of the index's best chunks are fetched for the FAQ head to re-rank their FAQ entries.
 HEAD_CANDIDATES = 20
@@ -174,9 +175,16 @@ class Retriever:
         # The fit says whether the question is near the entry at all (a head always
         # prefers one of its candidates, even for a question near none); the head's probability
         # whether it is this entry rather than a neighbour.
-        if hit.similarity < self.thresholds.faq:
+        if hit.similarity < self._needed(hit):
             return False
         return hit.probability is None or hit.probability >= self.thresholds.head
+
+    def _needed(self, hit: SearchHit) -> float:
+        """The threshold `hit.similarity` is compared with: the FAQ one for a fit, the
+        similarity one (where set) for a similarity."""
+        if hit.fit is not None or self.thresholds.similarity is None:
+            return self.thresholds.faq
+        return self.thresholds.similarity
 
     def decide(self, question: str, *, language: Language | None, tenant: str) -> Decision:
         return self.decide_on(self.search(question, language=language, tenant=tenant))

@@ -53,6 +53,12 @@ class Settings(BaseSettings):
     )
 
     faq_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+    similarity_threshold: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="What an FAQ entry's similarity needs where there is no FAQ head's fit.",
+    )
     head_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
     passage_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
     lexical_weight: float = Field(
