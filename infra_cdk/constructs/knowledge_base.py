@@ -213,18 +213,13 @@ class KnowledgeBase(Construct):
         for event in (s3.EventType.OBJECT_CREATED, s3.EventType.OBJECT_REMOVED):
             self.bucket.add_event_notification(event, s3n.SqsDestination(self.queue))
         self._acknowledge_notifications_handler()
-        self.dead_letter_alarm = cloudwatch.Alarm(
-            self,
+        self.dead_letter_alarm = self._alarm_on_any(
             "IngestDeadLetterAlarm",
-            alarm_description="Knowledge files failed ingestion "
+            "Knowledge files failed ingestion "
             f"{MAX_RECEIVE_COUNT} times and wait in the ingest dead-letter queue",
-            metric=self.dead_letter_queue.metric_approximate_number_of_messages_visible(
+            self.dead_letter_queue.metric_approximate_number_of_messages_visible(
                 period=Duration.minutes(1), statistic=cloudwatch.Stats.MAXIMUM
             ),
-            threshold=0,
-            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-            evaluation_periods=1,
-            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
         )
 
         self.idempotency_table = expiring_table(
@@ -327,18 +322,13 @@ class KnowledgeBase(Construct):
         )
         self.head_upgrade_function = upgrade.function
         self._allow_index(upgrade.role, access=head_upgrade_access(self.index_name))
-        self.head_upgrade_alarm = cloudwatch.Alarm(
-            self,
+        self.head_upgrade_alarm = self._alarm_on_any(
             "HeadUpgradeAlarm",
-            alarm_description="Outdated FAQ heads were not all retrained after a deployment "
+            "Outdated FAQ heads were not all retrained after a deployment "
             "(the kefu-head-upgrade function's log says which)",
-            metric=upgrade.function.metric_errors(
+            upgrade.function.metric_errors(
                 period=Duration.minutes(5), statistic=cloudwatch.Stats.SUM
             ),
-            threshold=0,
-            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-            evaluation_periods=1,
-            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
         )
         self.head_upgrade = triggers.Trigger(
             self,
@@ -346,6 +336,20 @@ class KnowledgeBase(Construct):
             handler=upgrade.function,
             execute_after=[self.domain, ingest.function],
             invocation_type=triggers.InvocationType.EVENT,
+        )
+
+    def _alarm_on_any(
+        self, construct_id: str, description: str, metric: cloudwatch.Metric
+    ) -> cloudwatch.Alarm:
+        """An alarm as soon as `metric` is above 0 in one period (no data: no alarm)."""
+        return metric.create_alarm(
+            self,
+            construct_id,
+            alarm_description=description,
+            threshold=0,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            evaluation_periods=1,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
         )
 
     @property
