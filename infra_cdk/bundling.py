@@ -95,7 +95,8 @@ def _ensure_ingest_dependencies_locked() -> Path:
 def fill_ingest_asset(output_dir: Path) -> None:
     """Write the ingest function's code and its dependencies into `output_dir`."""
     shutil.copytree(ensure_ingest_dependencies(), output_dir, dirs_exist_ok=True)
-    shutil.copy2(INGEST_FUNCTION_DIR / "handler.py", output_dir / "handler.py")
+    for module in ("handler.py", "upgrade.py"):
+        shutil.copy2(INGEST_FUNCTION_DIR / module, output_dir / module)
     shutil.copytree(
         KB_INGEST_DIR,
         output_dir / "kb_ingest",

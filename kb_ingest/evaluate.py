@@ -19,6 +19,7 @@ best-ranked entry, never declining, would score.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import random
@@ -29,16 +30,30 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from kb_ingest import SAMPLE_KB, SAMPLE_KB_PATHS
+from kb_ingest.head_training import Training
 from kb_ingest.pipeline import ingest
-from kefu import head as faq_head
 from kefu.adapters.embedded_index import EmbeddedIndex
-from kefu.bootstrap import build_embedder, build_retriever
+from kefu.bootstrap import build_embedder
+from kefu.decision import UNCALIBRATED, Thresholds, decide, resolve_thresholds
 from kefu.models import SearchHit
-from kefu.retrieval import DEFAULT_THRESHOLDS, Retriever, Thresholds
+from kefu.retrieval import Retriever
+from kefu.scoring import Blend
 from kefu.settings import Settings
 from kefu.text import detect_language
 
-RANK_DEPTH = 10
+
+@dataclass(frozen=True)  # no slots: the fields' defaults serve as the functions' defaults
+class Calibration:
+    """How thresholds are searched and the held-out evaluation run: `rank_depth` hits are
+    ranked per query; with a head, the fit and head thresholds are searched on a grid of
+    `grid` values each; a dataset is also evaluated with `holdout_share` of its entries held
+    out, declining as many of their queries as it can while in-scope accuracy stays within
+    `max_in_scope_drop` of never declining."""
+
+    rank_depth: int = 10
+    grid: int = 30
+    holdout_share: float = 0.25
+    max_in_scope_drop: float = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,13 +79,8 @@ class Report:
     in_scope_accuracy: float
     oos_recall: float | None
     oos_precision: float | None
-    faq_threshold: float
+    faq_threshold: float  # the fit's, or without a head the similarity's
     head_threshold: float | None  # None: no FAQ head took part
-
-
-HOLDOUT_SHARE = 0.25
-# The out-of-scope target: decline held-out queries while in-scope accuracy stays within this.
-MAX_IN_SCOPE_DROP = 0.05
 
 
 def load_queries(path: Path, held_out: frozenset[str] = frozenset()) -> list[Query]:
@@ -95,14 +105,16 @@ def hold_out(kb_file: Path, share: float, folder: Path) -> tuple[Path, frozenset
     return copy, held
 
 
-def score(retriever: Retriever, queries: Sequence[Query], tenant: str) -> list[Scored]:
+def score(
+    retriever: Retriever, queries: Sequence[Query], tenant: str, depth: int = Calibration.rank_depth
+) -> list[Scored]:
     """Retrieve for every query exactly as a chat turn does (language detected, tenant filter)."""
     return [
         Scored(
             q,
             tuple(
                 retriever.search(
-                    q.query, language=detect_language(q.query), tenant=tenant, limit=RANK_DEPTH
+                    q.query, language=detect_language(q.query), tenant=tenant, limit=depth
                 )
             ),
         )
@@ -110,7 +122,7 @@ def score(retriever: Retriever, queries: Sequence[Query], tenant: str) -> list[S
     ]
 
 
-def report(name: str, retriever: Retriever, scored: Sequence[Scored]) -> Report:
+def report(name: str, thresholds: Thresholds, scored: Sequence[Scored]) -> Report:
     covered = [s for s in scored if s.query.expected_id is not None]
     uncovered = [s for s in scored if s.query.expected_id is None]
     hit1 = hit5 = rr = correct = declined_covered = 0.0
@@ -121,11 +133,11 @@ def report(name: str, retriever: Retriever, scored: Sequence[Scored]) -> Report:
             hit1 += rank == 1
             hit5 += rank <= 5
             rr += 1 / rank
-        decision = retriever.decide_on(list(s.hits))
+        decision = decide(s.hits, thresholds)
         correct += decision.kind == "faq" and decision.hits[0].chunk.id == s.query.expected_id
         declined_covered += decision.kind == "decline"
     by_head = any(h.probability is not None for s in scored for h in s.hits)
-    declined_uncovered = sum(retriever.decide_on(list(s.hits)).kind == "decline" for s in uncovered)
+    declined_uncovered = sum(decide(s.hits, thresholds).kind == "decline" for s in uncovered)
     declined_all = declined_uncovered + declined_covered
     n = max(len(covered), 1)
     return Report(
@@ -140,54 +152,48 @@ def report(name: str, retriever: Retriever, scored: Sequence[Scored]) -> Report:
         oos_precision=(declined_uncovered / declined_all if declined_all else None)
         if uncovered
         else None,
-        # Without a head, what the similarity is held to
-        faq_threshold=retriever.thresholds.faq
-        if by_head or retriever.thresholds.similarity is None
-        else retriever.thresholds.similarity,
-        head_threshold=retriever.thresholds.head if by_head else None,
+        faq_threshold=thresholds.fit if by_head else thresholds.similarity,
+        head_threshold=thresholds.head if by_head else None,
     )
 
 
 def calibrate(
-    retriever: Retriever, scored: Sequence[Scored], *, max_in_scope_drop: float | None = None
+    thresholds: Thresholds,
+    scored: Sequence[Scored],
+    *,
+    max_in_scope_drop: float | None = None,
+    grid: int = Calibration.grid,
 ) -> Thresholds:
     """The thresholds that best balance answering covered and declining uncovered questions:
-    the FAQ threshold (on the fit, `SearchHit.similarity`), and with a head, its probability
-    threshold with it; without one, the FAQ and similarity thresholds, both the similarity's.
+    with a head, the fit and head thresholds together; without one, the similarity threshold
+    (and the fit's with it, as a FAQ threshold given alone holds for both).
 
     By default they maximise the mean of in-scope accuracy and out-of-scope recall. With
     `max_in_scope_drop`, they decline as much as they can while in-scope accuracy stays within
     that much of its value when nothing is declined for being too far.
     """
     tops = [faqs[0] for s in scored if (faqs := [h for h in s.hits if h.chunk.kind == "faq"])]
-    by_head = any(h.probability is not None for h in tops)
-    fits = _grid([h.similarity for h in tops], None if not by_head else _HEAD_GRID)
-    heads = (
-        _grid([h.probability for h in tops if h.probability is not None], _HEAD_GRID)
-        if by_head
-        else [retriever.thresholds.head]
-    )
+    by_head = any(h.fit is not None for h in tops)
+    if by_head:
+        fits = _grid([h.fit for h in tops if h.fit is not None], grid)
+        heads = _grid([h.probability for h in tops if h.probability is not None], grid)
+    else:
+        fits, heads = _grid([h.dense for h in tops], None), [thresholds.head]
 
-    def trial(faq: float, head: float) -> tuple[Thresholds, Report]:
-        # Without a head the decision compares the similarity: calibrated, the two agree
-        thresholds = replace(
-            retriever.thresholds, faq=faq, head=head, **({} if by_head else {"similarity": faq})
-        )
-        probe = Retriever(
-            embedder=retriever.embedder,
-            index=retriever.index,
-            thresholds=thresholds,
-            use_head=retriever.use_head,
-        )
-        return thresholds, report("calibration", probe, scored)
+    def trial(value: float, head: float) -> Thresholds:
+        if by_head:
+            return replace(thresholds, fit=value, head=head)
+        return replace(thresholds, fit=value, similarity=value)
 
     floor = None
     if max_in_scope_drop is not None:
-        floor = trial(-1.0, -1.0)[1].in_scope_accuracy - max_in_scope_drop
-    best, best_value = retriever.thresholds, -1.0
-    for faq in fits:
+        never = report("calibration", trial(-1.0, -1.0), scored).in_scope_accuracy
+        floor = never - max_in_scope_drop
+    best, best_value = thresholds, -1.0
+    for fit in fits:
         for head in heads:
-            thresholds, r = trial(faq, head)
+            candidate = trial(fit, head)
+            r = report("calibration", candidate, scored)
             oos = r.oos_recall if r.oos_recall is not None else 0.0
             if floor is not None:
                 objective = oos if r.in_scope_accuracy >= floor - 1e-9 else -1.0
@@ -196,12 +202,8 @@ def calibrate(
             else:
                 objective = r.in_scope_accuracy
             if objective > best_value:
-                best, best_value = thresholds, objective
+                best, best_value = candidate, objective
     return best
-
-
-# With a head, the two thresholds are searched on a grid of this many values each.
-_HEAD_GRID = 30
 
 
 def _grid(values: Sequence[float], points: int | None) -> list[float]:
@@ -223,45 +225,34 @@ def evaluate(
     max_in_scope_drop: float | None = None,
     use_head: bool = True,
     tune: Path | None = None,
+    training: Training = Training(),  # noqa: B008 (frozen)
+    calibration: Calibration = Calibration(),
 ) -> list[Report]:
-    """Index the KB once, calibrate on `dev` if given, and report on every query set.
+    """Index the KB once (its head trained as `training` says), calibrate on `dev` if given,
+    and report on every query set.
 
     Without `use_head`, FAQ entries are ranked and accepted by similarity alone. With `tune`
-    (a cache folder), the e5 encoder is first tuned on this KB's questions."""
+    (a cache folder), the e5 encoder is first tuned on this KB's questions. An embedder with no
+    built-in thresholds (Titan, a SageMaker model, a tuned e5) starts from what the settings
+    give, the rest `UNCALIBRATED`: the ranking figures hold, calibration measures the fit and
+    head thresholds, the passage threshold stays as given."""
     if tune is not None:
         settings = settings.model_copy(update={"e5_model": _tuned_for(kb_paths, tune)})
     embedder = build_embedder(settings, interactive=False)
-    index = EmbeddedIndex(":memory:", lexical_weight=settings.lexical_weight)
-    ingest(kb_paths, index=index, embedder=embedder, tenant=settings.tenant)
-    given_all = None not in (
-        settings.faq_threshold,
-        settings.head_threshold,
-        settings.passage_threshold,
-    )
-    if embedder.name not in DEFAULT_THRESHOLDS and (dev is not None or not given_all):
-        # Nothing built in to start from (Titan, a SageMaker model, a tuned e5): calibration
-        # measures the FAQ and head thresholds; the passage threshold stays as given, or off
-        # until it is chosen. Without a dev set, no FAQ entry is declined for its similarity or
-        # probability: the ranking figures hold, the answer figures are the undeclined ones.
-        given = Thresholds(
-            faq=settings.faq_threshold or 0.0,
-            passage=settings.passage_threshold if settings.passage_threshold is not None else 1.0,
-            head=settings.head_threshold or 0.0,
-            similarity=settings.similarity_threshold,
-        )
-        retriever = Retriever(embedder=embedder, index=index, thresholds=given, use_head=use_head)
-    else:
-        retriever = build_retriever(settings, embedder=embedder, index=index, use_head=use_head)
+    index = EmbeddedIndex(":memory:", blend=Blend(lexical_weight=settings.lexical_weight))
+    ingest(kb_paths, index=index, embedder=embedder, tenant=settings.tenant, training=training)
+    thresholds = resolve_thresholds(settings, embedder.name, fallback=UNCALIBRATED)
+    retriever = Retriever(embedder=embedder, index=index, thresholds=thresholds, use_head=use_head)
+
+    def scored(path: Path) -> list[Scored]:
+        queries = load_queries(path, held_out)
+        return score(retriever, queries, settings.tenant, calibration.rank_depth)
+
     if dev is not None:
-        dev_scored = score(retriever, load_queries(dev, held_out), settings.tenant)
-        thresholds = calibrate(retriever, dev_scored, max_in_scope_drop=max_in_scope_drop)
-        retriever = Retriever(
-            embedder=embedder, index=index, thresholds=thresholds, use_head=use_head
+        thresholds = calibrate(
+            thresholds, scored(dev), max_in_scope_drop=max_in_scope_drop, grid=calibration.grid
         )
-    return [
-        report(name, retriever, score(retriever, load_queries(path, held_out), settings.tenant))
-        for name, path in query_sets.items()
-    ]
+    return [report(name, thresholds, scored(path)) for name, path in query_sets.items()]
 
 
 def _tuned_for(kb_paths: Sequence[Path], cache: Path) -> Path:
@@ -272,26 +263,35 @@ def _tuned_for(kb_paths: Sequence[Path], cache: Path) -> Path:
 
 
 def evaluate_dataset(
-    folder: Path, *, settings: Settings, use_head: bool = True, tune: Path | None = None
+    folder: Path,
+    *,
+    settings: Settings,
+    use_head: bool = True,
+    tune: Path | None = None,
+    training: Training = Training(),  # noqa: B008 (frozen)
+    calibration: Calibration = Calibration(),
 ) -> list[Report]:
     """A dataset whole, then with a share of its entries held out and the threshold calibrated
     (with `tune`, the encoder is tuned on each of the two KBs: held-out entries stay unseen)."""
     kb, queries, dev = (folder / f for f in ("kb.jsonl", "queries.jsonl", "dev_queries.jsonl"))
-    reports = evaluate(
-        [kb], {folder.name: queries}, settings=settings, use_head=use_head, tune=tune
+    run = functools.partial(
+        evaluate,
+        settings=settings,
+        use_head=use_head,
+        tune=tune,
+        training=training,
+        calibration=calibration,
     )
+    reports = run([kb], {folder.name: queries})
     with tempfile.TemporaryDirectory() as work:
-        partial, held = hold_out(kb, HOLDOUT_SHARE, Path(work))
-        name = f"{folder.name} (-{HOLDOUT_SHARE:.0%})"
-        reports += evaluate(
+        share = calibration.holdout_share
+        partial, held = hold_out(kb, share, Path(work))
+        reports += run(
             [partial],
-            {name: queries},
-            settings=settings,
+            {f"{folder.name} (-{share:.0%})": queries},
             dev=dev,
             held_out=held,
-            max_in_scope_drop=MAX_IN_SCOPE_DROP,
-            use_head=use_head,
-            tune=tune,
+            max_in_scope_drop=calibration.max_in_scope_drop,
         )
     return reports
 
@@ -361,13 +361,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--tune-encoder and --e5-model go with the e5 embedder")
     if args.tune_encoder and args.e5_model:
         parser.error("--tune-encoder tunes the bundled e5 image: give it or --e5-model")
-    budget = faq_head.MAX_TRAINING_CELLS
-    if args.nearest_training:
-        faq_head.MAX_TRAINING_CELLS = 0
-    try:
-        reports = _run(args, settings)
-    finally:
-        faq_head.MAX_TRAINING_CELLS = budget
+    reports = _run(args, settings)
     if not reports:
         parser.error("give --sample, --datasets, or --kb and --queries")
     print(json.dumps([asdict(r) for r in reports], indent=2) if args.json else render(reports))
@@ -378,6 +372,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> list[Report]:
     """Every evaluation the arguments ask for."""
     reports: list[Report] = []
     tune = settings.data_dir / "tuned" if args.tune_encoder else None
+    # Every KB trained as one over the full-softmax budget is, whatever its size.
+    training = Training(max_full_cells=0) if args.nearest_training else Training()
     if args.sample:
         evals = SAMPLE_KB / "eval"
         reports += evaluate(
@@ -386,6 +382,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> list[Report]:
             settings=settings,
             dev=evals / "dev_queries.jsonl" if args.calibrate_sample else None,
             use_head=not args.no_head,
+            training=training,
         )
     if args.kb and args.queries:
         reports += evaluate(
@@ -395,11 +392,12 @@ def _run(args: argparse.Namespace, settings: Settings) -> list[Report]:
             dev=args.calibrate,
             use_head=not args.no_head,
             tune=tune,
+            training=training,
         )
     if args.datasets:
         for folder in sorted(p for p in args.datasets.iterdir() if (p / "kb.jsonl").is_file()):
             reports += evaluate_dataset(
-                folder, settings=settings, use_head=not args.no_head, tune=tune
+                folder, settings=settings, use_head=not args.no_head, tune=tune, training=training
             )
     return reports
 

@@ -10,11 +10,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from kb_ingest.head_training import Training, outdated, train, training_cells
 from kb_ingest.loaders import LOADERS, InvalidFile, load
-from kefu import head
 from kefu.errors import DependencyUnavailable, IndexWriteRejected
 from kefu.models import Chunk, fingerprint
-from kefu.ports import Embedder, KnowledgeIndex
+from kefu.observability import logger
+from kefu.ports import Embedder, KnowledgeIndex, KnowledgeWriter
 
 if TYPE_CHECKING:
     from kefu.ports import Vectors
@@ -152,11 +153,12 @@ def ingest(
     root: Path | None = None,
     progress: Callable[[str, int, int], None] | None = None,
     train_head: bool = True,
+    training: Training = Training(),  # noqa: B008 (frozen)
 ) -> IngestReport:
     """Make the index hold what each readable file of `paths` holds now; with `prune`, also
     remove the tenant's chunks that no given file produced (the files are the whole KB). Then,
     if anything changed (or the tenant has no head yet), retrain the tenant's FAQ head, unless
-    `train_head` is false.
+    `train_head` is false (`training` says how).
 
     Each file replaces its own chunks: what it no longer has is removed, and an entry may move
     from one file to another within one run. A file that cannot be read, or whose ids another
@@ -209,9 +211,12 @@ def ingest(
 
     report.chunks_written = _write_changed(index, embedder, chunks, existing, progress)
     report.chunks_unchanged = len(chunks) - report.chunks_written
-    if train_head and (report.chunks_written or stale or head.outdated(index.load_head(tenant))):
+    changed = report.chunks_written or stale
+    if train_head and (changed or outdated(index.load_head(tenant), training)):
         try:
-            report.head_classes, report.head_skipped = retrain_head(index, tenant=tenant)
+            report.head_classes, report.head_skipped = retrain_head(
+                index, tenant=tenant, training=training
+            )
         except DependencyUnavailable as exc:
             # The chunks are stored; the next ingest retrains the head.
             report.head_skipped = f"training failed ({exc}); the next ingest retries it"
@@ -220,7 +225,12 @@ def ingest(
     return report
 
 
-def retrain_head(index: KnowledgeIndex, *, tenant: str = "default") -> tuple[int, str]:
+def retrain_head(
+    index: KnowledgeIndex,
+    *,
+    tenant: str = "default",
+    training: Training = Training(),  # noqa: B008 (frozen)
+) -> tuple[int, str]:
     """Train the tenant's FAQ head on what the index holds now and store it, or remove a stored
     one when none can be trained; returns how many entries it tells apart, and why a KB of
     several entries has no head. A head the index refuses (too large for a request) is no
@@ -230,9 +240,9 @@ def retrain_head(index: KnowledgeIndex, *, tenant: str = "default") -> tuple[int
     trained_at = int(index.version)
     questions = index.faq_questions(tenant)
     languages = None
-    if head.training_cells(questions) > head.MAX_TRAINING_CELLS:  # trained on nearest entries
+    if training.on_nearest(questions):  # each question against the entries of its language
         languages = {i: c.lang for i, c in index.catalog(tenant).items() if c.kind == "faq"}
-    trained = head.train(questions, languages)
+    trained = train(questions, languages, training)
     if trained is not None:
         try:
             if not index.save_head(tenant, trained.to_bytes(), trained_at=trained_at):
@@ -245,21 +255,51 @@ def retrain_head(index: KnowledgeIndex, *, tenant: str = "default") -> tuple[int
     index.save_head(tenant, None, trained_at=trained_at)
     if len(questions) < 2:
         return 0, ""
-    cells = head.training_cells(questions)
+    cells = training_cells(questions)
     return 0, (
         f"{cells:,} question-entry pairs are over the training budget "
-        f"({head.MAX_NEAREST_CELLS:,}); FAQ entries are ranked by similarity alone"
+        f"({training.max_nearest_cells:,}); FAQ entries are ranked by similarity alone"
     )
 
 
-def outdated_heads(index: KnowledgeIndex) -> list[str]:
-    """The tenants whose stored FAQ head this release cannot read whole or would train
-    otherwise (`head.outdated`: stored by an earlier release without something it now keeps,
-    trained with other settings, or unreadable), sorted: what an upgrade retrains.
+def retrain_heads(
+    index: KnowledgeIndex,
+    tenants: Iterable[str],
+    *,
+    training: Training = Training(),  # noqa: B008 (frozen)
+) -> list[str]:
+    """Retrain the FAQ head of each tenant (whose KB changed, or whose head is outdated), one
+    after another, and return those whose training ran (a head the index refused included).
+    A failure is logged and the others go on; until a later run retrains it, a stale head is
+    not used for the entries it does not know (`kefu.retrieval`)."""
+    done = []
+    for tenant in tenants:
+        try:
+            classes, skipped = retrain_head(index, tenant=tenant, training=training)
+        except Exception:
+            logger.exception("FAQ head not retrained", extra={"tenant": tenant})
+        else:
+            done.append(tenant)
+            logger.info(
+                "FAQ head retrained" if classes else "no FAQ head",
+                extra={"tenant": tenant, "entries": classes, "reason": skipped or None},
+            )
+    return done
+
+
+def outdated_heads(
+    index: KnowledgeIndex,
+    training: Training = Training(),  # noqa: B008 (frozen)
+) -> list[str]:
+    """The tenants whose stored FAQ head is outdated (`head_training.outdated`: stored by an
+    earlier release without the spread, trained otherwise, or unreadable), sorted: what an
+    upgrade retrains.
     A tenant without a head is not among them: it has none by design (one entry, over the
     training budget, refused by the index) or its next change trains one. Each head is read
     whole (its archive says what it holds), one tenant after another."""
-    return [tenant for tenant in index.head_tenants() if head.outdated(index.load_head(tenant))]
+    return [
+        tenant for tenant in index.head_tenants() if outdated(index.load_head(tenant), training)
+    ]
 
 
 def sync_source(
@@ -296,7 +336,7 @@ def sync_source(
     )
 
 
-def remove_source(source: str, *, index: KnowledgeIndex, tenant: str = "default") -> int:
+def remove_source(source: str, *, index: KnowledgeWriter, tenant: str = "default") -> int:
     """Remove every chunk a deleted file had; returns how many."""
     stale = sorted(index.fingerprints(tenant, source=source))
     if stale:

@@ -32,18 +32,18 @@ def main(argv: list[str] | None = None) -> int:
 
     from kb_ingest import SAMPLE_KB_PATHS
     from kb_ingest.pipeline import ingest
-    from kefu.bootstrap import get_chat_service, get_settings
+    from kefu.bootstrap import get_chat_service, get_embedder, get_index, get_settings
     from local.server import make_server
 
     settings = get_settings()
-    service = get_chat_service()
-    retriever = service.retriever
+    get_chat_service()  # built first: a configuration error stops here, before indexing
     if settings.index == "embedded":
-        print(f"Indexing the sample knowledge base with {retriever.embedder.name} …", flush=True)
+        embedder = get_embedder()
+        print(f"Indexing the sample knowledge base with {embedder.name} …", flush=True)
         report = ingest(
             args.kb or SAMPLE_KB_PATHS,
-            index=retriever.index,
-            embedder=retriever.embedder,
+            index=get_index(),
+            embedder=embedder,
             tenant=settings.tenant,
             prune=True,
         )

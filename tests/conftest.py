@@ -32,11 +32,11 @@ class LambdaContext:
 
 
 def reset_composition_root() -> None:
-    """Forget the cached settings and chat service, so the next call reads the environment."""
-    from kefu.bootstrap import get_chat_service, get_settings
+    """Forget the cached settings and service graph, so the next call reads the environment."""
+    from kefu.bootstrap import get_chat_service, get_embedder, get_index, get_settings
 
-    get_settings.cache_clear()
-    get_chat_service.cache_clear()
+    for cached in (get_settings, get_embedder, get_index, get_chat_service):
+        cached.cache_clear()
 
 
 # Powertools reads these when `kefu.observability` is first imported, as the Lambda runtime does.
@@ -104,12 +104,13 @@ def mini_index(mini_kb_paths: list[Path]) -> Any:
 @pytest.fixture
 def retriever(mini_index: Any) -> Any:
     from kefu.adapters.embedders import HashingEmbedder
-    from kefu.retrieval import Retriever, Thresholds
+    from kefu.decision import Thresholds
+    from kefu.retrieval import Retriever
 
     return Retriever(
         embedder=HashingEmbedder(),
         index=mini_index,
-        thresholds=Thresholds(faq=0.4, passage=0.3, head=0.58),
+        thresholds=Thresholds(fit=0.4, head=0.58, similarity=0.4, passage=0.3),
     )
 
 

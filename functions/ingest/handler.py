@@ -42,7 +42,7 @@ from botocore.exceptions import ClientError
 from pydantic import BaseModel, Json
 
 from kb_ingest.loaders import LOADERS, InvalidFile, UnsupportedFile
-from kb_ingest.pipeline import outdated_heads, remove_source, retrain_head, sync_source
+from kb_ingest.pipeline import remove_source, retrain_heads, sync_source
 from kefu.bootstrap import build_embedder, build_index, get_settings
 from kefu.observability import logger, metrics, tracer
 from kefu.ports import Embedder, KnowledgeIndex
@@ -265,55 +265,16 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItem
     response = process_partial_response(
         event=event, record_handler=record_handler, processor=processor, context=context
     )
-    retrain_heads(sorted(_changed_tenants))
+    retrain_changed_heads(sorted(_changed_tenants))
     return response
 
 
-@logger.inject_lambda_context(clear_state=True)
-@tracer.capture_lambda_handler(capture_response=False)  # tenant names stay out of traces
-@metrics.log_metrics
-def upgrade_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    """Retrain the FAQ heads that this release cannot read whole or would train otherwise
-    (`head.outdated`: stored by an earlier release, or unreadable). The KnowledgeBase
-    construct's trigger invokes it after each deployment that gives the function a new version;
-    without it, such a head would be read without what this release's decision needs until the
-    tenant's next change. It retrains only what is still outdated, so running it again (an
-    asynchronous retry) is harmless; a head that fails is logged and counted
-    (`HeadTrainingFailures`), the others go on, and the run then fails, so that Lambda tries
-    again (twice) and the construct's alarm sees it. Returns the outdated tenants and those
-    whose training ran (a head the index refused included)."""
-    tenants = outdated_heads(_index())
-    logger.info("FAQ heads stored by an earlier release", extra={"tenants": len(tenants)})
-    metrics.add_metric(name="OutdatedHeads", unit=MetricUnit.Count, value=len(tenants))
-    trained = retrain_heads(tenants)
+def retrain_changed_heads(tenants: list[str]) -> None:
+    """Retrain the FAQ heads of the tenants this batch changed. The chunks are already stored:
+    a failure is logged and counted, not reported against the records (whose redelivery would
+    only retrain again)."""
+    trained = retrain_heads(_index(), tenants)
     if len(trained) < len(tenants):
-        raise HeadUpgradeIncomplete(
-            f"{len(tenants) - len(trained)} of {len(tenants)} outdated FAQ heads not retrained"
+        metrics.add_metric(
+            name="HeadTrainingFailures", unit=MetricUnit.Count, value=len(tenants) - len(trained)
         )
-    return {"outdated": tenants, "trained": trained}
-
-
-class HeadUpgradeIncomplete(Exception):
-    """Some outdated heads could not be retrained (each is logged): the run is retried."""
-
-
-def retrain_heads(tenants: list[str]) -> list[str]:
-    """Retrain the FAQ head of each tenant (whose KB changed, or whose head is outdated) and
-    return those whose training ran. The chunks are already stored: a failure here is logged and
-    counted, not reported against the records (whose redelivery would only retrain again);
-    until the next change retrains it, a stale head is not used for the entries it does not
-    know (see `kefu.retrieval`)."""
-    done = []
-    for tenant in tenants:
-        try:
-            classes, skipped = retrain_head(_index(), tenant=tenant)
-        except Exception:
-            metrics.add_metric(name="HeadTrainingFailures", unit=MetricUnit.Count, value=1)
-            logger.exception("FAQ head not retrained", extra={"tenant": tenant})
-        else:
-            done.append(tenant)
-            logger.info(
-                "FAQ head retrained" if classes else "no FAQ head",
-                extra={"tenant": tenant, "entries": classes, "reason": skipped or None},
-            )
-    return done

@@ -69,13 +69,11 @@ class ChatApi(Construct):
             handler="handler.lambda_handler",
             layers=[layer],
             environment={
-                "KEFU_STAGE": stage_name,
                 # Answers quote the matched FAQ entry or passage until the Claude model lands.
                 "KEFU_MODEL": "extractive",
                 "KEFU_EMBEDDER": "bedrock",
                 "KEFU_SESSIONS": "dynamodb",
                 "KEFU_SESSIONS_TABLE": sessions_table.table_name,
-                "KEFU_BEDROCK_MODEL_ID": bedrock_model_id,
                 "KEFU_BEDROCK_EMBEDDING_MODEL_ID": bedrock_embedding_model_id,
                 # With a proxy integration the function writes the CORS headers itself.
                 "KEFU_CORS_ALLOW_ORIGINS": json.dumps(list(cors_allow_origins)),

@@ -264,7 +264,6 @@ class KnowledgeBase(Construct):
                 layers=[layer],
                 bundling=ingest_bundling(),
                 environment={
-                    "KEFU_STAGE": stage_name,
                     "KEFU_EMBEDDER": "bedrock",
                     **environment,
                     **self.index_environment,
@@ -316,7 +315,7 @@ class KnowledgeBase(Construct):
             "HeadUpgradeFunction",
             service_name=HEAD_UPGRADE_SERVICE_NAME,
             description="Kefu: retrains the FAQ heads an earlier release stored (after a deploy)",
-            handler="handler.upgrade_handler",
+            handler="upgrade.lambda_handler",
             environment={},
             function_timeout=HEAD_UPGRADE_TIMEOUT,
         )

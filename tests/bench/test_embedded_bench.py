@@ -17,13 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
+from kb_ingest.head_training import train
 from kb_ingest.loaders import load
 from kb_ingest.pipeline import embed_chunks, ingest, retrain_head
-from kefu import head
 from kefu.adapters.embedded_index import EmbeddedIndex
 from kefu.adapters.embedders import HashingEmbedder
 from kefu.models import Chunk
 from kefu.ports import SearchQuery
+from kefu.scoring import Blend
 from tests.bench.synthetic_text import sentence
 
 
@@ -87,7 +88,7 @@ def test_training_the_faq_head_of_a_sample_sized_kb(tmp_path: Path) -> None:
     vectors = {f"e{n:03d}": embedder.embed_queries(rows) for n, rows in enumerate(questions)}
     embed_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    trained = head.train(vectors)
+    trained = train(vectors)
     train_seconds = time.perf_counter() - started
 
     assert trained is not None
@@ -104,7 +105,7 @@ def test_hybrid_query_latency_over_50k_chunks(tmp_path: Path) -> None:
     rng = random.Random(11)
     vectors = np.random.default_rng(11).standard_normal((total * (1 + questions), dim))
     vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
-    index = EmbeddedIndex(tmp_path / "index.sqlite3", lexical_weight=0.05)
+    index = EmbeddedIndex(tmp_path / "index.sqlite3", blend=Blend(lexical_weight=0.05))
     batch: list[Chunk] = []
     rows: list[np.ndarray] = []
     started = time.perf_counter()

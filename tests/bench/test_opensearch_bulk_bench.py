@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from kefu.adapters.opensearch_index import OpenSearchIndex
+from kefu.adapters.opensearch import OpenSearchIndex
 from kefu.models import Chunk
 from tests.bench.synthetic_text import sentence
 from tests.opensearch_fake import RecordingClient

@@ -38,7 +38,7 @@ def index(request: pytest.FixtureRequest) -> Iterator[KnowledgeIndex]:
         pytest.skip("OPENSEARCH_URL is not set: the OpenSearch leg of the contract needs a cluster")
     from opensearchpy import OpenSearch
 
-    from kefu.adapters.opensearch_index import OpenSearchIndex
+    from kefu.adapters.opensearch import OpenSearchIndex
 
     # A test cluster on loopback often has a self-signed certificate.
     client = OpenSearch(hosts=[url], verify_certs=False, ssl_show_warn=False)

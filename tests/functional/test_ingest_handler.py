@@ -35,8 +35,21 @@ REMOVED = _event("sqs_s3_object_removed.json")
 TEST_EVENT = _event("sqs_s3_test_event.json")
 
 
+def _without_spread(body: bytes) -> bytes:
+    """A head as an earlier release stored it: the same archive without the spread."""
+    import io
+
+    import numpy as np
+
+    with np.load(io.BytesIO(body), allow_pickle=False) as stored:
+        kept = {name: stored[name] for name in stored.files if name != "spread_pairs"}
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **kept)
+    return buffer.getvalue()
+
+
 def _reset_caches() -> None:
-    from functions.ingest import handler
+    from functions.ingest import handler, upgrade
 
     reset_composition_root()
     for cached in (
@@ -44,6 +57,7 @@ def _reset_caches() -> None:
         handler._index,
         handler._embedder,
         handler._apply_change_once,
+        upgrade._index,
     ):
         cached.cache_clear()
 
@@ -246,19 +260,19 @@ def test_a_redelivered_message_is_not_ingested_twice(
 def test_the_faq_head_of_each_changed_tenant_is_retrained_once_per_batch(
     bucket: KnowledgeBucket, ingest: Ingest, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from functions.ingest import handler
+    from kb_ingest import pipeline
     from kefu.bootstrap import build_index
     from kefu.head import FaqHead
     from kefu.settings import Settings
 
     trained: list[str] = []
-    real_retrain = handler.retrain_head
+    real_retrain = pipeline.retrain_head
 
-    def counting_retrain(index: Any, *, tenant: str) -> tuple[int, str]:
+    def counting_retrain(index: Any, *, tenant: str, **kwargs: Any) -> tuple[int, str]:
         trained.append(tenant)
-        return real_retrain(index, tenant=tenant)
+        return real_retrain(index, tenant=tenant, **kwargs)
 
-    monkeypatch.setattr(handler, "retrain_head", counting_retrain)
+    monkeypatch.setattr(pipeline, "retrain_head", counting_retrain)
     first = bucket.upload("faq/mini_faq.jsonl", FIXTURES / "mini_faq.jsonl")
     acme = bucket.upload("tenants/acme/faq.jsonl", FIXTURES / "mini_faq.jsonl")
     policy = bucket.upload("docs/policy.en.md", FIXTURES / "mini-policy.en.md")
@@ -287,13 +301,13 @@ def test_a_batch_retried_after_a_timeout_before_the_head_retrains_it(
     class Timeout(BaseException):
         """The Lambda runtime ending an invocation: nothing after it runs."""
 
-    real_retrain_heads = handler.retrain_heads
+    real_retrain_heads = handler.retrain_changed_heads
 
     def killed(tenants: list[str]) -> None:
         raise Timeout
 
     record = bucket.upload("tenants/acme/faq.jsonl", FIXTURES / "mini_faq.jsonl")
-    monkeypatch.setattr(handler, "retrain_heads", killed)
+    monkeypatch.setattr(handler, "retrain_changed_heads", killed)
     with pytest.raises(Timeout):
         ingest(batch(record))
     index = build_index(Settings())
@@ -301,7 +315,7 @@ def test_a_batch_retried_after_a_timeout_before_the_head_retrains_it(
     assert index.load_head("acme") is None
 
     # SQS delivers the batch again: the change is not applied twice, the head is trained
-    monkeypatch.setattr(handler, "retrain_heads", real_retrain_heads)
+    monkeypatch.setattr(handler, "retrain_changed_heads", real_retrain_heads)
     assert ingest(batch(record)) == {"batchItemFailures": []}
 
     assert syncs == ["tenants/acme/faq.jsonl"]
@@ -344,13 +358,13 @@ def test_a_head_that_cannot_be_retrained_fails_no_record(
     capsys: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from functions.ingest import handler
+    from kb_ingest import pipeline
     from kefu.errors import DependencyUnavailable
 
-    def failing_retrain(index: Any, *, tenant: str) -> tuple[int, str]:
+    def failing_retrain(index: Any, *, tenant: str, **kwargs: Any) -> tuple[int, str]:
         raise DependencyUnavailable("index down")
 
-    monkeypatch.setattr(handler, "retrain_head", failing_retrain)
+    monkeypatch.setattr(pipeline, "retrain_head", failing_retrain)
     record = bucket.upload("faq/mini_faq.jsonl", FIXTURES / "mini_faq.jsonl")
 
     # The chunks are stored: a redelivery would be skipped as applied, so the record succeeds
@@ -366,8 +380,9 @@ def test_after_an_upgrade_only_the_heads_an_earlier_release_stored_are_retrained
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from functions.ingest import handler
-    from kefu import head
+    from functions.ingest import upgrade
+    from kb_ingest import pipeline
+    from kb_ingest.head_training import outdated
     from kefu.bootstrap import build_index
     from kefu.errors import DependencyUnavailable
     from kefu.head import FaqHead
@@ -378,28 +393,27 @@ def test_after_an_upgrade_only_the_heads_an_earlier_release_stored_are_retrained
     index = build_index(Settings())
     current = index.load_head("acme")
     assert current is not None
-    trained = FaqHead.from_bytes(current)
-    earlier = FaqHead(ids=trained.ids, weights=trained.weights, bias=trained.bias).to_bytes()
+    earlier = _without_spread(current)
     version = int(index.version)
     index.save_head("acme", earlier, trained_at=version)  # as an earlier release stored them
     index.save_head("gamma", b"not a head", trained_at=version)
     kept = index.load_head("beta")
     retrained: list[str] = []
-    real_retrain = handler.retrain_head
+    real_retrain = pipeline.retrain_head
 
-    def retrain(index: Any, *, tenant: str) -> tuple[int, str]:
+    def retrain(index: Any, *, tenant: str, **kwargs: Any) -> tuple[int, str]:
         retrained.append(tenant)
         if tenant == "acme":
             raise DependencyUnavailable("meta index throttled")
-        return real_retrain(index, tenant=tenant)
+        return real_retrain(index, tenant=tenant, **kwargs)
 
-    monkeypatch.setattr(handler, "retrain_head", retrain)
+    monkeypatch.setattr(pipeline, "retrain_head", retrain)
     capsys.readouterr()
 
     # One failure does not stop the others, then fails the run (Lambda retries it); the
     # current head is left as it is
-    with pytest.raises(handler.HeadUpgradeIncomplete, match="1 of 2 outdated FAQ heads"):
-        handler.upgrade_handler({}, LambdaContext("kefu-head-upgrade"))
+    with pytest.raises(upgrade.HeadUpgradeIncomplete, match="1 of 2 outdated FAQ heads"):
+        upgrade.lambda_handler({}, LambdaContext("kefu-head-upgrade"))
 
     assert retrained == ["acme", "gamma"]
     index = build_index(Settings())
@@ -407,17 +421,17 @@ def test_after_an_upgrade_only_the_heads_an_earlier_release_stored_are_retrained
     assert index.load_head("acme") == earlier
     stored = index.load_head("gamma")
     assert stored is not None
-    assert not head.outdated(stored)
+    assert not outdated(stored)
     assert set(FaqHead.from_bytes(stored).ids) == FAQ_IDS
     printed = capsys.readouterr().out.replace(" ", "")
     assert '"OutdatedHeads":[2.0]' in printed
     assert '"HeadTrainingFailures":[1.0]' in printed
 
     # Run again (the next deployment): only what is still outdated is retrained
-    monkeypatch.setattr(handler, "retrain_head", real_retrain)
-    result = handler.upgrade_handler({}, LambdaContext("kefu-head-upgrade"))
+    monkeypatch.setattr(pipeline, "retrain_head", real_retrain)
+    result = upgrade.lambda_handler({}, LambdaContext("kefu-head-upgrade"))
     assert result == {"outdated": ["acme"], "trained": ["acme"]}
-    assert handler.upgrade_handler({}, LambdaContext("kefu-head-upgrade")) == {
+    assert upgrade.lambda_handler({}, LambdaContext("kefu-head-upgrade")) == {
         "outdated": [],
         "trained": [],
     }

@@ -60,13 +60,11 @@ def test_the_chat_function_is_configured_from_the_stage(each_stage: SynthesizedS
         {
             "Environment": {
                 "Variables": {
-                    "KEFU_STAGE": config.name,
                     "KEFU_MODEL": "extractive",
                     "KEFU_EMBEDDER": "bedrock",
                     "KEFU_INDEX": "opensearch",
                     "KEFU_SESSIONS": "dynamodb",
                     "KEFU_SESSIONS_TABLE": {"Ref": table_id},
-                    "KEFU_BEDROCK_MODEL_ID": config.bedrock_model_id,
                     "KEFU_BEDROCK_EMBEDDING_MODEL_ID": config.bedrock_embedding_model_id,
                     "KEFU_CORS_ALLOW_ORIGINS": json.dumps(list(config.cors_allow_origins)),
                     "POWERTOOLS_SERVICE_NAME": CHAT_SERVICE,
@@ -154,3 +152,22 @@ def test_calibrated_thresholds_reach_the_chat_function_only_when_the_stage_sets_
     assert configured["KEFU_PASSAGE_THRESHOLD"] == "0.58"
     assert configured["KEFU_SIMILARITY_THRESHOLD"] == "0.7"
     assert "KEFU_SIMILARITY_THRESHOLD" not in chat_variables(dev)
+
+
+def test_every_kefu_variable_a_function_is_given_is_a_setting_it_reads(
+    each_stage: SynthesizedStage,
+) -> None:
+    from kefu.settings import Settings
+
+    # The ingest function reads its idempotency table itself (functions/ingest/handler.py).
+    read = {f"KEFU_{name.upper()}" for name in Settings.model_fields} | {"KEFU_IDEMPOTENCY_TABLE"}
+    given = {
+        name
+        for resource in each_stage.resources.values()
+        if resource["Type"] == "AWS::Lambda::Function"
+        for name in resource["Properties"].get("Environment", {}).get("Variables", {})
+        if name.startswith("KEFU_")
+    }
+
+    assert given, "no function is configured through KEFU_* variables"
+    assert given <= read, f"set but never read: {sorted(given - read)}"

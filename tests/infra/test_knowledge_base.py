@@ -182,6 +182,7 @@ def test_the_ingest_asset_carries_the_handler_kb_ingest_and_arm64_parsers(
     asset = dev.staged_asset(function["Code"])
 
     assert (asset / "handler.py").is_file()
+    assert (asset / "upgrade.py").is_file()
     assert (asset / "kb_ingest" / "pipeline.py").is_file()
     assert (asset / "kb_ingest" / "loaders.py").is_file()
     for parser in ("openpyxl", "pypdf", "bs4"):
@@ -424,7 +425,7 @@ def test_after_each_deployment_of_new_code_the_outdated_heads_are_retrained(
     ]
     version = trigger["Properties"]["HandlerArn"]["Ref"]
 
-    assert properties["Handler"] == "handler.upgrade_handler"
+    assert properties["Handler"] == "upgrade.lambda_handler"
     assert properties["Code"] == ingest["Code"]  # the ingest function's asset, uploaded once
     assert properties["Layers"] == ingest["Layers"]
     # Invoked on each new version of the function (a new release), asynchronously, once the
@@ -516,17 +517,17 @@ def knowledge_index() -> Any:
 def _opensearch_index() -> Any:
     from opensearchpy import OpenSearch
 
-    from kefu.adapters.opensearch_index import OpenSearchIndex
+    from kefu.adapters.opensearch import OpenSearchIndex
 
     client = OpenSearch(hosts=["https://search.invalid:443"], connection_class=RecordingConnection)
     return OpenSearchIndex(client, INDEX, dim=4, refresh=False)
 
 
 def test_every_request_the_adapter_makes_is_allowed_to_the_role_that_makes_it(
-    dev: SynthesizedStage, knowledge_index: Any, monkeypatch: pytest.MonkeyPatch
+    dev: SynthesizedStage, knowledge_index: Any
 ) -> None:
+    from kb_ingest.head_training import Training
     from kb_ingest.pipeline import outdated_heads, retrain_head
-    from kefu import head
     from kefu.models import Chunk
     from kefu.ports import SearchQuery
 
@@ -556,8 +557,8 @@ def test_every_request_the_adapter_makes_is_allowed_to_the_role_that_makes_it(
     fresh = _opensearch_index()
     outdated_heads(fresh)
     fresh.load_head("default")
-    monkeypatch.setattr(head, "MAX_TRAINING_CELLS", -1)
-    retrain_head(fresh, tenant="default")  # nothing to train on here: the head is removed
+    # nothing to train on here: the head is removed
+    retrain_head(fresh, tenant="default", training=Training(max_full_cells=-1))
     fresh.save_head("default", b"head")  # as a trained one is stored
     upgrade_requests = set(RecordingConnection.requests)
     upgrade = grants(dev, domain_policy_statements(dev, dev.role_id(HEAD_UPGRADE_SERVICE)))

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from kefu.adapters.opensearch_index import SEARCH_REQUESTS
+from kefu.adapters.opensearch import SEARCH_REQUESTS
 from kefu.bootstrap import build_embedder, build_index
 from kefu.settings import Settings
 

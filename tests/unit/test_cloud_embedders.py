@@ -336,7 +336,8 @@ def test_a_titan_rejection_reaches_the_customer_as_a_json_503_not_a_500(
     from kefu.adapters.extractive import ExtractiveModel
     from kefu.adapters.sessions import SqliteSessionStore
     from kefu.chat import ChatService
-    from kefu.retrieval import Retriever, Thresholds
+    from kefu.decision import Thresholds
+    from kefu.retrieval import Retriever
 
     bedrock_stub.add_client_error(
         "invoke_model",
@@ -347,7 +348,7 @@ def test_a_titan_rejection_reaches_the_customer_as_a_json_503_not_a_500(
         retriever=Retriever(
             embedder=TitanEmbedder(client=bedrock),
             index=EmbeddedIndex(":memory:"),
-            thresholds=Thresholds(0.5, 0.5, 0.5),
+            thresholds=Thresholds(fit=0.5, head=0.5, similarity=0.5, passage=0.5),
         ),
         model=ExtractiveModel(),
         sessions=SqliteSessionStore(tmp_path / "sessions.sqlite3"),

@@ -8,6 +8,7 @@ from kefu.adapters.embedded_index import EmbeddedIndex
 from kefu.adapters.embedders import HashingEmbedder
 from kefu.models import Chunk
 from kefu.ports import SearchQuery
+from kefu.scoring import Blend
 
 EMBEDDER = HashingEmbedder()
 
@@ -45,7 +46,7 @@ REFUND_ZH = faq("refund-zh", "退款多久到账？", "1–3 个工作日。", l
 
 
 def test_the_matching_entry_ranks_first_with_both_scores() -> None:
-    index = EmbeddedIndex(":memory:", lexical_weight=0.05)
+    index = EmbeddedIndex(":memory:", blend=Blend(lexical_weight=0.05))
     put(index, REFUND, PASSWORD, REFUND_ZH)
     query = SearchQuery(
         text="refund take long", vector=EMBEDDER.embed_queries(["refund take long"])[0]
@@ -58,7 +59,7 @@ def test_the_matching_entry_ranks_first_with_both_scores() -> None:
 
 def test_bm25_matches_outside_the_tenant_and_language_are_left_out_of_the_search() -> None:
     # The strongest BM25 matches are in another tenant and another language
-    index = EmbeddedIndex(":memory:", lexical_weight=0.5)
+    index = EmbeddedIndex(":memory:", blend=Blend(lexical_weight=0.5))
     put(
         index,
         faq("acme-refund", "refund refund refund?", "Ask acme.", tenant="acme"),
@@ -145,7 +146,9 @@ def _unit(*values: float) -> np.ndarray:
 
 
 def test_an_faq_is_scored_on_its_nearest_question_its_centroid_and_its_answer() -> None:
-    index = EmbeddedIndex(":memory:", centroid_weight=1.0, content_weight=0.5, lexical_weight=0.0)
+    index = EmbeddedIndex(
+        ":memory:", blend=Blend(centroid_weight=1.0, content_weight=0.5, lexical_weight=0.0)
+    )
     entry = Chunk(id="e", kind="faq", lang="en", title="q1", text="a", keys=("q1", "q2"))
     content, q1, q2 = _unit(1, 0, 0), _unit(0, 1, 0), _unit(0, 0.6, 0.8)
     index.upsert([entry], [np.vstack([content, q1, q2])])

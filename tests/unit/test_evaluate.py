@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from kb_ingest import evaluate as ev
+from kefu.adapters.embedders import HashingEmbedder
+from kefu.decision import Thresholds
 from kefu.models import Chunk, SearchHit
-from kefu.retrieval import Retriever, Thresholds
-
-
-class _Unused:
-    name = "unused"
 
 
 def _hit(chunk_id: str, dense: float, kind: str = "faq") -> SearchHit:
@@ -21,12 +20,9 @@ def _hit(chunk_id: str, dense: float, kind: str = "faq") -> SearchHit:
     return SearchHit(chunk=chunk, score=dense, dense=dense, lexical=0.0, nearest=dense)
 
 
-def _retriever(faq: float) -> Retriever:
-    return Retriever(
-        embedder=_Unused(),  # type: ignore[arg-type]
-        index=_Unused(),  # type: ignore[arg-type]
-        thresholds=Thresholds(faq=faq, passage=0.99, head=0.5),
-    )
+def _thresholds(similarity: float) -> Thresholds:
+    """Thresholds for hits no head ranked: their similarity decides."""
+    return Thresholds(fit=similarity, head=0.5, similarity=similarity, passage=0.99)
 
 
 SCORED = [
@@ -41,7 +37,7 @@ SCORED = [
 
 
 def test_ranking_metrics_and_the_decision_are_counted_per_query() -> None:
-    report = ev.report("t", _retriever(0.78), SCORED)
+    report = ev.report("t", _thresholds(0.78), SCORED)
     assert (report.covered, report.uncovered) == (3, 2)
     assert report.hit_at_1 == pytest.approx(1 / 3)
     assert report.hit_at_5 == pytest.approx(2 / 3)
@@ -50,6 +46,7 @@ def test_ranking_metrics_and_the_decision_are_counted_per_query() -> None:
     assert report.in_scope_accuracy == pytest.approx(1 / 3)
     assert report.oos_recall == 0.5
     assert report.oos_precision == 1.0
+    assert (report.faq_threshold, report.head_threshold) == (0.78, None)  # no head took part
 
 
 def test_calibration_picks_the_threshold_that_balances_answering_and_declining() -> None:
@@ -58,7 +55,30 @@ def test_calibration_picks_the_threshold_that_balances_answering_and_declining()
         ev.Scored(ev.Query("b", "x"), (_hit("x", 0.8),)),
         ev.Scored(ev.Query("c", None), (_hit("y", 0.7),)),
     ]
-    assert ev.calibrate(_retriever(0.95), scored).faq == 0.8
+    calibrated = ev.calibrate(_thresholds(0.95), scored)
+    # Without a head, the similarity's (and the fit's with it, as a FAQ threshold given alone)
+    assert (calibrated.similarity, calibrated.fit) == (0.8, 0.8)
+    assert (calibrated.head, calibrated.passage) == (0.5, 0.99)
+
+
+def test_with_a_head_calibration_picks_the_fit_and_head_thresholds_together() -> None:
+    def ranked(chunk_id: str, fit: float, probability: float) -> SearchHit:
+        return replace(_hit(chunk_id, 0.5), fit=fit, probability=probability)
+
+    scored = [
+        ev.Scored(ev.Query("a", "x"), (ranked("x", 0.9, 0.9),)),
+        ev.Scored(ev.Query("b", "x"), (ranked("x", 0.8, 0.7),)),
+        # near, but spread over neighbours; sure, but far
+        ev.Scored(ev.Query("c", None), (ranked("y", 0.85, 0.4),)),
+        ev.Scored(ev.Query("d", None), (ranked("y", 0.6, 0.95),)),
+    ]
+    calibrated = ev.calibrate(_thresholds(0.99), scored)
+    assert 0.6 < calibrated.fit <= 0.8
+    assert 0.4 < calibrated.head <= 0.7
+    assert calibrated.similarity == 0.99  # not what a head's hits are held to
+    report = ev.report("t", calibrated, scored)
+    assert (report.in_scope_accuracy, report.oos_recall) == (1.0, 1.0)
+    assert (report.faq_threshold, report.head_threshold) == (calibrated.fit, calibrated.head)
 
 
 def test_the_cli_indexes_a_kb_and_reports_as_json(
@@ -98,26 +118,26 @@ def test_the_head_can_be_trained_as_a_large_kbs_is_for_one_evaluation(
     mini_kb_paths: list[Path],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from kefu import head
+    from kb_ingest import head_training
 
     seen: list[int] = []
-    real_train = head._train_on_nearest
+    real_train = head_training._train_on_nearest
 
-    def recording(*args: object) -> object:
-        seen.append(head.MAX_TRAINING_CELLS)
-        return real_train(*args)  # type: ignore[arg-type]
+    def recording(*args: Any) -> Any:
+        seen.append(args[-1].max_full_cells)  # the `Training` it was given
+        return real_train(*args)
 
-    monkeypatch.setattr(head, "_train_on_nearest", recording)
+    monkeypatch.setattr(head_training, "_train_on_nearest", recording)
     queries = tmp_path / "q.jsonl"
     queries.write_text(json.dumps({"query": "refund timing", "expected_id": "refund-01-en"}))
     argv = ["--kb", *map(str, mini_kb_paths), "--queries", str(queries), "--embedder", "hashing"]
-    budget = head.MAX_TRAINING_CELLS
 
     assert ev.main([*argv, "--json"]) == 0
     assert seen == []  # six entries: the full softmax
     assert ev.main([*argv, "--json", "--nearest-training"]) == 0
     assert seen == [0]
-    assert budget == head.MAX_TRAINING_CELLS  # for this evaluation only
+    assert ev.main([*argv, "--json"]) == 0
+    assert seen == [0]  # for that evaluation only
     capsys.readouterr()
 
 
@@ -170,7 +190,8 @@ def test_a_dataset_is_reported_whole_and_with_entries_held_out(tmp_path: Path) -
     assert whole.oos_recall is None
     assert partial.oos_recall is not None
     # The hold-out threshold keeps in-scope accuracy within 5 points of never declining.
-    assert partial.in_scope_accuracy >= partial.hit_at_1 - ev.MAX_IN_SCOPE_DROP - 1e-9
+    drop = ev.Calibration().max_in_scope_drop
+    assert partial.in_scope_accuracy >= partial.hit_at_1 - drop - 1e-9
 
 
 def test_calibration_can_decline_as_much_as_a_bounded_in_scope_loss_allows() -> None:
@@ -183,16 +204,24 @@ def test_calibration_can_decline_as_much_as_a_bounded_in_scope_loss_allows() -> 
         ev.Scored(ev.Query("f", None), (_hit("y", 0.75),)),
     ]
     # Losing one covered question in four (25 points) buys one decline; 5 points buys none.
-    assert ev.calibrate(_retriever(0.5), scored, max_in_scope_drop=0.25).faq == 0.8
-    assert ev.calibrate(_retriever(0.5), scored, max_in_scope_drop=0.05).faq == 0.7
+    assert ev.calibrate(_thresholds(0.5), scored, max_in_scope_drop=0.25).similarity == 0.8
+    assert ev.calibrate(_thresholds(0.5), scored, max_in_scope_drop=0.05).similarity == 0.7
+
+
+class _Uncalibrated(HashingEmbedder):
+    """The hashing embedder under a name with no built-in thresholds."""
+
+    name = "hashing-uncalibrated"
+
+
+def _without_built_in_thresholds(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ev, "build_embedder", lambda *args, **kwargs: _Uncalibrated())
 
 
 def test_an_embedder_without_built_in_thresholds_can_be_calibrated(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from kefu.retrieval import DEFAULT_THRESHOLDS
-
-    monkeypatch.delitem(DEFAULT_THRESHOLDS, "hashing-v1")
+    _without_built_in_thresholds(monkeypatch)
     folder = _dataset(tmp_path / "toy")
     [report] = ev.evaluate(
         [folder / "kb.jsonl"],
@@ -208,9 +237,7 @@ def test_an_embedder_without_built_in_thresholds_can_be_calibrated(
 def test_an_embedder_without_thresholds_is_ranked_without_a_dev_set(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, given: dict[str, float]
 ) -> None:
-    from kefu.retrieval import DEFAULT_THRESHOLDS
-
-    monkeypatch.delitem(DEFAULT_THRESHOLDS, "hashing-v1")
+    _without_built_in_thresholds(monkeypatch)
     folder = _dataset(tmp_path / "toy")
     settings = ev.Settings(embedder="hashing", **given)  # type: ignore[arg-type]
     [report] = ev.evaluate(

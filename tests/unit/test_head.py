@@ -10,12 +10,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from kefu import head
+from kb_ingest import head_training
+from kb_ingest.head_training import Training
 from kefu.adapters.embedded_index import EmbeddedIndex
+from kefu.decision import Thresholds, decide
 from kefu.errors import DependencyUnavailable
-from kefu.head import FaqHead
+from kefu.head import FaqHead, Ranking
 from kefu.models import Chunk, SearchHit
-from kefu.retrieval import Retriever, Thresholds
+from kefu.retrieval import Retriever
+from kefu.scoring import Blend
 
 DIM = 8
 RNG = np.random.default_rng(7)
@@ -57,16 +60,29 @@ def _own_probabilities(
     return own
 
 
-def _nearest_training(monkeypatch: pytest.MonkeyPatch, entries: int) -> None:
-    """Train as a KB over the full-softmax budget is: on each question's `entries` nearest
-    entries (its own included), in small batches."""
-    monkeypatch.setattr(head, "MAX_TRAINING_CELLS", 0)
-    monkeypatch.setattr(head, "NEAREST_ENTRIES", entries)
-    monkeypatch.setattr(head, "BATCH", 8)
+def _nearest_training(entries: int) -> Training:
+    """Training as a KB over the full-softmax budget is trained: on each question's `entries`
+    nearest entries (its own included), in small batches."""
+    return Training(max_full_cells=0, nearest_entries=entries, batch=8)
+
+
+def _stored(trained: FaqHead, **arrays: np.ndarray) -> bytes:
+    """A stored head as another release could have written it: the weights and bias of
+    `trained`, and `arrays` (`format` 1 unless given) in place of what this release stores."""
+    stored: dict[str, Any] = {
+        "format": np.array(1),
+        "ids": np.array(trained.ids, dtype=np.str_),
+        "weights": trained.weights.astype(np.float16),
+        "bias": trained.bias,
+        **arrays,
+    }
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **stored)
+    return buffer.getvalue()
 
 
 def test_a_head_ranks_each_entrys_unseen_questions_first() -> None:
-    trained = head.train(QUESTIONS)
+    trained = head_training.train(QUESTIONS)
     assert trained is not None
     assert trained.ids == ("card", "refund", "tracking")
     for entry, centre in zip(trained.ids, CENTRES, strict=True):
@@ -78,7 +94,7 @@ def test_a_head_ranks_each_entrys_unseen_questions_first() -> None:
 
 
 def test_training_is_deterministic_and_survives_serialisation() -> None:
-    first, second = head.train(QUESTIONS), head.train(QUESTIONS)
+    first, second = head_training.train(QUESTIONS), head_training.train(QUESTIONS)
     assert first is not None
     assert second is not None
     assert first.to_bytes() == second.to_bytes()
@@ -92,13 +108,14 @@ def test_training_is_deterministic_and_survives_serialisation() -> None:
 
 
 def test_fewer_than_two_entries_have_no_head() -> None:
-    assert head.train({}) is None
-    assert head.train({"card": QUESTIONS["card"]}) is None
-    assert head.train({"card": QUESTIONS["card"], "empty": np.zeros((0, DIM))}) is None
+    assert head_training.train({}) is None
+    assert head_training.train({"card": QUESTIONS["card"]}) is None
+    empty = np.zeros((0, DIM), dtype=np.float32)
+    assert head_training.train({"card": QUESTIONS["card"], "empty": empty}) is None
 
 
 def test_probabilities_are_taken_among_the_candidates_only_and_need_every_one_known() -> None:
-    trained = head.train(QUESTIONS)
+    trained = head_training.train(QUESTIONS)
     assert trained is not None
     question = QUESTIONS["refund"][0]
     among_two = trained.probabilities(question, ["card", "tracking"])
@@ -108,14 +125,13 @@ def test_probabilities_are_taken_among_the_candidates_only_and_need_every_one_kn
     assert trained.probabilities(question, []) is None
 
 
-def test_a_head_of_another_format_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    trained = head.train(QUESTIONS)
+def test_a_head_of_another_format_is_refused() -> None:
+    trained = head_training.train(QUESTIONS)
     assert trained is not None
-    monkeypatch.setattr(head, "_FORMAT", 2)
-    newer = trained.to_bytes()
-    monkeypatch.undo()
+    newer = _stored(trained, format=np.array(2), spread_pairs=trained.spread)
     with pytest.raises(ValueError, match="FAQ head format 2 is not 1"):
         FaqHead.from_bytes(newer)
+    assert head_training.outdated(newer)
 
 
 # -- in the retriever -------------------------------------------------------------------------
@@ -146,14 +162,16 @@ def _faq(entry: str, questions: int) -> Chunk:
 
 
 def _indexed() -> EmbeddedIndex:
-    index = EmbeddedIndex(":memory:", centroid_weight=0.0, content_weight=0.0)
+    index = EmbeddedIndex(":memory:", blend=Blend(centroid_weight=0.0, content_weight=0.0))
     for entry, rows in QUESTIONS.items():
         content = _unit(np.ones(DIM))
         index.upsert([_faq(entry, len(rows))], [np.vstack([content, rows])])
     return index
 
 
-THRESHOLDS = Thresholds(faq=0.99, passage=1.0, head=0.6)
+# What the ranking adds to the head's logits for a candidate's similarity, by default
+WEIGHT, SHARE = Ranking().similarity_weight, Ranking().spread_share
+THRESHOLDS = Thresholds(fit=0.99, head=0.6, similarity=0.99, passage=1.0)
 
 
 def _mixed_up(sign: float, nuisance: float) -> list[float]:
@@ -161,15 +179,13 @@ def _mixed_up(sign: float, nuisance: float) -> list[float]:
     return [0.1 * sign, nuisance, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0]
 
 
-def test_the_retriever_reranks_the_faq_candidates_by_the_stored_head(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_the_retriever_reranks_the_faq_candidates_by_the_stored_head() -> None:
     # The head alone (its spread correction, which favours the broad "card", is tested below)
-    monkeypatch.setattr(head, "SPREAD_SHARE", 0.0)
+    head_alone = Ranking(spread_share=0.0)
     # "card" is asked in ways spread far along coordinate 1, "refund" near its middle
     card = _unit(np.array([_mixed_up(+1, n) for n in (1.5, 0.5, -0.5, -1.5)]))
     refund = _unit(np.array([_mixed_up(-1, n) for n in (0.0, -0.3, 0.3)]))
-    index = EmbeddedIndex(":memory:", centroid_weight=0.0, content_weight=0.0)
+    index = EmbeddedIndex(":memory:", blend=Blend(centroid_weight=0.0, content_weight=0.0))
     for entry, rows in (("card", card), ("refund", refund)):
         index.upsert([_faq(entry, len(rows))], [np.vstack([_unit(np.ones(DIM)), rows])])
     # On the "refund" side of coordinate 0, but far out on coordinate 1 like a "card" question
@@ -177,14 +193,15 @@ def test_the_retriever_reranks_the_faq_candidates_by_the_stored_head(
     retriever = Retriever(
         embedder=_Fixed({"q": question}),  # type: ignore[arg-type]
         index=index,
-        thresholds=Thresholds(faq=0.5, passage=1.0, head=0.55),
+        thresholds=Thresholds(fit=0.5, head=0.55, similarity=0.5, passage=1.0),
+        ranking=head_alone,
         head_refresh_seconds=0.0,
     )
     before = retriever.search("q", language=None, tenant="default")
     assert [h.chunk.id for h in before] == ["card", "refund"]  # by the nearest question
     assert all(h.probability is None for h in before)  # no head stored yet
 
-    trained = head.train(index.faq_questions("default"))
+    trained = head_training.train(index.faq_questions("default"))
     assert trained is not None
     index.save_head("default", trained.to_bytes())
     after = retriever.search("q", language=None, tenant="default")
@@ -192,7 +209,11 @@ def test_the_retriever_reranks_the_faq_candidates_by_the_stored_head(
     assert [h.chunk.id for h in after] == ["refund", "card"]
     stored = FaqHead.from_bytes(trained.to_bytes())
     ranked = stored.rank(
-        question, ["card", "refund"], [h.dense for h in before], [h.lexical for h in before]
+        question,
+        ["card", "refund"],
+        [h.dense for h in before],
+        [h.lexical for h in before],
+        head_alone,
     )
     assert ranked is not None
     ranking, own, fit = ranked
@@ -204,7 +225,7 @@ def test_the_retriever_reranks_the_faq_candidates_by_the_stored_head(
     assert [h.fit for h in after] == [fit["refund"], fit["card"]]
     assert own != ranking
     assert after[0].dense < before[0].dense  # the head's choice, not the nearest
-    decision = retriever.decide_on(after)
+    decision = decide(after, retriever.thresholds)
     assert decision.kind == "faq"
     assert decision.hits[0].chunk.id == "refund"
 
@@ -215,9 +236,8 @@ def test_the_similarity_is_taken_relative_to_each_entrys_spread() -> None:
     # A third entry elsewhere: beside it, the broad entry's questions are more alike than two
     # questions of different entries, which gives it a spread
     elsewhere = _unit(-np.eye(DIM)[4] + 0.1 * np.random.default_rng(1).standard_normal((4, DIM)))
-    trained = head.train({"broad": broad, "narrow": narrow, "elsewhere": elsewhere})
+    trained = head_training.train({"broad": broad, "narrow": narrow, "elsewhere": elsewhere})
     assert trained is not None
-    assert trained.spread is not None
     spread = dict(zip(trained.ids, trained.spread.tolist(), strict=True))
     # The broad entry's questions are less alike
     assert spread["broad"] < spread["narrow"] < 1.0
@@ -230,23 +250,14 @@ def test_the_similarity_is_taken_relative_to_each_entrys_spread() -> None:
     assert ranking["broad"] / ranking["narrow"] == pytest.approx(
         plain["broad"]
         / plain["narrow"]
-        * np.exp(head.SIMILARITY_WEIGHT * head.SPREAD_SHARE * (spread["narrow"] - spread["broad"])),
+        * np.exp(WEIGHT * SHARE * (spread["narrow"] - spread["broad"])),
         rel=1e-3,
     )
     middle = sum(spread.values()) / 3
     assert fit["broad"] == pytest.approx(0.9 + middle - spread["broad"], abs=1e-6)
     assert fit["narrow"] == pytest.approx(0.9 + middle - spread["narrow"], abs=1e-6)
     stored = FaqHead.from_bytes(trained.to_bytes())
-    assert stored.spread is not None
     np.testing.assert_allclose(stored.spread, trained.spread)
-    # A head stored before the spread was: read as without a correction, the fit is the
-    # similarity
-    old = FaqHead(ids=trained.ids, weights=trained.weights, bias=trained.bias)
-    read = FaqHead.from_bytes(old.to_bytes())
-    assert read.spread is None
-    unchanged = read.rank(question, ["broad", "narrow"], [0.9, 0.8])
-    assert unchanged is not None
-    assert unchanged.fit == pytest.approx({"broad": 0.9, "narrow": 0.8})
 
 
 def test_an_entry_of_few_questions_is_not_taken_for_a_broad_one() -> None:
@@ -266,7 +277,7 @@ def test_an_entry_of_few_questions_is_not_taken_for_a_broad_one() -> None:
 
     old = np.array([to_centroid_of_others(rows) for rows in entries.values()])
     assert old[20:].mean() - old[:20].mean() > 0.08
-    spread = head.spread(entries, list(entries))
+    spread = head_training.spread(entries, list(entries))
     assert abs(float(spread[20:].mean() - spread[:20].mean())) < 0.03
     pairs = entries["e0"] @ entries["e0"].T
     assert spread[0] == pytest.approx(np.sqrt(pairs[np.triu_indices(3, 1)].mean()), abs=1e-6)
@@ -291,14 +302,14 @@ def test_an_entry_whose_questions_share_nothing_has_no_spread() -> None:
     below, above = entries(0.3), entries(0.5)
     within, across = pairs_within_and_across(below)
     assert 0 < within < across  # alike, but less than questions of different entries are
-    spread = head.spread(below, list(below))
+    spread = head_training.spread(below, list(below))
     assert spread[0] > 0.9
     assert spread[1] > 0.9
     assert spread[2] == pytest.approx((spread[0] + spread[1]) / 2)  # unknown: the mean
     within, across = pairs_within_and_across(above)
     assert within > across
-    assert head.spread(above, list(above))[2] == pytest.approx(np.sqrt(within), abs=1e-6)
-    trained = head.train(below)
+    assert head_training.spread(above, list(above))[2] == pytest.approx(np.sqrt(within), abs=1e-6)
+    trained = head_training.train(below)
     assert trained is not None
     ranked = trained.rank(_unit(np.ones(DIM)), ["card", "scattered"], [0.1, 0.1])
     assert ranked is not None
@@ -306,24 +317,28 @@ def test_an_entry_whose_questions_share_nothing_has_no_spread() -> None:
     assert ranked.fit["card"] == pytest.approx(0.1 + (spread[1] - spread[0]) / 2, abs=1e-6)
 
 
-def test_a_head_stored_with_the_earlier_spread_is_read_without_it() -> None:
-    trained = head.train(QUESTIONS)
+@pytest.mark.parametrize(
+    "earlier",
+    [
+        (),  # stored before heads kept a spread
+        ("spread",),  # the key an earlier release stored another measure under
+    ],
+)
+def test_a_head_stored_without_the_spread_is_not_read_and_is_outdated(
+    earlier: tuple[str, ...],
+) -> None:
+    index = _indexed()
+    trained = head_training.train(index.faq_questions("default"))
     assert trained is not None
-    assert trained.spread is not None
-    buffer = io.BytesIO()
-    np.savez_compressed(
-        buffer,
-        format=np.array(1),
-        ids=np.array(trained.ids, dtype=np.str_),
-        weights=trained.weights.astype(np.float16),
-        bias=trained.bias,
-        spread=trained.spread,  # the key an earlier version stored its measure under
-    )
-    read = FaqHead.from_bytes(buffer.getvalue())
-    assert read.spread is None
-    ranked = read.rank(QUESTIONS["card"][0], ["card", "refund"], [0.8, 0.7])
-    assert ranked is not None
-    assert ranked.fit == {"card": pytest.approx(0.8), "refund": pytest.approx(0.7)}
+    assert FaqHead.from_bytes(_stored(trained, spread_pairs=trained.spread)).ids == trained.ids
+    body = _stored(trained, **dict.fromkeys(earlier, trained.spread))
+
+    with pytest.raises(ValueError, match="without the spread"):
+        FaqHead.from_bytes(body)
+    assert head_training.outdated(body)
+    # Until it is retrained, the KB is ranked by similarity
+    index.save_head("default", body)
+    _assert_ranked_by_similarity(index)
 
 
 def test_an_entry_of_one_question_is_neither_favoured_nor_held_back() -> None:
@@ -332,9 +347,8 @@ def test_an_entry_of_one_question_is_neither_favoured_nor_held_back() -> None:
         "refund": QUESTIONS["refund"],
         "single": QUESTIONS["tracking"][:1],
     }
-    trained = head.train(questions)
+    trained = head_training.train(questions)
     assert trained is not None
-    assert trained.spread is not None
     spread = dict(zip(trained.ids, trained.spread.tolist(), strict=True))
     # It has no others to be like: unknown, the mean of the others (0 would raise its fit and
     # ranking far above the rest)
@@ -348,36 +362,39 @@ def test_an_entry_of_one_question_is_neither_favoured_nor_held_back() -> None:
     assert ranked.order["single"] / ranked.order["card"] == pytest.approx(
         ranked.probability["single"]
         / ranked.probability["card"]
-        * np.exp(head.SIMILARITY_WEIGHT * head.SPREAD_SHARE * (spread["card"] - typical)),
+        * np.exp(WEIGHT * SHARE * (spread["card"] - typical)),
         rel=1e-3,
     )
 
 
 def test_the_lexical_score_adds_to_the_ranking_logits() -> None:
-    trained = head.train(QUESTIONS)
+    trained = head_training.train(QUESTIONS)
     assert trained is not None
     question = QUESTIONS["card"][0]
     among = ["card", "refund"]
     plain = trained.rank(question, among, [0.5, 0.5])
-    lexical = trained.rank(question, among, [0.5, 0.5], [0.0, 1.0])
     assert plain is not None
-    assert lexical is not None
-    without, with_bm25 = plain[0], lexical[0]
-    assert with_bm25["refund"] / with_bm25["card"] == pytest.approx(
-        without["refund"] / without["card"] * np.exp(head.LEXICAL_LOGITS), rel=1e-3
-    )
+    for ranking in (Ranking(), Ranking(lexical_logits=3.0)):
+        lexical = trained.rank(question, among, [0.5, 0.5], [0.0, 1.0], ranking)
+        assert lexical is not None
+        without, with_bm25 = plain.order, lexical.order
+        assert with_bm25["refund"] / with_bm25["card"] == pytest.approx(
+            without["refund"] / without["card"] * np.exp(ranking.lexical_logits), rel=1e-3
+        )
+        assert lexical.probability == plain.probability  # the head's own view is not moved
 
 
 def test_an_faq_entry_answers_when_both_its_similarity_and_its_probability_are_enough() -> None:
     index = _indexed()
-    trained = head.train(index.faq_questions("default"))
+    trained = head_training.train(index.faq_questions("default"))
     assert trained is not None
     index.save_head("default", trained.to_bytes())
     unseen = _unit(CENTRES[2] + 0.1 * np.random.default_rng(4).standard_normal(DIM))
     embedder = _Fixed({"q": unseen})
 
-    def decide(faq: float, head_threshold: float) -> tuple[str, SearchHit]:
-        thresholds = Thresholds(faq=faq, passage=1.0, head=head_threshold)
+    def decide(fit: float, head_threshold: float) -> tuple[str, SearchHit]:
+        # No similarity is enough: with a head, the decision reads the fit instead
+        thresholds = Thresholds(fit=fit, head=head_threshold, similarity=1.01, passage=1.0)
         retriever = Retriever(embedder=embedder, index=index, thresholds=thresholds)  # type: ignore[arg-type]
         decision = retriever.decide("q", language=None, tenant="default")
         best = retriever.search("q", language=None, tenant="default")[0]
@@ -394,14 +411,13 @@ def test_an_faq_entry_answers_when_both_its_similarity_and_its_probability_are_e
     # Near is the fit: the similarity relative to how alike the entry's own questions are.
     assert best.fit is not None
     assert best.fit != pytest.approx(best.dense, abs=1e-4)
-    assert best.similarity == best.fit
     assert decide(best.fit, 0.0)[0] == "faq"
     assert decide(best.fit + 0.001, 0.0)[0] == "decline"
 
 
 def test_a_head_that_does_not_know_a_candidate_is_not_used() -> None:
     index = _indexed()
-    trained = head.train({k: v for k, v in QUESTIONS.items() if k != "tracking"})
+    trained = head_training.train({k: v for k, v in QUESTIONS.items() if k != "tracking"})
     assert trained is not None
     index.save_head("default", trained.to_bytes())
     _assert_ranked_by_similarity(index)
@@ -420,7 +436,8 @@ def _assert_ranked_by_similarity(index: object) -> None:
 
 def test_a_head_trained_with_another_embedder_is_ignored_and_a_new_head_is_read() -> None:
     index = _indexed()
-    other = head.train({"a": np.ones((2, 4)), "b": -np.ones((2, 4))})
+    ones = np.ones((2, 4), dtype=np.float32)
+    other = head_training.train({"a": ones, "b": -ones})
     assert other is not None
     index.save_head("default", other.to_bytes())
     embedder = _Fixed({"q": QUESTIONS["card"][0]})
@@ -433,7 +450,7 @@ def test_a_head_trained_with_another_embedder_is_ignored_and_a_new_head_is_read(
     )
     assert retriever.head("default") is None
 
-    trained = head.train(index.faq_questions("default"))
+    trained = head_training.train(index.faq_questions("default"))
     assert trained is not None
     index.save_head("default", trained.to_bytes())  # moves the version on
     now[0] += 29.0
@@ -476,7 +493,7 @@ def test_the_head_reranks_only_faq_entries_and_keeps_the_limit() -> None:
     index = _indexed()
     passage = Chunk(id="guide#1", kind="passage", lang="en", title="Guide", text="x", keys=())
     index.upsert([passage], [_unit(np.ones((1, DIM)))])
-    trained = head.train(index.faq_questions("default"))
+    trained = head_training.train(index.faq_questions("default"))
     assert trained is not None
     index.save_head("default", trained.to_bytes())
     embedder = _Fixed({"q": _unit(np.ones(DIM))})
@@ -495,17 +512,15 @@ def test_the_head_reranks_only_faq_entries_and_keeps_the_limit() -> None:
     assert top_two == after[:2]
 
 
-def test_a_kb_over_the_training_budget_gets_no_head_and_the_ingest_says_why(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_a_kb_over_the_training_budget_gets_no_head_and_the_ingest_says_why() -> None:
     from kb_ingest.pipeline import retrain_head
 
     index = _indexed()
     assert retrain_head(index, tenant="default") == (3, "")
     assert index.load_head("default") is not None
 
-    monkeypatch.setattr(head, "MAX_NEAREST_CELLS", 17)  # 3 entries x 18 questions = 54
-    classes, why = retrain_head(index, tenant="default")
+    over = Training(max_nearest_cells=17)  # 3 entries x 18 questions = 54
+    classes, why = retrain_head(index, tenant="default", training=over)
 
     assert classes == 0
     assert "54 question-entry pairs are over the training budget (17)" in why
@@ -513,12 +528,11 @@ def test_a_kb_over_the_training_budget_gets_no_head_and_the_ingest_says_why(
     assert retrain_head(EmbeddedIndex(":memory:"), tenant="default") == (0, "")
 
 
-def test_a_kb_over_the_full_softmax_budget_is_trained_on_each_questions_nearest_entries(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    _nearest_training(monkeypatch, 2)  # its own entry and the nearest other
+def test_a_kb_over_the_full_softmax_budget_is_trained_on_each_questions_nearest_entries() -> None:
+    nearest = _nearest_training(2)  # its own entry and the nearest other
 
-    first, second = head.train(QUESTIONS), head.train(QUESTIONS)
+    first = head_training.train(QUESTIONS, training=nearest)
+    second = head_training.train(QUESTIONS, training=nearest)
 
     assert first is not None
     assert second is not None
@@ -528,23 +542,22 @@ def test_a_kb_over_the_full_softmax_budget_is_trained_on_each_questions_nearest_
     _own_probabilities(first, list(first.ids))
 
 
-def test_a_head_trained_on_the_nearest_entries_is_as_sure_as_the_full_one(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_a_head_trained_on_the_nearest_entries_is_as_sure_as_the_full_one() -> None:
     # The built-in head threshold is calibrated on full-softmax heads: a head trained on each
     # question's nearest entries (a KB over the budget) must be about as sure as one of those,
     # of its right answers (or that threshold declines them) and of questions the KB does not
     # cover (or it answers them). On the sample KB with the hashing embedder, its mean
     # probability of its right answers / of uncovered questions' first entry: full softmax
-    # 0.681 / 0.455; nearest, with the full softmax's L2 (1e-4) 0.651 / 0.387, with
-    # NEAREST_L2 (1e-5) 0.733 / 0.467, with none 0.741 / 0.526 (and 5 fewer ranked first).
+    # 0.681 / 0.455; nearest, with the full softmax's L2 (1e-4) 0.651 / 0.387, with its own
+    # (`Training.nearest_l2`, 1e-5) 0.733 / 0.467, with none 0.741 / 0.526 (and 5 fewer ranked
+    # first).
     import itertools
 
     from kb_ingest import SAMPLE_KB, SAMPLE_KB_PATHS
     from kb_ingest.evaluate import load_queries
     from kb_ingest.pipeline import ingest
     from kefu.adapters.embedders import HashingEmbedder
-    from kefu.retrieval import DEFAULT_THRESHOLDS
+    from kefu.decision import BUILT_IN
 
     embedder, index = HashingEmbedder(), EmbeddedIndex(":memory:")
     ingest(list(SAMPLE_KB_PATHS), index=index, embedder=embedder, train_head=False)
@@ -558,9 +571,7 @@ def test_a_head_trained_on_the_nearest_entries_is_as_sure_as_the_full_one(
         its mean probability of uncovered questions' first entry."""
         assert trained is not None
         assert index.save_head("default", trained.to_bytes(), trained_at=next(versions))
-        retriever = Retriever(
-            embedder=embedder, index=index, thresholds=DEFAULT_THRESHOLDS[embedder.name]
-        )
+        retriever = Retriever(embedder=embedder, index=index, thresholds=BUILT_IN[embedder.name])
         right, uncovered = [], []
         for query in queries:
             hits = retriever.search(query.query, language=None, tenant="default")
@@ -574,9 +585,9 @@ def test_a_head_trained_on_the_nearest_entries_is_as_sure_as_the_full_one(
                 right.append(first.probability)
         return len(right), float(np.mean(right)), float(np.mean(uncovered))
 
-    full_right, full_sure, full_uncovered = sureness(head.train(questions, languages))
-    monkeypatch.setattr(head, "MAX_TRAINING_CELLS", 0)
-    right, sure, uncovered = sureness(head.train(questions, languages))
+    full_right, full_sure, full_uncovered = sureness(head_training.train(questions, languages))
+    over = Training(max_full_cells=0)  # as a KB over the full-softmax budget
+    right, sure, uncovered = sureness(head_training.train(questions, languages, over))
 
     assert full_right > 90
     assert right >= full_right - 2
@@ -584,13 +595,11 @@ def test_a_head_trained_on_the_nearest_entries_is_as_sure_as_the_full_one(
     assert uncovered <= full_uncovered + 0.03
 
 
-def test_a_large_bilingual_kb_is_trained_against_entries_of_the_questions_language(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_a_large_bilingual_kb_is_trained_against_entries_of_the_questions_language() -> None:
     # Each entry has a twin in the other language whose questions a multilingual encoder puts
     # next to its own; a question's nearest other entry is then its twin, which the index's
     # language filter keeps out of its candidates at question time.
-    _nearest_training(monkeypatch, 2)  # its own entry and the nearest other
+    nearest = _nearest_training(2)  # its own entry and the nearest other
     twins = {
         f"{e}-zh": _unit(q + 0.01 * RNG.standard_normal(q.shape)) for e, q in QUESTIONS.items()
     }
@@ -598,42 +607,42 @@ def test_a_large_bilingual_kb_is_trained_against_entries_of_the_questions_langua
     languages = {entry: entry[-2:] for entry in bilingual}
     english = [f"{e}-en" for e in QUESTIONS]
 
-    within = min(_own_probabilities(head.train(bilingual, languages), english))
-    across = min(_own_probabilities(head.train(bilingual), english, first=False))
+    within = min(_own_probabilities(head_training.train(bilingual, languages, nearest), english))
+    across = min(
+        _own_probabilities(head_training.train(bilingual, training=nearest), english, first=False)
+    )
 
     assert within > 0.5
     assert within > across + 0.2
 
 
-def test_a_language_with_fewer_entries_than_the_nearest_count_trains_on_what_it_has(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    _nearest_training(monkeypatch, 4)  # more than English has, and Chinese
+def test_a_language_with_fewer_entries_than_the_nearest_count_trains_on_what_it_has() -> None:
+    nearest = _nearest_training(4)  # more than English has, and Chinese
     questions = {**QUESTIONS, "card-zh": _unit(QUESTIONS["card"] + 0.01)}
     languages = {entry: "zh" if entry.endswith("-zh") else "en" for entry in questions}
 
-    _own_probabilities(head.train(questions, languages), list(QUESTIONS))
+    _own_probabilities(head_training.train(questions, languages, nearest), list(QUESTIONS))
 
 
 def test_retraining_gives_a_large_kb_its_entries_languages(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    from kb_ingest import pipeline
     from kb_ingest.pipeline import retrain_head
 
     index = _indexed()
     twin = replace(_faq("card-zh", 2), lang="zh")
     index.upsert([twin], [np.vstack([_unit(np.ones(DIM)), QUESTIONS["card"][:2]])])
     given: list[dict[str, str] | None] = []
-    real_train = head.train
+    real_train = head_training.train
 
-    def recording_train(questions: Any, languages: Any = None) -> FaqHead | None:
+    def recording_train(questions: Any, languages: Any = None, *rest: Any) -> FaqHead | None:
         given.append(languages)
-        return real_train(questions, languages)
+        return real_train(questions, languages, *rest)
 
-    monkeypatch.setattr(head, "train", recording_train)
+    monkeypatch.setattr(pipeline, "train", recording_train)
     retrain_head(index, tenant="default")  # within the full-softmax budget: every entry
-    monkeypatch.setattr(head, "MAX_TRAINING_CELLS", 0)
-    retrain_head(index, tenant="default")
+    retrain_head(index, tenant="default", training=Training(max_full_cells=0))
 
     assert given == [
         None,
@@ -707,40 +716,39 @@ def test_an_unchanged_kb_whose_stored_head_is_outdated_is_trained_again(
     ingest(mini_kb_paths, index=index, embedder=embedder)
     current = index.load_head("default")
     assert current is not None
-    assert not head.outdated(current)
+    assert not head_training.outdated(current)
     assert ingest(mini_kb_paths, index=index, embedder=embedder).head_classes == 0  # kept
 
     trained = FaqHead.from_bytes(current)
-    assert trained.recipe == head.recipes()["full"]
-    earlier = FaqHead(ids=trained.ids, weights=trained.weights, bias=trained.bias)
+    assert trained.recipe == Training().recipes()["full"]
+    earlier = _stored(trained)  # stored before heads kept a spread
     unsaid = replace(trained, recipe="")  # stored before heads said how they were trained
     otherwise = replace(trained, recipe=trained.recipe.replace("L2", "L2 0.001, was"))
-    for stored in (earlier.to_bytes(), unsaid.to_bytes(), otherwise.to_bytes(), b"not a head"):
+    for stored in (earlier, unsaid.to_bytes(), otherwise.to_bytes(), b"not a head"):
         index.save_head("default", stored, trained_at=int(index.version))
-        assert head.outdated(index.load_head("default"))
+        assert head_training.outdated(index.load_head("default"))
         report = ingest(mini_kb_paths, index=index, embedder=embedder)
         assert report.chunks_written == 0
         assert report.head_classes == 6
-        assert not head.outdated(index.load_head("default"))
+        assert not head_training.outdated(index.load_head("default"))
 
 
-def test_a_head_trained_with_an_earlier_releases_settings_is_outdated(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    _nearest_training(monkeypatch, 2)
-    current = head.train(QUESTIONS)
+def test_a_head_trained_with_an_earlier_releases_settings_is_outdated() -> None:
+    # As this release trains a KB over the full-softmax budget (the budget is not how)
+    current = head_training.train(QUESTIONS, training=Training(max_full_cells=0))
     assert current is not None
-    assert current.recipe == head.recipes()["nearest"]
+    assert current.recipe == Training().recipes()["nearest"]
     assert FaqHead.from_bytes(current.to_bytes()).recipe == current.recipe
-    assert not head.outdated(current.to_bytes())
+    assert not head_training.outdated(current.to_bytes())
 
-    monkeypatch.setattr(head, "NEAREST_L2", 1e-4)  # as the release before its own L2 trained
-    earlier = head.train(QUESTIONS)
-    monkeypatch.setattr(head, "NEAREST_L2", 1e-5)
+    # As the release before the nearest entries' own L2 trained it
+    before = Training(max_full_cells=0, nearest_l2=1e-4)
+    earlier = head_training.train(QUESTIONS, training=before)
 
     assert earlier is not None
-    assert head.outdated(earlier.to_bytes())
-    assert not head.outdated(current.to_bytes())
+    assert head_training.outdated(earlier.to_bytes())
+    assert not head_training.outdated(earlier.to_bytes(), before)  # as that release saw it
+    assert not head_training.outdated(current.to_bytes())
 
 
 def test_of_two_concurrent_trainings_the_one_that_saw_the_newer_kb_keeps_its_head() -> None:
@@ -750,7 +758,7 @@ def test_of_two_concurrent_trainings_the_one_that_saw_the_newer_kb_keeps_its_hea
     assert retrain_head(index, tenant="default") == (3, "")
     newer = index.load_head("default")
     # An ingest that read the KB before that head was stored (an older version) ends later
-    stale = head.train({k: v for k, v in QUESTIONS.items() if k != "tracking"})
+    stale = head_training.train({k: v for k, v in QUESTIONS.items() if k != "tracking"})
     assert stale is not None
     assert not index.save_head("default", stale.to_bytes(), trained_at=0)
     assert index.load_head("default") == newer

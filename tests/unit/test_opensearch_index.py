@@ -24,7 +24,8 @@ from opensearchpy.exceptions import (
     TransportError,
 )
 
-from kefu.adapters.opensearch_index import OpenSearchIndex, connect, document_id
+from kefu.adapters.embedded_index import EmbeddedIndex
+from kefu.adapters.opensearch import OpenSearchIndex, connect, document_id
 from kefu.errors import (
     ConfigurationError,
     DependencyUnavailable,
@@ -33,6 +34,7 @@ from kefu.errors import (
 )
 from kefu.models import Chunk, fingerprint
 from kefu.ports import SearchQuery
+from kefu.scoring import Blend
 from tests.opensearch_fake import RecordingClient
 
 REFUND = Chunk(
@@ -937,7 +939,7 @@ def test_a_search_without_language_matches_both_analyzers_and_only_the_tenant() 
     assert exact["query"]["bool"]["should"][3]["multi_match"]["fields"] == both
 
 
-def test_the_exact_scores_become_the_same_blend_as_the_embedded_index() -> None:
+def test_the_exact_scores_are_read_back_as_cosines_and_bm25_relative_to_the_best() -> None:
     client = RecordingClient()
     _canned_search(client)
 
@@ -954,13 +956,75 @@ def test_the_exact_scores_become_the_same_blend_as_the_embedded_index() -> None:
     assert refund.nearest == pytest.approx(0.9)
     assert refund.dense == pytest.approx(0.8)
     assert refund.lexical == pytest.approx(0.5)  # 3.1 of the best BM25 6.2
-    assert refund.score == pytest.approx(0.8)  # lexical_weight 0, as the embedded default
+    assert refund.score == pytest.approx(0.8)  # the default blend gives BM25 no weight
     # A passage is its text: dense = nearest = its content's cosine.
     assert passage.dense == passage.nearest == pytest.approx(0.7)
     assert passage.lexical == 1.0
     # An inner-product score below 1 is a negative cosine: 1 / (1 - ip) = 0.8 -> ip = -0.25.
     assert outside.dense == outside.nearest == pytest.approx(-0.25)
     assert outside.lexical == 0.0
+
+
+def _knn_score(stored: list[float], query: np.ndarray) -> float:
+    """The k-NN plugin's inner-product score of a stored vector."""
+    inner = float(np.dot(stored, query))
+    return 1.0 + inner if inner >= 0 else 1.0 / (1.0 - inner)
+
+
+def _exact_scores(doc: dict[str, Any], query: np.ndarray) -> dict[str, float]:
+    """The named scores a cluster returns for a stored document: `nearest` and `centroid` only
+    match a document with questions."""
+    named = {"content": _knn_score(doc["content_vector"], query)}
+    if doc.get("questions"):
+        named["nearest"] = max(_knn_score(q["vector"], query) for q in doc["questions"])
+        named["centroid"] = _knn_score(doc["centroid_vector"], query)
+    return named
+
+
+def test_the_exact_scores_become_the_same_blend_as_the_embedded_index() -> None:
+    # Given the same chunks and vectors in the embedded index and in OpenSearch
+    chunks = [REFUND, PASSAGE, OUTSIDE]
+    vectors = [
+        REFUND_VECTORS,
+        np.array([[0.8, 0.6, 0]], dtype=np.float32),
+        np.array([[0, 0, 1], [0, -0.6, 0.8]], dtype=np.float32),  # a negative cosine
+    ]
+    embedded = EmbeddedIndex(":memory:")
+    embedded.upsert(chunks, vectors)
+    client = RecordingClient()
+    index = _index(client)
+    index.upsert(chunks, vectors)
+    # and a cluster scoring the documents it stores as the k-NN scoring script does
+    stored = [client.docs[document_id(chunk.tenant, chunk.id)] for chunk in chunks]
+    client.search_responses.append(_fused(*(chunk.id for chunk in chunks)))
+    client.search_responses.append(
+        {
+            "hits": {
+                "hits": [
+                    {**_scored(chunk), "matched_queries": _exact_scores(doc, QUERY_VECTOR)}
+                    for chunk, doc in zip(chunks, stored, strict=True)
+                ]
+            }
+        }
+    )
+
+    # When both are asked the same question
+    query = SearchQuery(text="退款多久", vector=QUERY_VECTOR, limit=3)
+    expected = {hit.chunk.id: hit for hit in embedded.search(query)}
+    found = {hit.chunk.id: hit for hit in index.search(query)}
+
+    # Then each chunk scores the same in both
+    assert found.keys() == expected.keys() == {"refund", "policy#2", "oos-weather"}
+    for chunk_id, hit in found.items():
+        twin = expected[chunk_id]
+        assert (hit.dense, hit.nearest, hit.score) == pytest.approx(
+            (twin.dense, twin.nearest, twin.score), abs=1e-5
+        ), chunk_id
+    # The FAQ entry's is a blend of its views, not its closest question alone
+    assert found["refund"].nearest == pytest.approx(0.8)
+    assert found["refund"].dense == pytest.approx((0.8 + 1.28 / np.sqrt(3.2) + 0.5 * 0.6) / 2.5)
+    assert found["oos-weather"].dense == pytest.approx(-0.48)
+    embedded.close()
 
 
 def test_a_chunk_written_before_kb_versions_were_stored_reads_back_with_an_empty_one() -> None:
@@ -980,7 +1044,7 @@ def test_the_lexical_weight_reorders_and_the_limit_cuts() -> None:
     client = RecordingClient()
     _canned_search(client)
 
-    hits = _index(client, lexical_weight=0.5).search(
+    hits = _index(client, blend=Blend(lexical_weight=0.5)).search(
         SearchQuery(text="退款多久", vector=QUERY_VECTOR, limit=2)
     )
 

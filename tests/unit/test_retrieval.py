@@ -1,8 +1,21 @@
-from dataclasses import replace as replace_
-from typing import Any
+"""The retriever: what it asks the index for, and that it decides with its own thresholds (the
+decision itself is tested in test_decision.py)."""
 
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from kefu.decision import BUILT_IN, Thresholds, decide
+from kefu.head import FaqHead, Ranking
 from kefu.models import Chunk, SearchHit
-from kefu.retrieval import Retriever, Thresholds
+from kefu.ports import SearchQuery
+from kefu.retrieval import Retriever
+
+DIM = 4
+THRESHOLDS = Thresholds(fit=0.8, head=0.6, similarity=0.8, passage=0.7)
 
 
 class _Unused:
@@ -10,93 +23,95 @@ class _Unused:
     dim = 0
 
 
+class _Embedder:
+    name = "fixed"
+    dim = DIM
+
+    def embed_queries(self, texts: list[str]) -> np.ndarray:
+        return np.ones((len(texts), DIM), dtype=np.float32) / 2
+
+
 def hit(chunk_id: str, kind: str, dense: float) -> SearchHit:
     chunk = Chunk(
         id=chunk_id,
-        kind=kind,
+        kind=kind,  # type: ignore[arg-type]
         lang="en",
         title=chunk_id,
         text="",
-        keys=(),  # type: ignore[arg-type]
+        keys=(),
     )
     return SearchHit(chunk=chunk, score=dense, dense=dense, lexical=0.0, nearest=dense)
 
 
-RETRIEVER = Retriever(
-    embedder=_Unused(),  # type: ignore[arg-type]
-    index=_Unused(),  # type: ignore[arg-type]
-    thresholds=Thresholds(faq=0.8, passage=0.7, head=0.6),
-)
+class _Index:
+    """An index that finds the same hits for every question and records what it was asked."""
+
+    version = "1"
+
+    def __init__(self, hits: list[SearchHit], head: FaqHead | None = None) -> None:
+        self.hits, self.stored = hits, head
+        self.queries: list[SearchQuery] = []
+
+    def search(self, query: SearchQuery) -> list[SearchHit]:
+        self.queries.append(query)
+        return self.hits[: query.limit]
+
+    def load_head(self, tenant: str) -> bytes | None:
+        return None if self.stored is None else self.stored.to_bytes()
 
 
-def test_a_confident_faq_match_answers_directly() -> None:
-    decision = RETRIEVER.decide_on([hit("faq-1", "faq", 0.85), hit("doc#1", "passage", 0.9)])
-    assert decision.kind == "faq"
-    assert decision.hits[0].chunk.id == "faq-1"
-    assert decision.confidence == 0.85
-
-
-def test_passages_answer_when_no_faq_is_close_enough() -> None:
-    decision = RETRIEVER.decide_on([hit("doc#1", "passage", 0.75), hit("faq-1", "faq", 0.79)])
-    assert decision.kind == "passages"
-    assert [h.chunk.id for h in decision.hits] == ["doc#1"]
-
-
-def test_nothing_close_enough_is_declined() -> None:
-    assert RETRIEVER.decide_on([hit("faq-1", "faq", 0.6), hit("doc#1", "passage", 0.5)]).kind == (
-        "decline"
+def _head(*ids: str) -> FaqHead:
+    classes = len(ids)
+    return FaqHead(
+        ids=ids,
+        weights=np.zeros((DIM, classes), dtype=np.float32),
+        bias=np.zeros(classes, dtype=np.float32),
+        spread=np.zeros(classes, dtype=np.float32),
     )
-    empty: list[Any] = []
-    decision = RETRIEVER.decide_on(empty)
-    assert decision.kind == "decline"
-    assert decision.confidence == 0.0
 
 
-def test_a_fit_is_held_to_the_faq_threshold_and_a_bare_similarity_to_its_own() -> None:
-    retriever = Retriever(
-        embedder=_Unused(),  # type: ignore[arg-type]
-        index=_Unused(),  # type: ignore[arg-type]
-        thresholds=Thresholds(faq=0.8, passage=0.99, head=0.6, similarity=0.9),
-    )
-    bare = hit("faq-1", "faq", 0.85)  # no head: its similarity alone
-    fitted = replace_(bare, dense=0.95, fit=0.85, probability=0.7)
+def test_the_retriever_decides_on_what_it_finds_with_its_own_thresholds() -> None:
+    hits = [hit("faq-1", "faq", 0.85), hit("doc#1", "passage", 0.75)]
+    index = _Index(hits)
 
-    assert retriever.decide_on([bare]).kind == "decline"  # 0.85 < 0.9
-    assert retriever.decide_on([replace_(bare, dense=0.9)]).kind == "faq"
-    assert retriever.decide_on([fitted]).kind == "faq"  # 0.85 >= 0.8
-    assert retriever.decide_on([replace_(fitted, fit=0.79)]).kind == "decline"
-    # A head stored without the spread gives a probability but no fit: the similarity's
-    assert retriever.decide_on([replace_(bare, probability=0.7)]).kind == "decline"
-    # Without a similarity threshold, the FAQ threshold holds for both
-    assert RETRIEVER.decide_on([bare]).kind == "faq"
+    def decision(thresholds: Thresholds) -> str:
+        retriever = Retriever(embedder=_Embedder(), index=index, thresholds=thresholds)  # type: ignore[arg-type]
+        decided = retriever.decide("q", language="en", tenant="acme")
+        assert decided == decide(hits, retriever.thresholds)
+        return decided.kind
+
+    assert decision(THRESHOLDS) == "faq"
+    assert decision(replace(THRESHOLDS, similarity=0.9)) == "passages"
+    assert decision(replace(THRESHOLDS, similarity=0.9, passage=0.8)) == "decline"
+    assert [(q.language, q.tenant, q.limit) for q in index.queries] == [("en", "acme", 5)] * 3
 
 
-def test_an_out_of_scope_example_nearer_than_any_faq_question_is_declined() -> None:
-    decision = RETRIEVER.decide_on(
-        [hit("faq-1", "faq", 0.9), hit("oos-weather", "out_of_scope", 0.92)]
-    )
-    assert decision.kind == "decline"
-    assert decision.hits == ()
+def test_with_a_head_the_index_is_asked_for_the_candidates_the_ranking_wants() -> None:
+    hits = [hit(f"faq-{n}", "faq", 0.9 - n / 100) for n in range(10)]
+    with_head = _Index(hits, _head(*(h.chunk.id for h in hits)))
+    without = _Index(hits)
+
+    def limits(index: _Index, ranking: Ranking, limit: int) -> int:
+        retriever = Retriever(
+            embedder=_Embedder(),  # type: ignore[arg-type]
+            index=index,
+            thresholds=THRESHOLDS,
+            ranking=ranking,
+        )
+        found = retriever.search("q", language=None, tenant="default", limit=limit)
+        assert len(found) == min(limit, len(hits))
+        # re-ranked by the head where there is one
+        assert all((h.probability is not None) == (index.stored is not None) for h in found)
+        return index.queries[-1].limit
+
+    assert limits(with_head, Ranking(), 3) == Ranking().candidates == 20
+    assert limits(with_head, Ranking(candidates=7), 3) == 7
+    assert limits(with_head, Ranking(candidates=7), 9) == 9
+    assert limits(without, Ranking(candidates=7), 3) == 3  # nothing to re-rank
 
 
-def test_an_faq_question_nearer_than_every_out_of_scope_example_answers() -> None:
-    decision = RETRIEVER.decide_on(
-        [hit("faq-1", "faq", 0.9), hit("oos-weather", "out_of_scope", 0.85)]
-    )
-    assert decision.kind == "faq"
-    assert decision.hits[0].chunk.id == "faq-1"
-
-
-def test_out_of_scope_is_weighed_against_the_nearest_key_not_the_blended_score() -> None:
-    chunk = hit("faq-1", "faq", 0.0).chunk
-    blended_low = SearchHit(chunk=chunk, score=0.86, dense=0.86, lexical=0.0, nearest=0.95)
-    decision = RETRIEVER.decide_on([hit("oos", "out_of_scope", 0.9), blended_low])
-    assert decision.kind == "faq"
-
-
-def test_an_embedder_without_calibrated_thresholds_must_be_given_them() -> None:
-    import pytest
-
+def test_build_retriever_resolves_the_thresholds_for_its_embedder() -> None:
+    from kefu.adapters.embedders import HashingEmbedder
     from kefu.bootstrap import build_retriever
     from kefu.errors import ConfigurationError
     from kefu.settings import Settings
@@ -105,34 +120,12 @@ def test_an_embedder_without_calibrated_thresholds_must_be_given_them() -> None:
         name = "titan-embed-text-v2-1024"
         dim = 1024
 
+    built = build_retriever(Settings(), embedder=HashingEmbedder(), index=_Unused())  # type: ignore[arg-type]
+    assert built.thresholds == BUILT_IN["hashing-v1"]
+    assert built.use_head
+    given = Settings(passage_threshold=0.5)
+    plain = build_retriever(given, embedder=HashingEmbedder(), index=_Unused(), use_head=False)  # type: ignore[arg-type]
+    assert plain.thresholds == replace(BUILT_IN["hashing-v1"], passage=0.5)
+    assert not plain.use_head
     with pytest.raises(ConfigurationError, match="KEFU_FAQ_THRESHOLD"):
         build_retriever(Settings(), embedder=_Titan(), index=_Unused())  # type: ignore[arg-type]
-    partly = Settings(faq_threshold=0.7, passage_threshold=0.6)
-    with pytest.raises(ConfigurationError, match="KEFU_HEAD_THRESHOLD"):
-        build_retriever(partly, embedder=_Titan(), index=_Unused())  # type: ignore[arg-type]
-    given = Settings(faq_threshold=0.7, passage_threshold=0.6, head_threshold=0.5)
-    retriever = build_retriever(given, embedder=_Titan(), index=_Unused())  # type: ignore[arg-type]
-    assert retriever.thresholds == Thresholds(faq=0.7, passage=0.6, head=0.5)
-    with_similarity = given.model_copy(update={"similarity_threshold": 0.8})
-    retriever = build_retriever(with_similarity, embedder=_Titan(), index=_Unused())  # type: ignore[arg-type]
-    assert retriever.thresholds == Thresholds(faq=0.7, passage=0.6, head=0.5, similarity=0.8)
-
-
-def test_a_built_in_similarity_threshold_yields_to_a_faq_threshold_given_alone() -> None:
-    from kefu.adapters.embedders import HashingEmbedder
-    from kefu.bootstrap import build_retriever
-    from kefu.retrieval import DEFAULT_THRESHOLDS
-    from kefu.settings import Settings
-
-    built_in = DEFAULT_THRESHOLDS[HashingEmbedder().name]
-    assert built_in.similarity is not None
-
-    def thresholds(**given: float) -> Thresholds:
-        settings = Settings(**given)  # type: ignore[arg-type]
-        return build_retriever(settings, embedder=HashingEmbedder(), index=_Unused()).thresholds  # type: ignore[arg-type]
-
-    assert thresholds() == built_in
-    # An operator who calibrated the FAQ threshold alone gets it for both, as before
-    assert thresholds(faq_threshold=0.5) == replace_(built_in, faq=0.5, similarity=None)
-    assert thresholds(faq_threshold=0.5, similarity_threshold=0.6).similarity == 0.6
-    assert thresholds(similarity_threshold=0.6) == replace_(built_in, similarity=0.6)

@@ -6,9 +6,11 @@ from datetime import timedelta
 from functools import lru_cache
 
 from kefu.chat import ChatService
+from kefu.decision import resolve_thresholds
 from kefu.errors import ConfigurationError
-from kefu.ports import ChatModel, Embedder, KnowledgeIndex, SessionStore
-from kefu.retrieval import DEFAULT_THRESHOLDS, Retriever, Thresholds
+from kefu.ports import ChatModel, Embedder, KnowledgeIndex, KnowledgeReader, SessionStore
+from kefu.retrieval import Retriever
+from kefu.scoring import Blend
 from kefu.settings import Settings
 
 
@@ -66,10 +68,12 @@ def build_index(settings: Settings, *, interactive: bool = True) -> KnowledgeInd
     if settings.index == "embedded":
         from kefu.adapters.embedded_index import EmbeddedIndex
 
-        return EmbeddedIndex(settings.index_path, lexical_weight=settings.lexical_weight)
+        return EmbeddedIndex(
+            settings.index_path, blend=Blend(lexical_weight=settings.lexical_weight)
+        )
     if not settings.opensearch_url:
         raise ConfigurationError("KEFU_OPENSEARCH_URL is required with KEFU_INDEX=opensearch")
-    from kefu.adapters.opensearch_index import (
+    from kefu.adapters.opensearch import (
         BATCH_RETRIES,
         BATCH_TIMEOUT,
         INTERACTIVE_RETRIES,
@@ -94,7 +98,7 @@ def build_index(settings: Settings, *, interactive: bool = True) -> KnowledgeInd
         client,
         settings.opensearch_index,
         dim=embedding_dim(settings),
-        lexical_weight=settings.lexical_weight,
+        blend=Blend(lexical_weight=settings.lexical_weight),
         chinese_analyzer=settings.opensearch_chinese_analyzer,
     )
 
@@ -122,30 +126,19 @@ def build_model(settings: Settings) -> ChatModel:
 
 
 def build_retriever(
-    settings: Settings, *, embedder: Embedder, index: KnowledgeIndex, use_head: bool = True
+    settings: Settings, *, embedder: Embedder, index: KnowledgeReader, use_head: bool = True
 ) -> Retriever:
-    """A retriever with the embedder's calibrated thresholds, each overridable by the settings;
-    without `use_head`, one that ranks and accepts FAQ entries by similarity alone."""
-    base = DEFAULT_THRESHOLDS.get(embedder.name)
-    faq, passage, head = settings.faq_threshold, settings.passage_threshold, settings.head_threshold
-    if base is not None:
-        faq = base.faq if faq is None else faq
-        passage = base.passage if passage is None else passage
-        head = base.head if head is None else head
-    similarity = settings.similarity_threshold
-    if similarity is None and base is not None and settings.faq_threshold is None:
-        similarity = base.similarity  # a FAQ threshold given alone applies to both
-    given = (
-        Thresholds(faq, passage, head, similarity)
-        if faq is not None and passage is not None and head is not None
-        else None
-    )
-    return Retriever(embedder=embedder, index=index, thresholds=given, use_head=use_head)
+    """A retriever with the thresholds the settings resolve to for this embedder; without
+    `use_head`, one that ranks and accepts FAQ entries by similarity alone."""
+    thresholds = resolve_thresholds(settings, embedder.name)
+    return Retriever(embedder=embedder, index=index, thresholds=thresholds, use_head=use_head)
 
 
-def build_chat_service(settings: Settings) -> ChatService:
-    embedder = build_embedder(settings)
-    index = build_index(settings)
+def build_chat_service(
+    settings: Settings, *, embedder: Embedder | None = None, index: KnowledgeReader | None = None
+) -> ChatService:
+    embedder = embedder or build_embedder(settings)
+    index = index or build_index(settings)
     return ChatService(
         retriever=build_retriever(settings, embedder=embedder, index=index),
         model=build_model(settings),
@@ -160,5 +153,16 @@ def get_settings() -> Settings:
 
 
 @lru_cache(maxsize=1)
+def get_embedder() -> Embedder:
+    return build_embedder(get_settings())
+
+
+@lru_cache(maxsize=1)
+def get_index() -> KnowledgeIndex:
+    """The process's index: the chat service reads it, and the local stack ingests into it."""
+    return build_index(get_settings())
+
+
+@lru_cache(maxsize=1)
 def get_chat_service() -> ChatService:
-    return build_chat_service(get_settings())
+    return build_chat_service(get_settings(), embedder=get_embedder(), index=get_index())

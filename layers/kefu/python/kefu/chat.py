@@ -6,13 +6,14 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from kefu.decision import Decision
 from kefu.errors import DependencyUnavailable
 from kefu.masking import mask_personal_data
 from kefu.models import ChatRequest, ChatResponse, Session, Source, Turn
 from kefu.observability import logger
 from kefu.ports import AnswerContext, ChatModel, SessionStore
 from kefu.replies import AI_DISCLOSURE, DECLINE, HANDOVER, RETRIEVAL_DOWN, asks_for_human
-from kefu.retrieval import Decision, Retriever
+from kefu.retrieval import Retriever
 from kefu.text import Language, detect_language
 
 # Short-term memory handed to the model: the last turns of the conversation.

@@ -121,16 +121,15 @@ class StoredChunk(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class SearchHit:
-    """A chunk found for a query, with what found it.
+    """A chunk found for a query, with what found it (`kefu.scoring`).
 
-    `dense` is the chunk's semantic similarity (for an FAQ entry, a blend of its closest question,
-    the centroid of its questions and its answer); `nearest` is the similarity of its single closest
-    key (a question, an out-of-scope example, or a passage's text), which is what the
-    answer-or-decline decision compares between FAQ entries and out-of-scope examples; `lexical`
-    is its BM25 score relative to the best of the search; `score` ranks the hits.
-    `probability` is the FAQ head's own (without the similarity the re-ranking adds), for an FAQ
-    entry re-ranked by the tenant's head; `score` keeps the index's ranking. `fit`, set with
-    it, is `dense` relative to how alike the entry's own questions are (`FaqHead.rank`).
+    `dense` is the chunk's semantic similarity (an FAQ entry's blends its closest question, the
+    centroid of its questions and its content); `nearest` is its single closest key's (a
+    question, an out-of-scope example, or a passage's text), which the decision compares
+    between FAQ entries and out-of-scope examples; `lexical` is its BM25 score relative to the
+    best of the search; `score` is the index's ranking. An FAQ entry the tenant's FAQ head
+    re-ranked also has the head's own `probability` and its `fit` (`dense` relative to how
+    alike the entry's own questions are, `FaqHead.rank`); both are None otherwise.
     """
 
     chunk: Chunk
@@ -140,12 +139,6 @@ class SearchHit:
     nearest: float
     probability: float | None = None
     fit: float | None = None
-
-    @property
-    def similarity(self) -> float:
-        """What the answer-or-decline decision compares with the FAQ threshold: the fit where
-        the head gave one, else the similarity."""
-        return self.dense if self.fit is None else self.fit
 
 
 @dataclass(frozen=True, slots=True)

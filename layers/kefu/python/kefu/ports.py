@@ -41,8 +41,22 @@ class SearchQuery:
     category: str | None = None
 
 
-class KnowledgeIndex(Protocol):
-    """Hybrid (lexical + vector) search over knowledge-base chunks."""
+class KnowledgeReader(Protocol):
+    """What the chat path reads of the knowledge index: hybrid (lexical + vector) search over
+    its chunks, a tenant's FAQ head, and the version."""
+
+    def search(self, query: SearchQuery) -> list[SearchHit]: ...
+
+    def load_head(self, tenant: str) -> bytes | None: ...
+
+    @property
+    def version(self) -> str:
+        """Changes whenever the content (or a head) changes: the answer cache keys on it."""
+        ...
+
+
+class KnowledgeWriter(Protocol):
+    """What ingestion writes and lists in the knowledge index."""
 
     def upsert(self, chunks: Sequence[Chunk], key_vectors: Sequence[Vectors]) -> None:
         """Add or replace chunks.
@@ -65,8 +79,6 @@ class KnowledgeIndex(Protocol):
         id, in one read: what an ingest of many files compares against."""
         ...
 
-    def search(self, query: SearchQuery) -> list[SearchHit]: ...
-
     def faq_questions(self, tenant: str) -> dict[str, Vectors]:
         """The question vectors of every FAQ entry the tenant has (a row each), by chunk id:
         what the FAQ head is trained on."""
@@ -79,8 +91,6 @@ class KnowledgeIndex(Protocol):
         moves the version on."""
         ...
 
-    def load_head(self, tenant: str) -> bytes | None: ...
-
     def head_tenants(self) -> list[str]:
         """The tenants that have a stored FAQ head, sorted: what an upgrade looks through for
         heads stored by an earlier release."""
@@ -88,10 +98,10 @@ class KnowledgeIndex(Protocol):
 
     def count(self) -> int: ...
 
-    @property
-    def version(self) -> str:
-        """Changes whenever the content changes (the answer cache keys on it)."""
-        ...
+
+class KnowledgeIndex(KnowledgeReader, KnowledgeWriter, Protocol):
+    """Both sides, as an index adapter implements them: ingestion reads the version and the
+    stored head too (to stamp and to check a head)."""
 
 
 class SessionStore(Protocol):

@@ -12,7 +12,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="KEFU_", frozen=True, extra="ignore")
 
-    stage: str = "local"
     tenant: str = "default"
     model: Literal["extractive", "bedrock"] = "extractive"
     embedder: Literal["e5", "hashing", "bedrock", "sagemaker"] = "e5"
@@ -31,7 +30,6 @@ class Settings(BaseSettings):
         default="us-east-1", validation_alias=AliasChoices("KEFU_AWS_REGION", "AWS_REGION")
     )
     session_ttl_hours: int = Field(default=72, gt=0)
-    bedrock_model_id: str = "anthropic.claude-3-5-haiku-20241022-v1:0"
     bedrock_embedding_model_id: str = "amazon.titan-embed-text-v2:0"
     titan_dimensions: int = Field(
         default=1024, description="Titan v2 vector size: 256, 512 or 1024."
@@ -52,15 +50,23 @@ class Settings(BaseSettings):
         default=["*"], min_length=1, description="Origins the web chat may call from (JSON list)."
     )
 
-    faq_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+    # The decision's thresholds (`kefu.decision.resolve_thresholds`); unset, the embedder's
+    # built-in ones.
+    faq_threshold: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="What an FAQ entry's fit needs (with a head)."
+    )
     similarity_threshold: float | None = Field(
         default=None,
         ge=0.0,
         le=1.0,
-        description="What an FAQ entry's similarity needs where there is no FAQ head's fit.",
+        description="What an FAQ entry's similarity needs without a head; unset, the FAQ one.",
     )
-    head_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
-    passage_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+    head_threshold: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="What the FAQ head's own probability needs."
+    )
+    passage_threshold: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="What a passage's similarity needs."
+    )
     lexical_weight: float = Field(
         default=0.0, ge=0.0, le=1.0, description="Share of BM25 in the embedded index's ranking."
     )

@@ -4,13 +4,7 @@ Every chunk has a content row (its heading and text) and, for an FAQ entry, one 
 question; each row holds a vector and lexical tokens. A search scores every row of the tenant
 and language by cosine similarity (in memory the rows are ordered by tenant and language, so
 that is one contiguous slice, half the index for a bilingual KB), and asks FTS5 for the best
-BM25 rows.
-
-An FAQ entry's dense score blends three views of it: its closest question (nearest neighbour),
-the centroid of its questions (a prototype of everything it is asked as), and its answer. The
-blend ranks entries better than any one view on the sample KB's dev set. An out-of-scope entry
-is scored by its closest example alone, a passage by its text. The lexical score is a chunk's
-best BM25 row relative to the best of the search; the fused score adds a share of it.
+BM25 rows; `kefu.scoring` blends the views into each chunk's scores, as for every index.
 """
 
 from __future__ import annotations
@@ -26,6 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from kefu.models import Chunk, SearchHit, StoredChunk, fingerprint
+from kefu.scoring import Blend, relative_lexical
 from kefu.text import tokenize
 
 if TYPE_CHECKING:
@@ -78,9 +73,7 @@ class EmbeddedIndex:
         self,
         path: Path | str,
         *,
-        centroid_weight: float = 1.0,
-        content_weight: float = 0.5,
-        lexical_weight: float = 0.0,
+        blend: Blend = Blend(),  # noqa: B008 (frozen)
     ) -> None:
         if isinstance(path, Path):
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -88,9 +81,7 @@ class EmbeddedIndex:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._migrate()
         self._lock = threading.RLock()
-        self._lexical_weight = lexical_weight
-        self._centroid_weight = centroid_weight
-        self._content_weight = content_weight
+        self._blend = blend
         self._loaded = False
         self._chunks: list[Chunk] = []
         self._content: Vectors = np.zeros((0, 0), dtype=np.float32)
@@ -370,23 +361,22 @@ class EmbeddedIndex:
             starts = first[asked] - first[0]
             nearest[asked] = np.maximum.reduceat(similarity, starts)
             centroid[asked] = np.add.reduceat(similarity, starts) * scale[asked]
-        wc, wa = self._centroid_weight, self._content_weight
-        blend = (nearest + wc * centroid + wa * content) / (1.0 + wc + wa)
-        dense = np.where(is_faq, blend, nearest)
+        dense = self._blend.dense(
+            nearest=nearest, centroid=centroid, content=content, is_faq=is_faq
+        )
         dense[~allowed] = -np.inf
 
-        lexical = np.zeros(len(chunks), dtype=np.float32)
+        bm25 = np.zeros(len(chunks), dtype=np.float64)  # each chunk's best row
         kept = [
             (chunk_of_rowid[rowid] - start, score)
             for rowid, score in lexical_rows
             if start <= chunk_of_rowid[rowid] < stop and allowed[chunk_of_rowid[rowid] - start]
         ][:_LEXICAL_CANDIDATES]
-        if kept:
-            best = max(score for _, score in kept)
-            for at, score in kept:
-                lexical[at] = max(lexical[at], score / best)
+        for at, score in kept:
+            bm25[at] = max(bm25[at], score)
+        lexical = relative_lexical(bm25)
 
-        fused = dense + self._lexical_weight * lexical
+        fused = self._blend.fused(dense, lexical)
         limit = min(query.limit, int(np.isfinite(fused).sum()))
         if limit <= 0:
             return []

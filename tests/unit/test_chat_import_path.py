@@ -1,0 +1,29 @@
+"""What the chat function imports at cold start: its handler and the layer's chat path only."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).parents[2]
+
+
+def test_the_chat_handler_imports_no_training_ingestion_or_unconfigured_adapter() -> None:
+    # Given a fresh interpreter, as a Lambda cold start is
+    script = (
+        "import json, sys; import functions.chat.handler; print(json.dumps(sorted(sys.modules)))"
+    )
+
+    # When only the chat handler is imported
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+    )
+    modules = set(json.loads(done.stdout))
+
+    # Then neither head training nor ingestion nor an adapter it is not configured for is loaded
+    assert "kefu.head" in modules  # the head's model ranks candidates on the chat path
+    unwanted = {"kb_ingest", "kb_ingest.head_training", "kefu.adapters.opensearch", "opensearchpy"}
+    assert not unwanted & modules, sorted(unwanted & modules)
+    assert not any(name.startswith(("kb_ingest", "torch")) for name in modules)
