@@ -4,7 +4,7 @@ The ingest Lambda runs `kb_ingest` (a top-level package, not part of the shared 
 parsers its loaders use. CDK calls `IngestFunctionBundler` while it stages the asset; it fills the
 output folder with:
 
-- `handler.py` from functions/ingest/,
+- `handler.py` and `upgrade.py` from functions/ingest/,
 - the `kb_ingest` package, without its sample knowledge base,
 - the wheels of functions/ingest/requirements.txt for the Lambda target (Python 3.12 on arm64),
   with the shared layer's pip target options (layers/build_layer.py).

@@ -273,6 +273,8 @@ def retrain_changed_heads(tenants: list[str]) -> None:
     """Retrain the FAQ heads of the tenants this batch changed. The chunks are already stored:
     a failure is logged and counted, not reported against the records (whose redelivery would
     only retrain again)."""
+    if not tenants:
+        return
     trained = retrain_heads(_index(), tenants)
     if len(trained) < len(tenants):
         metrics.add_metric(

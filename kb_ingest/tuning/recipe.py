@@ -20,8 +20,8 @@ class Example:
 
 @dataclass(frozen=True, slots=True)
 class Recipe:
-    """How the encoder is tuned; chosen from a handful of runs on the public datasets (README,
-    "Tuning the local encoder")."""
+    """How the encoder is tuned; chosen from a handful of runs on the public datasets
+    (docs/evaluation.md, "Tuning the local encoder")."""
 
     epochs: int = 8
     learning_rate: float = 1e-3

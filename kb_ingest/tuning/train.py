@@ -5,14 +5,12 @@ cosine softmax over learned entry prototypes (initialised at each entry's mean q
 a question competing only against the entries of its own language: a question never pushes away
 its entry's twin in another language, which question time filters out anyway.
 
-What moves are the transformer's biases and LayerNorm parameters (BitFit): 60,672 values, 0.05 %
-of the model, which the engine keeps in float32, so the tuned image serves what was trained.
-Its matrices are 4-bit, and a tuning step is smaller than their quantization step: tuning them in
-float32 and re-quantizing lost the gain (banking77, nearest-example hit@1: 85.6 % in float32,
-75.9 % once re-quantized, 83.7 % with BitFit). `Recipe(matrices=True)` trains them as the engine
-will hold them (fake quantization, straight-through gradient): 84.6 % nearest-example, but the
-same 85.1–85.2 % hit@1 as BitFit once the FAQ head ranks, so it is off by default (exploratory
-runs, not kept; figures from the datasets' test splits).
+What moves are the transformer's biases and LayerNorm parameters (BitFit), which the engine
+keeps in float32, so the tuned image serves what was trained. Its matrices are 4-bit, and a
+tuning step is smaller than their quantization step: tuning them in float32 and re-quantizing
+lost the gain. `Recipe(matrices=True)` trains them as the engine will hold them (fake
+quantization, straight-through gradient); it ranked no better once the FAQ head re-ranks, so it
+is off by default (docs/evaluation.md).
 """
 
 from __future__ import annotations

@@ -301,7 +301,7 @@ def test_a_batch_retried_after_a_timeout_before_the_head_retrains_it(
     class Timeout(BaseException):
         """The Lambda runtime ending an invocation: nothing after it runs."""
 
-    real_retrain_heads = handler.retrain_changed_heads
+    real_retrain = handler.retrain_changed_heads
 
     def killed(tenants: list[str]) -> None:
         raise Timeout
@@ -315,7 +315,7 @@ def test_a_batch_retried_after_a_timeout_before_the_head_retrains_it(
     assert index.load_head("acme") is None
 
     # SQS delivers the batch again: the change is not applied twice, the head is trained
-    monkeypatch.setattr(handler, "retrain_changed_heads", real_retrain_heads)
+    monkeypatch.setattr(handler, "retrain_changed_heads", real_retrain)
     assert ingest(batch(record)) == {"batchItemFailures": []}
 
     assert syncs == ["tenants/acme/faq.jsonl"]

@@ -17,21 +17,9 @@ from kefu.decision import (
     resolve_thresholds,
 )
 from kefu.errors import ConfigurationError
-from kefu.models import Chunk, SearchHit
+from kefu.models import SearchHit
 from kefu.settings import Settings
-
-
-def hit(chunk_id: str, kind: str, dense: float) -> SearchHit:
-    chunk = Chunk(
-        id=chunk_id,
-        kind=kind,  # type: ignore[arg-type]
-        lang="en",
-        title=chunk_id,
-        text="",
-        keys=(),
-    )
-    return SearchHit(chunk=chunk, score=dense, dense=dense, lexical=0.0, nearest=dense)
-
+from tests.search_hits import hit
 
 THRESHOLDS = Thresholds(fit=0.8, head=0.6, similarity=0.8, passage=0.7)
 TITAN = "titan-embed-text-v2-1024"  # an embedder without built-in thresholds

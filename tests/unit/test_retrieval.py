@@ -10,9 +10,10 @@ import pytest
 
 from kefu.decision import BUILT_IN, Thresholds, decide
 from kefu.head import FaqHead, Ranking
-from kefu.models import Chunk, SearchHit
+from kefu.models import SearchHit
 from kefu.ports import SearchQuery
 from kefu.retrieval import Retriever
+from tests.search_hits import hit
 
 DIM = 4
 THRESHOLDS = Thresholds(fit=0.8, head=0.6, similarity=0.8, passage=0.7)
@@ -29,18 +30,6 @@ class _Embedder:
 
     def embed_queries(self, texts: list[str]) -> np.ndarray:
         return np.ones((len(texts), DIM), dtype=np.float32) / 2
-
-
-def hit(chunk_id: str, kind: str, dense: float) -> SearchHit:
-    chunk = Chunk(
-        id=chunk_id,
-        kind=kind,  # type: ignore[arg-type]
-        lang="en",
-        title=chunk_id,
-        text="",
-        keys=(),
-    )
-    return SearchHit(chunk=chunk, score=dense, dense=dense, lexical=0.0, nearest=dense)
 
 
 class _Index:

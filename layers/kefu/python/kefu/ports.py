@@ -51,7 +51,8 @@ class KnowledgeReader(Protocol):
 
     @property
     def version(self) -> str:
-        """Changes whenever the content (or a head) changes: the answer cache keys on it."""
+        """Changes whenever the content (or a head) changes: the retriever reads a head again
+        when it moves on, and an answer cache can key on it."""
         ...
 
 

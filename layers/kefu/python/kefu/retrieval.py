@@ -65,8 +65,12 @@ class Retriever:
             return cached[2] if cached is not None else None
         try:
             head = FaqHead.from_bytes(body) if body else None
-        except UNREADABLE:
-            logger.exception("FAQ head unreadable; ranking by similarity", extra={"tenant": tenant})
+        except UNREADABLE as exc:
+            # Expected for a head an earlier release stored, until the upgrade retrains it.
+            logger.warning(
+                "FAQ head unreadable; ranking by similarity",
+                extra={"tenant": tenant, "reason": str(exc)},
+            )
             head = None
         if head is not None and head.dim != self.embedder.dim:
             head = None  # trained with another embedder: retraining at the next ingest fixes it

@@ -2,8 +2,8 @@
 
 An index measures a few views of each chunk against the question (its closest key, the centroid
 of its questions, its content, its BM25 score) and hands them here, so the same chunk gets the
-same `dense`, `lexical` and `score` from the embedded index and from OpenSearch, and the
-thresholds calibrated on one hold for the other.
+same `dense` from the embedded index and from OpenSearch, and the thresholds calibrated on one
+hold for the other. (Their BM25 scores differ: SQLite FTS5 and Lucene analyse text otherwise.)
 """
 
 from __future__ import annotations

@@ -59,7 +59,8 @@ class Settings(BaseSettings):
         default=None,
         ge=0.0,
         le=1.0,
-        description="What an FAQ entry's similarity needs without a head; unset, the FAQ one.",
+        description="What an FAQ entry's similarity needs without a head (unset: the FAQ one "
+        "if given, else built in).",
     )
     head_threshold: float | None = Field(
         default=None, ge=0.0, le=1.0, description="What the FAQ head's own probability needs."
@@ -68,7 +69,7 @@ class Settings(BaseSettings):
         default=None, ge=0.0, le=1.0, description="What a passage's similarity needs."
     )
     lexical_weight: float = Field(
-        default=0.0, ge=0.0, le=1.0, description="Share of BM25 in the embedded index's ranking."
+        default=0.0, ge=0.0, le=1.0, description="Share of BM25 in the index's ranking of hits."
     )
 
     @field_validator("titan_dimensions")

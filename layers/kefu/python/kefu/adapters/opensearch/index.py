@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from kefu.adapters.opensearch.mapping import IndexSetup
-from kefu.adapters.opensearch.reads import IndexReader
+from kefu.adapters.opensearch.reads import IndexReads
 from kefu.adapters.opensearch.search import IndexSearch
 from kefu.adapters.opensearch.writes import IndexWriter
 from kefu.scoring import Blend
@@ -68,7 +68,7 @@ class OpenSearchIndex:
             max_bulk_docs=max_bulk_docs,
             refresh=refresh_params,
         )
-        self._reader = IndexReader(client, index=name, meta_index=self.meta_index)
+        self._reader = IndexReads(client, index=name, meta_index=self.meta_index)
         self._search = IndexSearch(
             client,
             index=name,

@@ -24,7 +24,7 @@ _PAGE = 1_000
 _QUESTIONS_PAGE = 200
 
 
-class IndexReader:
+class IndexReads:
     """Reads the chunk index `index` and its meta index `meta_index`."""
 
     def __init__(self, client: OpenSearch, *, index: str, meta_index: str) -> None:

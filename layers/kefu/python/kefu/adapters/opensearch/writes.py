@@ -26,7 +26,7 @@ _MGET_BATCH = 1_000
 # Throttled bulk items are retried this many times (with the helper's backoff) before failing.
 _BULK_RETRIES = 3
 # The KB version is a counter in the meta index that a write moves on only once its chunks are
-# searchable, so no version is readable before the content it stands for (the answer cache keys
+# searchable, so no version is readable before the content it stands for (caches key
 # on it). A write reserves one past both the published version and the last reservation,
 # writes its chunks with it, then publishes: the version moves on, to the reservation if it is
 # ahead (a delete publishes reservation 0). Concurrent writes each get their own reservation.
