@@ -10,7 +10,6 @@ from kefu.decision import resolve_thresholds
 from kefu.errors import ConfigurationError
 from kefu.ports import ChatModel, Embedder, KnowledgeIndex, KnowledgeReader, SessionStore
 from kefu.retrieval import Retriever
-from kefu.scoring import Blend
 from kefu.settings import Settings
 
 
@@ -65,6 +64,8 @@ def embedding_dim(settings: Settings) -> int:
 def build_index(settings: Settings, *, interactive: bool = True) -> KnowledgeIndex:
     """The configured index. An OpenSearch client fails fast for a chat turn (`interactive`)
     or waits longer and retries more for ingestion (`interactive=False`)."""
+    from kefu.scoring import Blend
+
     if settings.index == "embedded":
         from kefu.adapters.embedded_index import EmbeddedIndex
 

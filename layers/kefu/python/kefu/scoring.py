@@ -9,11 +9,14 @@ hold for the other. (Their BM25 scores differ: SQLite FTS5 and Lucene analyse te
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import numpy.typing as npt
 
-Scores = npt.NDArray[np.float32]
+if TYPE_CHECKING:
+    import numpy.typing as npt
+
+    Scores = npt.NDArray[np.float32]
 
 
 @dataclass(frozen=True, slots=True)
