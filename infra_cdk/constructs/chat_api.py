@@ -74,6 +74,7 @@ class ChatApi(Construct):
                 "KEFU_EMBEDDER": "bedrock",
                 "KEFU_SESSIONS": "dynamodb",
                 "KEFU_SESSIONS_TABLE": sessions_table.table_name,
+                "KEFU_BEDROCK_MODEL_ID": bedrock_model_id,
                 "KEFU_BEDROCK_EMBEDDING_MODEL_ID": bedrock_embedding_model_id,
                 # With a proxy integration the function writes the CORS headers itself.
                 "KEFU_CORS_ALLOW_ORIGINS": json.dumps(list(cors_allow_origins)),

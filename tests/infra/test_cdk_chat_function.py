@@ -65,6 +65,7 @@ def test_the_chat_function_is_configured_from_the_stage(each_stage: SynthesizedS
                     "KEFU_INDEX": "opensearch",
                     "KEFU_SESSIONS": "dynamodb",
                     "KEFU_SESSIONS_TABLE": {"Ref": table_id},
+                    "KEFU_BEDROCK_MODEL_ID": config.bedrock_model_id,
                     "KEFU_BEDROCK_EMBEDDING_MODEL_ID": config.bedrock_embedding_model_id,
                     "KEFU_CORS_ALLOW_ORIGINS": json.dumps(list(config.cors_allow_origins)),
                     "POWERTOOLS_SERVICE_NAME": CHAT_SERVICE,

@@ -123,7 +123,13 @@ def build_model(settings: Settings) -> ChatModel:
         from kefu.adapters.extractive import ExtractiveModel
 
         return ExtractiveModel()
-    raise ConfigurationError(f"model {settings.model!r} is not available yet")
+    from kefu.adapters.bedrock_model import BedrockClaude
+
+    return BedrockClaude.create(
+        model_id=settings.bedrock_model_id,
+        region=settings.aws_region,
+        max_tokens=settings.model_max_tokens,
+    )
 
 
 def build_retriever(

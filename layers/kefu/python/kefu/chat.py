@@ -12,7 +12,14 @@ from kefu.masking import mask_personal_data
 from kefu.models import ChatRequest, ChatResponse, Session, Source, Turn
 from kefu.observability import logger
 from kefu.ports import AnswerContext, ChatModel, SessionStore
-from kefu.replies import AI_DISCLOSURE, DECLINE, HANDOVER, RETRIEVAL_DOWN, asks_for_human
+from kefu.replies import (
+    AI_DISCLOSURE,
+    DECLINE,
+    HANDOVER,
+    MODEL_DOWN,
+    RETRIEVAL_DOWN,
+    asks_for_human,
+)
 from kefu.retrieval import Retriever
 from kefu.text import Language, detect_language
 
@@ -116,23 +123,34 @@ class ChatService:
             model="rules",
         )
 
+    def _declined(
+        self,
+        session_id: str,
+        turn_id: str,
+        language: Language,
+        reply: dict[Language, str],
+        decision: Decision | None = None,
+    ) -> ChatResponse:
+        """A turn declined because a dependency failed: the customer is offered a human."""
+        return ChatResponse(
+            session_id=session_id,
+            turn_id=turn_id,
+            answer=reply[language],
+            language=language,
+            sources=[],
+            intent="unknown",
+            confidence=decision.confidence if decision else 0.0,
+            outcome="declined",
+            model="rules",
+        )
+
     def _answer(self, session: Session, message: str, language: Language) -> ChatResponse:
         turn_id = new_id()
         try:
             decision = self.retriever.decide(message, language=language, tenant=self.tenant)
         except DependencyUnavailable:
             logger.exception("retrieval unavailable; declining with a hand-over offer")
-            return ChatResponse(
-                session_id=session.session_id,
-                turn_id=turn_id,
-                answer=RETRIEVAL_DOWN[language],
-                language=language,
-                sources=[],
-                intent="unknown",
-                confidence=0.0,
-                outcome="declined",
-                model="rules",
-            )
+            return self._declined(session.session_id, turn_id, language, RETRIEVAL_DOWN)
 
         sources = _sources(decision)
         if decision.kind == "decline":
@@ -147,7 +165,12 @@ class ChatService:
                 hits=decision.hits,
                 history=session.turns[-HISTORY_WINDOW:],
             )
-            reply = self.model.answer(context)
+            try:
+                reply = self.model.answer(context)
+            except DependencyUnavailable:
+                # No confident FAQ entry to fall back on (it would have answered directly).
+                logger.exception("chat model unavailable; declining with a hand-over offer")
+                return self._declined(session.session_id, turn_id, language, MODEL_DOWN, decision)
             answer, model_name = reply.text, reply.model
             intent = decision.hits[0].chunk.category or "general"
         return ChatResponse(

@@ -23,6 +23,11 @@ HANDOVER: dict[Language, str] = {
     "day, and they will see this conversation, so you won't need to repeat yourself.",
 }
 
+MODEL_DOWN: dict[Language, str] = {
+    "zh": "抱歉，我暂时无法回答这个问题。请稍后再试，或回复“转人工”由人工客服为您处理。",
+    "en": "Sorry, I can't answer that right now. Please try again shortly, or ask for a human "
+    "agent.",
+}
 RETRIEVAL_DOWN: dict[Language, str] = {
     "zh": "抱歉，系统暂时无法查询知识库。请稍后再试，或回复“转人工”由人工客服为您处理。",
     "en": "Sorry, I can't look up our help content right now. Please try again shortly, or ask "

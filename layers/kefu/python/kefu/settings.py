@@ -30,6 +30,11 @@ class Settings(BaseSettings):
         default="us-east-1", validation_alias=AliasChoices("KEFU_AWS_REGION", "AWS_REGION")
     )
     session_ttl_hours: int = Field(default=72, gt=0)
+    bedrock_model_id: str = Field(
+        default="anthropic.claude-3-5-haiku-20241022-v1:0",
+        description="The Converse model that writes answers (KEFU_MODEL=bedrock).",
+    )
+    model_max_tokens: int = Field(default=512, gt=0, le=4096, description="An answer's length cap.")
     bedrock_embedding_model_id: str = "amazon.titan-embed-text-v2:0"
     titan_dimensions: int = Field(
         default=1024, description="Titan v2 vector size: 256, 512 or 1024."
