@@ -21,6 +21,7 @@ from kefu.replies import (
     asks_for_human,
 )
 from kefu.retrieval import Retriever
+from kefu.small_talk import APOLOGY, HUMAN_OFFER, REPLIES, SmallTalk, small_talk, sounds_upset
 from kefu.text import Language, detect_language
 
 # Short-term memory handed to the model: the last turns of the conversation.
@@ -60,10 +61,16 @@ class ChatService:
         language: Language = request.language or detect_language(request.message)
         first_turn = not session.turns
 
-        if asks_for_human(request.message):
+        # "Are you a real person?" is a question about the agent, not a request for one.
+        chatter = small_talk(request.message)
+        if chatter == "identity" or (chatter and not asks_for_human(request.message)):
+            response = self._small_talk(session_id, language, chatter)
+        elif asks_for_human(request.message):
             response = self._hand_over(session_id, language)
         else:
             response = self._answer(session, request.message, language)
+            if sounds_upset(request.message):
+                response = _offering_a_human(response, language)
 
         if first_turn:
             response = response.model_copy(
@@ -120,6 +127,19 @@ class ChatService:
             intent="human_agent",
             confidence=1.0,
             outcome="handed_over",
+            model="rules",
+        )
+
+    def _small_talk(self, session_id: str, language: Language, kind: SmallTalk) -> ChatResponse:
+        return ChatResponse(
+            session_id=session_id,
+            turn_id=new_id(),
+            answer=REPLIES[kind][language],
+            language=language,
+            sources=[],
+            intent="small_talk",
+            confidence=1.0,
+            outcome="answered",
             model="rules",
         )
 
@@ -184,6 +204,16 @@ class ChatService:
             outcome="declined" if decision.kind == "decline" else "answered",
             model=model_name,
         )
+
+
+def _offering_a_human(response: ChatResponse, language: Language) -> ChatResponse:
+    """An upset customer's answer: an apology first, and a human offered at once (a decline
+    offers one already)."""
+    if response.outcome == "declined":
+        answer = f"{APOLOGY[language]}{response.answer}"
+    else:
+        answer = f"{APOLOGY[language]}{HUMAN_OFFER[language]}\n\n{response.answer}"
+    return response.model_copy(update={"answer": answer})
 
 
 def _sources(decision: Decision) -> list[Source]:
