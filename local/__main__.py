@@ -27,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "Kefu")
     os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+    # Local mode answers order questions from the bundled sample order book.
+    os.environ.setdefault("KEFU_ORDERS", "sample")
     # A health check publishes no metric; Powertools warns about that on every such request.
     warnings.filterwarnings("ignore", message="No application metrics to publish")
 

@@ -63,6 +63,20 @@ def test_an_off_topic_question_is_declined(local_stack: LocalStack) -> None:
     assert reply["sources"] == []
 
 
+def test_the_sample_orders_status_greetings_and_complaints_are_answered(
+    local_stack: LocalStack,
+) -> None:
+    order = chat(local_stack, "我的订单号是 20231105-8812，帮我查一下物流")
+    assert (order["outcome"], order["model"]) == ("answered", "orders")
+    assert "已发货" in order["answer"]
+
+    greeting = chat(local_stack, "你好", session_id=order["session_id"])
+    assert (greeting["outcome"], greeting["model"]) == ("answered", "rules")
+
+    complaint = chat(local_stack, "This is ridiculous, where is my refund?")
+    assert "human agent" in complaint["answer"]
+
+
 def test_a_conversation_continues_across_requests(local_stack: LocalStack) -> None:
     first = chat(local_stack, "转人工")
     assert first["outcome"] == "handed_over"

@@ -8,7 +8,14 @@ from functools import lru_cache
 from kefu.chat import ChatService
 from kefu.decision import resolve_thresholds
 from kefu.errors import ConfigurationError
-from kefu.ports import ChatModel, Embedder, KnowledgeIndex, KnowledgeReader, SessionStore
+from kefu.ports import (
+    ChatModel,
+    Embedder,
+    KnowledgeIndex,
+    KnowledgeReader,
+    OrderSystem,
+    SessionStore,
+)
 from kefu.retrieval import Retriever
 from kefu.settings import Settings
 
@@ -132,6 +139,22 @@ def build_model(settings: Settings) -> ChatModel:
     )
 
 
+def build_orders(settings: Settings) -> OrderSystem | None:
+    if settings.orders == "none":
+        return None
+    from kefu.adapters.orders import HttpsOrderSystem, SampleOrderBook, secret_api_key
+
+    if settings.orders == "sample":
+        return SampleOrderBook()
+    if not settings.orders_url or not settings.orders_api_key_secret:
+        raise ConfigurationError(
+            "KEFU_ORDERS_URL and KEFU_ORDERS_API_KEY_SECRET are required with KEFU_ORDERS=https"
+        )
+    return HttpsOrderSystem(
+        settings.orders_url, api_key=secret_api_key(settings.orders_api_key_secret)
+    )
+
+
 def build_retriever(
     settings: Settings, *, embedder: Embedder, index: KnowledgeReader, use_head: bool = True
 ) -> Retriever:
@@ -150,6 +173,7 @@ def build_chat_service(
         retriever=build_retriever(settings, embedder=embedder, index=index),
         model=build_model(settings),
         sessions=build_sessions(settings),
+        orders=build_orders(settings),
         tenant=settings.tenant,
     )
 

@@ -11,7 +11,8 @@ from kefu.errors import DependencyUnavailable
 from kefu.masking import mask_personal_data
 from kefu.models import ChatRequest, ChatResponse, Session, Source, Turn
 from kefu.observability import logger
-from kefu.ports import AnswerContext, ChatModel, SessionStore
+from kefu.order_tools import INTENTS, NOT_FOUND, ORDERS_DOWN, describe, order_id_in, topic_of
+from kefu.ports import AnswerContext, ChatModel, OrderSystem, SessionStore
 from kefu.replies import (
     AI_DISCLOSURE,
     DECLINE,
@@ -41,12 +42,14 @@ class ChatService:
         retriever: Retriever,
         model: ChatModel,
         sessions: SessionStore,
+        orders: OrderSystem | None = None,
         tenant: str = "default",
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.retriever = retriever
         self.model = model
         self.sessions = sessions
+        self.orders = orders
         self.tenant = tenant
         self.clock = clock
 
@@ -67,6 +70,8 @@ class ChatService:
             response = self._small_talk(session_id, language, chatter)
         elif asks_for_human(request.message):
             response = self._hand_over(session_id, language)
+        elif self.orders is not None and (order_id := order_id_in(request.message)):
+            response = self._order(session_id, order_id, request.message, language)
         else:
             response = self._answer(session, request.message, language)
             if sounds_upset(request.message):
@@ -141,6 +146,32 @@ class ChatService:
             confidence=1.0,
             outcome="answered",
             model="rules",
+        )
+
+    def _order(
+        self, session_id: str, order_id: str, message: str, language: Language
+    ) -> ChatResponse:
+        """The order tools: what the order system says about the order the customer named."""
+        assert self.orders is not None
+        topic = topic_of(message)
+        try:
+            order = self.orders.find(order_id)
+        except DependencyUnavailable:
+            logger.exception("order system unavailable; declining with a hand-over offer")
+            return self._declined(session_id, new_id(), language, ORDERS_DOWN)
+        found = order is not None
+        return ChatResponse(
+            session_id=session_id,
+            turn_id=new_id(),
+            answer=describe(order, topic, language)
+            if order is not None
+            else NOT_FOUND[language].format(order_id=order_id),
+            language=language,
+            sources=[],
+            intent=INTENTS[topic],
+            confidence=1.0 if found else 0.0,
+            outcome="answered" if found else "declined",
+            model="orders",
         )
 
     def _declined(

@@ -135,3 +135,33 @@ class ChatModel(Protocol):
     name: str
 
     def answer(self, context: AnswerContext) -> ModelAnswer: ...
+
+
+@dataclass(frozen=True, slots=True)
+class TrackingEvent:
+    at: str  # ISO 8601, as the order system gives it
+    description: str
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    """What the enterprise's order system tells about one order: its status, its parcel's
+    tracking, a refund in progress, and until when it may be returned."""
+
+    order_id: str
+    status: str  # placed, paid, shipped, delivered, cancelled, returned
+    placed_at: str
+    items: tuple[str, ...]
+    carrier: str = ""
+    tracking_number: str = ""
+    tracking: tuple[TrackingEvent, ...] = ()
+    refund_status: str = ""  # "", requested, approved, refunded, rejected
+    returnable_until: str = ""  # ISO date; "" when it cannot be returned
+
+
+class OrderSystem(Protocol):
+    """The enterprise's order system, as the agent's tools read it."""
+
+    def find(self, order_id: str) -> Order | None:
+        """The order, or None when there is no such order. Raises DependencyUnavailable."""
+        ...

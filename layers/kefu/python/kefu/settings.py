@@ -17,6 +17,14 @@ class Settings(BaseSettings):
     embedder: Literal["e5", "hashing", "bedrock", "sagemaker"] = "e5"
     index: Literal["embedded", "opensearch"] = "embedded"
     sessions: Literal["sqlite", "dynamodb"] = "sqlite"
+    orders: Literal["none", "sample", "https"] = Field(
+        default="none",
+        description="The order system: none, the bundled sample book (make run), or HTTPS.",
+    )
+    orders_url: str | None = Field(default=None, description="The order API (KEFU_ORDERS=https).")
+    orders_api_key_secret: str | None = Field(
+        default=None, description="The Secrets Manager secret holding the order API's key."
+    )
 
     data_dir: Path = Field(default=Path(".kefu"), description="Where the local stack keeps state.")
     sessions_table: str | None = None

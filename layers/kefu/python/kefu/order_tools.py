@@ -1,0 +1,111 @@
+"""The agent's order tools without a model: an order number in the message is looked up in the
+order system, and what the customer asked about it (the parcel, a refund, a return, or the
+order as a whole) is answered from what the system says, in the customer's language."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from kefu.ports import Order
+from kefu.text import Language
+
+Topic = Literal["tracking", "refund", "return", "status"]
+
+# The shop's order numbers: a date and four digits ("20231105-8812"), or 12 to 20 digits.
+ORDER_ID = re.compile(r"(?<![\d-])(\d{8}-\d{4}|\d{12,20})(?![\d-])")
+_TOPICS: tuple[tuple[Topic, re.Pattern[str]], ...] = (
+    ("return", re.compile(r"退货|退回|换货|\breturn", re.IGNORECASE)),
+    ("refund", re.compile(r"退款|退钱|\brefund", re.IGNORECASE)),
+    (
+        "tracking",
+        re.compile(
+            r"物流|快递|到哪|发货|配送|运单|\b(track|tracking|where|deliver|delivery|shipping|"
+            r"shipped|parcel|package)\b",
+            re.IGNORECASE,
+        ),
+    ),
+)
+
+# The KB category an order question belongs to: the turn's intent.
+INTENTS: dict[Topic, str] = {
+    "tracking": "shipping",
+    "refund": "refunds",
+    "return": "returns",
+    "status": "orders",
+}
+_STATUS: dict[str, dict[Language, str]] = {
+    "placed": {"zh": "已下单，待付款", "en": "placed, awaiting payment"},
+    "paid": {"zh": "已付款，待发货", "en": "paid, not shipped yet"},
+    "shipped": {"zh": "已发货", "en": "shipped"},
+    "delivered": {"zh": "已签收", "en": "delivered"},
+    "cancelled": {"zh": "已取消", "en": "cancelled"},
+    "returned": {"zh": "已退货", "en": "returned"},
+}
+_REFUND: dict[str, dict[Language, str]] = {
+    "requested": {"zh": "退款申请已提交，等待审核", "en": "requested, awaiting review"},
+    "approved": {"zh": "退款已通过，正在原路退回", "en": "approved, on its way back to you"},
+    "refunded": {"zh": "已退款", "en": "refunded"},
+    "rejected": {"zh": "退款未通过", "en": "not approved"},
+}
+NOT_FOUND: dict[Language, str] = {
+    "zh": "没有找到订单 {order_id}。请核对订单号（可在「我的订单」中查看），或回复“转人工”。",
+    "en": "I couldn't find order {order_id}. Please check the number (it is under My orders), "
+    "or ask for a human agent.",
+}
+ORDERS_DOWN: dict[Language, str] = {
+    "zh": "抱歉，暂时无法查询订单系统。请稍后再试，或回复“转人工”由人工客服为您处理。",
+    "en": "Sorry, I can't reach the order system right now. Please try again shortly, or ask "
+    "for a human agent.",
+}
+
+
+def order_id_in(message: str) -> str | None:
+    found = ORDER_ID.search(message)
+    return found.group(1) if found else None
+
+
+def topic_of(message: str) -> Topic:
+    return next((topic for topic, pattern in _TOPICS if pattern.search(message)), "status")
+
+
+def describe(order: Order, topic: Topic, language: Language) -> str:
+    """What the order system says about `topic`, as a short answer."""
+    zh = language == "zh"
+    status = _STATUS.get(order.status, {"zh": order.status, "en": order.status})[language]
+    head = f"订单 {order.order_id}：{status}。" if zh else f"Order {order.order_id}: {status}."
+    lines = [head]
+    if topic in ("tracking", "status") and order.tracking_number:
+        parcel = f"{order.carrier} {order.tracking_number}".strip()
+        lines.append(f"快递：{parcel}。" if zh else f"Parcel: {parcel}.")
+        if order.tracking:
+            last = order.tracking[-1]
+            when = last.at.replace("T", " ")[:16]
+            lines.append(
+                f"最新物流（{when}）：{last.description}。"
+                if zh
+                else f"Latest update ({when}): {last.description}."
+            )
+    elif topic == "tracking":
+        lines.append("暂未发货，发货后可在此查询物流。" if zh else "It has not shipped yet.")
+    if topic in ("refund", "status") and order.refund_status:
+        refund = _REFUND.get(order.refund_status, {"zh": "", "en": ""})[language]
+        lines.append(f"退款：{refund}。" if zh else f"Refund: {refund}.")
+    elif topic == "refund":
+        lines.append("该订单没有退款申请。" if zh else "There is no refund on this order.")
+    if topic == "return":
+        if order.returnable_until:
+            lines.append(
+                f"可申请退货，截止日期 {order.returnable_until}：在「我的订单」中选择该订单，"
+                "点击「申请售后」，选择退货原因即可。"
+                if zh
+                else f"It can be returned until {order.returnable_until}: open it under My "
+                "orders, choose Return, and give the reason."
+            )
+        else:
+            lines.append(
+                "该订单目前不支持退货。如有疑问请回复“转人工”。"
+                if zh
+                else "It cannot be returned now. Ask for a human agent if you have questions."
+            )
+    return "\n".join(lines)
