@@ -63,6 +63,9 @@ class ChatService:
             session = Session(session_id=session_id)
         language: Language = request.language or detect_language(request.message)
         first_turn = not session.turns
+        # What is stored, logged or sent to a model: contact details and identity numbers
+        # masked. Retrieval and the order lookup read the message as it came, in memory only.
+        masked = mask_personal_data(request.message, language=language)
 
         # "Are you a real person?" is a question about the agent, not a request for one.
         chatter = small_talk(request.message)
@@ -73,7 +76,7 @@ class ChatService:
         elif self.orders is not None and (order_id := order_id_in(request.message)):
             response = self._order(session_id, order_id, request.message, language)
         else:
-            response = self._answer(session, request.message, language)
+            response = self._answer(session, request.message, masked, language)
             if sounds_upset(request.message):
                 response = _offering_a_human(response, language)
 
@@ -83,7 +86,7 @@ class ChatService:
             )
         turn = Turn(
             turn_id=response.turn_id,
-            message=request.message,
+            message=masked,
             answer=response.answer,
             language=language,
             outcome=response.outcome,
@@ -102,7 +105,7 @@ class ChatService:
                 extra={
                     "session_id": session_id,
                     "turn_id": turn.turn_id,
-                    "unstored_message": mask_personal_data(turn.message, language=language),
+                    "unstored_message": turn.message,
                     "unstored_answer": turn.answer,
                     "outcome": turn.outcome,
                     "handed_over": handed_over,
@@ -195,7 +198,10 @@ class ChatService:
             model="rules",
         )
 
-    def _answer(self, session: Session, message: str, language: Language) -> ChatResponse:
+    def _answer(
+        self, session: Session, message: str, masked: str, language: Language
+    ) -> ChatResponse:
+        """`message` is retrieved for; the model is given `masked`."""
         turn_id = new_id()
         try:
             decision = self.retriever.decide(message, language=language, tenant=self.tenant)
@@ -211,7 +217,7 @@ class ChatService:
             answer, model_name, intent = best.text, "faq", best.category or "general"
         else:
             context = AnswerContext(
-                question=message,
+                question=masked,
                 language=language,
                 hits=decision.hits,
                 history=session.turns[-HISTORY_WINDOW:],

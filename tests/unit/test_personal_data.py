@@ -1,0 +1,67 @@
+"""Personal data a customer types is masked before it is stored, logged or sent to a model: a test
+plants some and looks for it everywhere the turn went."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kefu.adapters.sessions import SqliteSessionStore
+from kefu.chat import ChatService
+from kefu.models import ChatRequest
+from kefu.ports import AnswerContext, ModelAnswer
+
+PHONE, EMAIL = "13812345678", "li.ming@example.com"
+ID_NUMBER, CARD = "11010519491231002X", "4111 1111 1111 1111"
+PLANTED = (PHONE, EMAIL, ID_NUMBER, CARD)
+
+
+class _RecordingModel:
+    name = "recording"
+
+    def __init__(self) -> None:
+        self.contexts: list[AnswerContext] = []
+
+    def answer(self, context: AnswerContext) -> ModelAnswer:
+        self.contexts.append(context)
+        return ModelAnswer(text="Water damage is not covered by the warranty.", model=self.name)
+
+
+def test_planted_personal_data_is_nowhere_in_the_clear(
+    retriever: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a customer who types every kind of contact and identity data into two messages
+    model = _RecordingModel()
+    store = tmp_path / "sessions.sqlite3"
+    service = ChatService(retriever=retriever, model=model, sessions=SqliteSessionStore(store))
+    first = service.handle(
+        ChatRequest(
+            message=f"Is damage from water or drops covered under warranty? Call me on {PHONE} "
+            f"or mail {EMAIL}"
+        )
+    )
+    service.handle(
+        ChatRequest(
+            session_id=first.session_id,
+            message=f"Is water damage covered under warranty? My ID is {ID_NUMBER}, card {CARD}",
+        )
+    )
+
+    # Then the model was asked, but saw none of it, in the question or the history
+    assert model.contexts, "the passage question should reach the model"
+    sent = " ".join(
+        [c.question for c in model.contexts]
+        + [t.message for c in model.contexts for t in c.history]
+    )
+    assert "[phone]" in sent or "[email]" in sent
+    # And neither the stored turns nor the logs hold it
+    with sqlite3.connect(store) as db:
+        stored = " ".join(str(row) for row in db.execute("SELECT * FROM turns"))
+    logged = capsys.readouterr()
+    for place, text in (("model", sent), ("store", stored), ("log", logged.out + logged.err)):
+        for value in PLANTED:
+            assert value not in text, f"{value} in the clear in the {place}"
+            assert value.replace(" ", "") not in text.replace(" ", ""), place
