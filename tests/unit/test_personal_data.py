@@ -65,3 +65,55 @@ def test_planted_personal_data_is_nowhere_in_the_clear(
         for value in PLANTED:
             assert value not in text, f"{value} in the clear in the {place}"
             assert value.replace(" ", "") not in text.replace(" ", ""), place
+
+
+class _ChattyModel:
+    """A model that writes contact details: one from its source, one of the customer's, and
+    one it made up."""
+
+    name = "chatty"
+
+    def answer(self, context: AnswerContext) -> ModelAnswer:
+        return ModelAnswer(
+            text="Not covered. We will write to you at li.ming@example.com; for repairs call "
+            "400-820-1234 or the warranty desk at 021-5555-0199.",
+            model=self.name,
+        )
+
+
+def test_an_answer_never_carries_contact_details_nobody_gave(retriever: Any) -> None:
+    from kefu.models import Chunk, SearchHit
+
+    # Given a source that names the warranty desk's number, and a customer who gives an e-mail
+    desk = Chunk(
+        id="warranty.en.md#9",
+        kind="passage",
+        lang="en",
+        title="Warranty",
+        text="Water damage is not covered. Warranty desk: 021-5555-0199.",
+        keys=(),
+    )
+
+    class _Index:
+        version = "1"
+
+        def search(self, query: Any) -> list[SearchHit]:
+            return [SearchHit(chunk=desk, score=0.95, dense=0.95, lexical=0.0, nearest=0.95)]
+
+        def load_head(self, tenant: str) -> None:
+            return None
+
+    retriever.index = _Index()
+    service = ChatService(
+        retriever=retriever, model=_ChattyModel(), sessions=SqliteSessionStore(":memory:")
+    )
+
+    reply = service.handle(
+        ChatRequest(message="Is water damage covered? I'm li.ming@example.com", language="en")
+    )
+
+    # Then the customer's e-mail and the source's number stay; the made-up number does not
+    assert "li.ming@example.com" in reply.answer
+    assert "021-5555-0199" in reply.answer
+    assert "400-820-1234" not in reply.answer
+    assert "[phone]" in reply.answer

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from kefu.decision import Decision
 from kefu.errors import DependencyUnavailable
-from kefu.masking import mask_personal_data
+from kefu.masking import mask_personal_data, mask_unless_given
 from kefu.models import ChatRequest, ChatResponse, Session, Source, Turn
 from kefu.observability import logger
 from kefu.order_tools import INTENTS, NOT_FOUND, ORDERS_DOWN, describe, order_id_in, topic_of
@@ -228,7 +228,10 @@ class ChatService:
                 # No confident FAQ entry to fall back on (it would have answered directly).
                 logger.exception("chat model unavailable; declining with a hand-over offer")
                 return self._declined(session.session_id, turn_id, language, MODEL_DOWN, decision)
-            answer, model_name = reply.text, reply.model
+            # Contact details the model wrote that neither the customer nor a source gave.
+            given = [message, *(hit.chunk.text for hit in decision.hits)]
+            answer = mask_unless_given(reply.text, given, language=language)
+            model_name = reply.model
             intent = decision.hits[0].chunk.category or "general"
         return ChatResponse(
             session_id=session.session_id,

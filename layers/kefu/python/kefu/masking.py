@@ -15,7 +15,7 @@ still reads as a sentence.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 _SEP = r"[ .\-]?"
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
@@ -56,22 +56,46 @@ def _passes_luhn(digits: str) -> bool:
     return total % 10 == 0
 
 
-def _replace_if(check: Callable[[str], bool], placeholder: str) -> Callable[[re.Match[str]], str]:
-    def replace(match: re.Match[str]) -> str:
-        return placeholder if check(match.group()) else match.group()
-
-    return replace
-
-
-def mask_personal_data(text: str, *, language: str = "zh") -> str:
-    """`text` with every e-mail, identity number, card number and phone number replaced."""
+def mask_personal_data(
+    text: str, *, language: str = "zh", keep: Callable[[str], bool] | None = None
+) -> str:
+    """`text` with every e-mail, identity number, card number and phone number replaced, but
+    those `keep` says to keep."""
     slot = 0 if language == "zh" else 1
-    text = _EMAIL.sub(_PLACEHOLDERS["email"][slot], text)
-    text = _ID_CARD.sub(_replace_if(_is_identity_number, _PLACEHOLDERS["id_card"][slot]), text)
-    card = _replace_if(
-        lambda s: _passes_luhn(re.sub(r"\D", "", s)), _PLACEHOLDERS["bank_card"][slot]
-    )
-    text = _CARD.sub(card, text)
+
+    def masking(
+        kind: str, check: Callable[[str], bool] = lambda _: True
+    ) -> Callable[[re.Match[str]], str]:
+        def replace(match: re.Match[str]) -> str:
+            found = match.group()
+            if not check(found) or (keep is not None and keep(found)):
+                return found
+            return _PLACEHOLDERS[kind][slot]
+
+        return replace
+
+    text = _EMAIL.sub(masking("email"), text)
+    text = _ID_CARD.sub(masking("id_card", _is_identity_number), text)
+    text = _CARD.sub(masking("bank_card", lambda s: _passes_luhn(re.sub(r"\D", "", s))), text)
     for pattern in _PHONES:
-        text = pattern.sub(_PLACEHOLDERS["phone"][slot], text)
+        text = pattern.sub(masking("phone"), text)
     return text
+
+
+_NUMBER_RUN = re.compile(r"[\d+][\d ()\-.]*\d")
+
+
+def mask_unless_given(text: str, given: Sequence[str], *, language: str = "zh") -> str:
+    """`text` (an answer) with the contact details and identity numbers masked that none of
+    `given` (the customer's message, the sources it was answered from) contains: an answer
+    never carries such data that nobody gave it."""
+    emails = {found.lower() for source in given for found in _EMAIL.findall(source)}
+    numbers = {re.sub(r"\D", "", run) for source in given for run in _NUMBER_RUN.findall(source)}
+
+    def keep(found: str) -> bool:
+        if "@" in found:
+            return found.lower() in emails
+        digits = re.sub(r"\D", "", found)
+        return any(digits and digits in number for number in numbers)
+
+    return mask_personal_data(text, language=language, keep=keep)
