@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 from kefu.decision import Decision
 from kefu.errors import DependencyUnavailable
+from kefu.follow_up import follow_up_topic
 from kefu.masking import mask_personal_data, mask_unless_given
 from kefu.models import ChatRequest, ChatResponse, Session, Source, Turn
 from kefu.observability import logger
@@ -177,6 +178,18 @@ class ChatService:
             model="orders",
         )
 
+    def _decide(self, session: Session, message: str, language: Language) -> Decision:
+        """A follow-up is retrieved within the conversation's topic first; a new question, or a
+        follow-up its topic does not answer, across the whole KB."""
+        topic = follow_up_topic(message, session.turns)
+        if topic is not None:
+            within = self.retriever.decide(
+                message, language=language, tenant=self.tenant, category=topic
+            )
+            if within.kind != "decline":
+                return within
+        return self.retriever.decide(message, language=language, tenant=self.tenant)
+
     def _declined(
         self,
         session_id: str,
@@ -204,7 +217,7 @@ class ChatService:
         """`message` is retrieved for; the model is given `masked`."""
         turn_id = new_id()
         try:
-            decision = self.retriever.decide(message, language=language, tenant=self.tenant)
+            decision = self._decide(session, message, language)
         except DependencyUnavailable:
             logger.exception("retrieval unavailable; declining with a hand-over offer")
             return self._declined(session.session_id, turn_id, language, RETRIEVAL_DOWN)

@@ -78,7 +78,13 @@ class Retriever:
         return head
 
     def search(
-        self, question: str, *, language: Language | None, tenant: str, limit: int | None = None
+        self,
+        question: str,
+        *,
+        language: Language | None,
+        tenant: str,
+        limit: int | None = None,
+        category: str | None = None,
     ) -> list[SearchHit]:
         """The best chunks for a question; with the tenant's head, its FAQ entries re-ranked
         and given the head's probability and their fit (where the head knows them all)."""
@@ -91,6 +97,7 @@ class Retriever:
             language=language,
             tenant=tenant,
             limit=max(limit, self.ranking.candidates) if head else limit,
+            category=category,
         )
         hits = self.index.search(query)
         if head is not None:
@@ -106,8 +113,16 @@ class Retriever:
                 hits = _rerank(hits, ranked)
         return hits[:limit]
 
-    def decide(self, question: str, *, language: Language | None, tenant: str) -> Decision:
-        return decide(self.search(question, language=language, tenant=tenant), self.thresholds)
+    def decide(
+        self,
+        question: str,
+        *,
+        language: Language | None,
+        tenant: str,
+        category: str | None = None,
+    ) -> Decision:
+        hits = self.search(question, language=language, tenant=tenant, category=category)
+        return decide(hits, self.thresholds)
 
 
 def _rerank(hits: list[SearchHit], ranked: Ranked) -> list[SearchHit]:

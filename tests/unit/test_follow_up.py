@@ -1,0 +1,65 @@
+"""Follow-ups without a model: a short continuation is retrieved within the conversation's topic."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from kefu.chat import ChatService
+from kefu.follow_up import follow_up_topic
+from kefu.models import ChatRequest, Turn
+
+AT = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def turn(intent: str, outcome: str = "answered") -> Turn:
+    return Turn(
+        turn_id="t",
+        message="m",
+        answer="a",
+        language="zh",
+        outcome=outcome,  # type: ignore[arg-type]
+        intent=intent,
+        at=AT,
+    )
+
+
+@pytest.mark.parametrize(
+    ("message", "history", "topic"),
+    [
+        ("那运费呢？", [turn("returns")], "returns"),
+        ("还有多久到账", [turn("refunds")], "refunds"),
+        ("and the shipping cost?", [turn("returns")], "returns"),
+        ("What about the red one?", [turn("products")], "products"),
+        ("那运费呢？", [], None),  # nothing to follow up
+        ("那运费呢？", [turn("unknown", "declined")], None),  # nothing was answered
+        ("那运费呢？", [turn("returns"), turn("small_talk")], "returns"),  # the last answered topic
+        ("运费怎么算？", [turn("returns")], None),  # a question of its own
+        (
+            "and could you also tell me how the loyalty points on my account are calculated?",
+            [turn("returns")],
+            None,
+        ),
+    ],
+)
+def test_a_short_continuation_follows_up_the_last_answered_topic(
+    message: str, history: list[Turn], topic: str | None
+) -> None:
+    assert follow_up_topic(message, history) == topic
+
+
+def test_a_follow_up_is_answered_within_the_conversations_topic(
+    chat_service: ChatService,
+) -> None:
+    first = chat_service.handle(ChatRequest(message="How long does a refund take?"))
+    assert first.sources[0].id == "refund-01-en"
+
+    follow = chat_service.handle(
+        ChatRequest(message="and how long does that take?", session_id=first.session_id)
+    )
+    fresh = chat_service.handle(ChatRequest(message="and how long does that take?"))
+
+    assert follow.outcome == "answered"
+    assert follow.sources[0].id == "refund-01-en"
+    assert not fresh.sources or fresh.sources[0].id != "refund-01-en"
