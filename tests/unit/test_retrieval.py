@@ -118,3 +118,31 @@ def test_build_retriever_resolves_the_thresholds_for_its_embedder() -> None:
     assert not plain.use_head
     with pytest.raises(ConfigurationError, match="KEFU_FAQ_THRESHOLD"):
         build_retriever(Settings(), embedder=_Titan(), index=_Unused())  # type: ignore[arg-type]
+
+
+class _CountingEmbedder(_Embedder):
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def embed_queries(self, texts: list[str]) -> np.ndarray:
+        self.calls += 1
+        return super().embed_queries(texts)
+
+
+def test_a_topic_is_searched_first_and_the_whole_kb_after_with_one_embedding() -> None:
+    embedder = _CountingEmbedder()
+    declined = _Index([hit("faq-1", "faq", 0.5)])
+    retriever = Retriever(embedder=embedder, index=declined, thresholds=THRESHOLDS)  # type: ignore[arg-type]
+
+    decision = retriever.decide("and then?", language="en", tenant="acme", topic="returns")
+
+    assert decision.kind == "decline"
+    assert [q.category for q in declined.queries] == ["returns", None]
+    assert embedder.calls == 1
+    # A topic that answers is the decision: the whole KB is not searched
+    answered = _Index([hit("faq-1", "faq", 0.85)])
+    retriever.index = answered
+    assert (
+        retriever.decide("and then?", language="en", tenant="acme", topic="returns").kind == "faq"
+    )
+    assert [q.category for q in answered.queries] == ["returns"]

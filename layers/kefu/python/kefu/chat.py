@@ -10,7 +10,7 @@ from kefu.decision import Decision
 from kefu.errors import DependencyUnavailable
 from kefu.follow_up import follow_up_topic
 from kefu.masking import mask_personal_data, mask_unless_given
-from kefu.models import ChatRequest, ChatResponse, Session, Source, Turn
+from kefu.models import ChatRequest, ChatResponse, Outcome, Session, Source, Turn
 from kefu.observability import logger
 from kefu.order_tools import INTENTS, NOT_FOUND, ORDERS_DOWN, describe, order_id_in, topic_of
 from kefu.ports import AnswerContext, ChatModel, OrderSystem, SessionStore
@@ -127,30 +127,10 @@ class ChatService:
         return response
 
     def _hand_over(self, session_id: str, language: Language) -> ChatResponse:
-        return ChatResponse(
-            session_id=session_id,
-            turn_id=new_id(),
-            answer=HANDOVER[language],
-            language=language,
-            sources=[],
-            intent="human_agent",
-            confidence=1.0,
-            outcome="handed_over",
-            model="rules",
-        )
+        return _reply(session_id, language, HANDOVER[language], "human_agent", "handed_over")
 
     def _small_talk(self, session_id: str, language: Language, kind: SmallTalk) -> ChatResponse:
-        return ChatResponse(
-            session_id=session_id,
-            turn_id=new_id(),
-            answer=REPLIES[kind][language],
-            language=language,
-            sources=[],
-            intent="small_talk",
-            confidence=1.0,
-            outcome="answered",
-            model="rules",
-        )
+        return _reply(session_id, language, REPLIES[kind][language], "small_talk", "answered")
 
     def _order(
         self, session_id: str, order_id: str, message: str, language: Language
@@ -162,54 +142,12 @@ class ChatService:
             order = self.orders.find(order_id)
         except DependencyUnavailable:
             logger.exception("order system unavailable; declining with a hand-over offer")
-            return self._declined(session_id, new_id(), language, ORDERS_DOWN)
-        found = order is not None
-        return ChatResponse(
-            session_id=session_id,
-            turn_id=new_id(),
-            answer=describe(order, topic, language)
-            if order is not None
-            else NOT_FOUND[language].format(order_id=order_id),
-            language=language,
-            sources=[],
-            intent=INTENTS[topic],
-            confidence=1.0 if found else 0.0,
-            outcome="answered" if found else "declined",
-            model="orders",
-        )
-
-    def _decide(self, session: Session, message: str, language: Language) -> Decision:
-        """A follow-up is retrieved within the conversation's topic first; a new question, or a
-        follow-up its topic does not answer, across the whole KB."""
-        topic = follow_up_topic(message, session.turns)
-        if topic is not None:
-            within = self.retriever.decide(
-                message, language=language, tenant=self.tenant, category=topic
-            )
-            if within.kind != "decline":
-                return within
-        return self.retriever.decide(message, language=language, tenant=self.tenant)
-
-    def _declined(
-        self,
-        session_id: str,
-        turn_id: str,
-        language: Language,
-        reply: dict[Language, str],
-        decision: Decision | None = None,
-    ) -> ChatResponse:
-        """A turn declined because a dependency failed: the customer is offered a human."""
-        return ChatResponse(
-            session_id=session_id,
-            turn_id=turn_id,
-            answer=reply[language],
-            language=language,
-            sources=[],
-            intent="unknown",
-            confidence=decision.confidence if decision else 0.0,
-            outcome="declined",
-            model="rules",
-        )
+            return _declined(session_id, language, ORDERS_DOWN)
+        if order is None:
+            answer = NOT_FOUND[language].format(order_id=order_id)
+            return _reply(session_id, language, answer, INTENTS[topic], "declined", "orders", 0.0)
+        answer = describe(order, topic, language)
+        return _reply(session_id, language, answer, INTENTS[topic], "answered", "orders")
 
     def _answer(
         self, session: Session, message: str, masked: str, language: Language
@@ -217,10 +155,16 @@ class ChatService:
         """`message` is retrieved for; the model is given `masked`."""
         turn_id = new_id()
         try:
-            decision = self._decide(session, message, language)
+            # A follow-up is answered within the conversation's topic where it can be.
+            decision = self.retriever.decide(
+                message,
+                language=language,
+                tenant=self.tenant,
+                topic=follow_up_topic(message, session.turns),
+            )
         except DependencyUnavailable:
             logger.exception("retrieval unavailable; declining with a hand-over offer")
-            return self._declined(session.session_id, turn_id, language, RETRIEVAL_DOWN)
+            return _declined(session.session_id, language, RETRIEVAL_DOWN)
 
         sources = _sources(decision)
         if decision.kind == "decline":
@@ -240,7 +184,7 @@ class ChatService:
             except DependencyUnavailable:
                 # No confident FAQ entry to fall back on (it would have answered directly).
                 logger.exception("chat model unavailable; declining with a hand-over offer")
-                return self._declined(session.session_id, turn_id, language, MODEL_DOWN, decision)
+                return _declined(session.session_id, language, MODEL_DOWN, decision.confidence)
             # Contact details the model wrote that neither the customer nor a source gave.
             given = [message, *(hit.chunk.text for hit in decision.hits)]
             answer = mask_unless_given(reply.text, given, language=language)
@@ -257,6 +201,36 @@ class ChatService:
             outcome="declined" if decision.kind == "decline" else "answered",
             model=model_name,
         )
+
+
+def _reply(
+    session_id: str,
+    language: Language,
+    answer: str,
+    intent: str,
+    outcome: Outcome,
+    model: str = "rules",
+    confidence: float = 1.0,
+) -> ChatResponse:
+    """A turn answered without retrieval (rules, the order system)."""
+    return ChatResponse(
+        session_id=session_id,
+        turn_id=new_id(),
+        answer=answer,
+        language=language,
+        sources=[],
+        intent=intent,
+        confidence=confidence,
+        outcome=outcome,
+        model=model,
+    )
+
+
+def _declined(
+    session_id: str, language: Language, reply: dict[Language, str], confidence: float = 0.0
+) -> ChatResponse:
+    """A turn declined because a dependency failed: the customer is offered a human."""
+    return _reply(session_id, language, reply[language], "unknown", "declined", "rules", confidence)
 
 
 def _offering_a_human(response: ChatResponse, language: Language) -> ChatResponse:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from kefu.decision import Decision, Thresholds, decide
 from kefu.errors import DependencyUnavailable
@@ -14,6 +15,9 @@ from kefu.models import SearchHit
 from kefu.observability import logger
 from kefu.ports import Embedder, KnowledgeReader, SearchQuery
 from kefu.text import Language
+
+if TYPE_CHECKING:
+    from kefu.ports import Vectors
 
 # How often a retriever asks whether the KB version moved on (and the head with it).
 HEAD_REFRESH_SECONDS = 30.0
@@ -89,6 +93,17 @@ class Retriever:
         """The best chunks for a question; with the tenant's head, its FAQ entries re-ranked
         and given the head's probability and their fit (where the head knows them all)."""
         vector = self.embedder.embed_queries([question])[0]
+        return self._search(question, vector, language, tenant, limit, category)
+
+    def _search(
+        self,
+        question: str,
+        vector: Vectors,
+        language: Language | None,
+        tenant: str,
+        limit: int | None,
+        category: str | None,
+    ) -> list[SearchHit]:
         limit = limit or self.limit
         head = self.head(tenant) if self.use_head else None
         query = SearchQuery(
@@ -119,9 +134,19 @@ class Retriever:
         *,
         language: Language | None,
         tenant: str,
-        category: str | None = None,
+        topic: str | None = None,
     ) -> Decision:
-        hits = self.search(question, language=language, tenant=tenant, category=category)
+        """The decision on the question; with a `topic` (a KB category, the conversation's),
+        within that topic first, and across the whole KB when the topic does not answer it.
+        The question is embedded once."""
+        vector = self.embedder.embed_queries([question])[0]
+        if topic is not None:
+            within = decide(
+                self._search(question, vector, language, tenant, None, topic), self.thresholds
+            )
+            if within.kind != "decline":
+                return within
+        hits = self._search(question, vector, language, tenant, None, None)
         return decide(hits, self.thresholds)
 
 
