@@ -57,6 +57,11 @@ class ChatResponse(BaseModel):
     confidence: float = Field(ge=0.0, le=1.0)
     outcome: Outcome
     model: str
+    slots: dict[str, str] = Field(
+        default_factory=dict,
+        description="What the conversation has established for its intent: order_id, "
+        "product, reason.",
+    )
 
 
 class HealthResponse(BaseModel):
@@ -155,6 +160,15 @@ class Turn:
 
 @dataclass(slots=True)
 class Session:
+    """A conversation as memory keeps it: the recent turns (a window), a rolling summary of the
+    older ones, what the customer is trying to do (`intent`, a KB category) and what is known
+    about it (`slots`: order id, product, reason). `version` counts the saves (0: never saved)."""
+
     session_id: str
     turns: list[Turn] = field(default_factory=list)
     handed_over: bool = False
+    summary: str = ""
+    intent: str = ""
+    slots: dict[str, str] = field(default_factory=dict)
+    version: int = 0
+    turn_count: int = 0

@@ -5,9 +5,11 @@ order as a whole) is answered from what the system says, in the customer's langu
 from __future__ import annotations
 
 import re
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
-from kefu.ports import Order
+from kefu.errors import DependencyUnavailable
+from kefu.ports import Order, OrderSystem, ToolSpec
 from kefu.text import Language
 
 Topic = Literal["tracking", "refund", "return", "status"]
@@ -109,3 +111,96 @@ def describe(order: Order, topic: Topic, language: Language) -> str:
                 else "It cannot be returned now. Ask for a human agent if you have questions."
             )
     return "\n".join(lines)
+
+
+# --- the same lookups as tools a model calls --------------------------------------------------
+
+_ORDER_ID_INPUT: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "order_id": {
+            "type": "string",
+            "description": "The order number the customer gave, e.g. 20231105-8812.",
+        }
+    },
+    "required": ["order_id"],
+}
+ORDER_TOOL_SPECS: tuple[ToolSpec, ...] = (
+    ToolSpec(
+        "get_order_status",
+        "The status of one order (placed, paid, shipped, delivered, cancelled, returned), "
+        "when it was placed and its items.",
+        _ORDER_ID_INPUT,
+    ),
+    ToolSpec(
+        "track_parcel",
+        "The carrier, tracking number and tracking events of an order's parcel.",
+        _ORDER_ID_INPUT,
+    ),
+    ToolSpec(
+        "get_refund_status",
+        "The state of a refund on an order: none, requested, approved, refunded or rejected.",
+        _ORDER_ID_INPUT,
+    ),
+    ToolSpec(
+        "check_return_eligibility",
+        "Whether an order can be returned now, and until when.",
+        _ORDER_ID_INPUT,
+    ),
+)
+
+
+def eligible_for_return(order: Order) -> bool:
+    """The order system decides: it gives a date until which the order may be returned, or
+    none when it cannot be."""
+    return bool(order.returnable_until) and order.status not in ("cancelled", "returned")
+
+
+class OrderTools:
+    """The order system as `Tools`: what a model calls, and what the turn without a model calls
+    through `lookup`."""
+
+    specs = ORDER_TOOL_SPECS
+
+    def __init__(self, orders: OrderSystem) -> None:
+        self._orders = orders
+
+    def lookup(self, order_id: str) -> Order | None:
+        """Raises DependencyUnavailable."""
+        return self._orders.find(order_id)
+
+    def call(self, name: str, arguments: Mapping[str, Any]) -> dict[str, Any]:
+        if name not in {spec.name for spec in ORDER_TOOL_SPECS}:
+            return {"error": f"unknown tool {name!r}"}
+        order_id = str(arguments.get("order_id", "")).strip()
+        if not ORDER_ID.fullmatch(order_id):
+            return {"error": "order_id must be an order number such as 20231105-8812"}
+        try:
+            order = self._orders.find(order_id)
+        except DependencyUnavailable:
+            return {"error": "the order system is unavailable; offer a human agent"}
+        if order is None:
+            return {"error": f"no order {order_id}"}
+        if name == "get_order_status":
+            return {
+                "order_id": order.order_id,
+                "status": order.status,
+                "placed_at": order.placed_at,
+                "items": list(order.items),
+            }
+        if name == "track_parcel":
+            return {
+                "order_id": order.order_id,
+                "status": order.status,
+                "carrier": order.carrier,
+                "tracking_number": order.tracking_number,
+                "events": [{"at": e.at, "description": e.description} for e in order.tracking],
+            }
+        if name == "get_refund_status":
+            return {"order_id": order.order_id, "refund_status": order.refund_status or "none"}
+        return {
+            "order_id": order.order_id,
+            "status": order.status,
+            "eligible": eligible_for_return(order),
+            "returnable_until": order.returnable_until,
+        }

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from kefu.models import Chunk, SearchHit, Session, StoredChunk, Turn
 from kefu.text import Language
@@ -105,36 +105,97 @@ class KnowledgeIndex(KnowledgeReader, KnowledgeWriter, Protocol):
     stored head too (to stamp and to check a head)."""
 
 
+class SessionConflict(Exception):
+    """Another request saved the session since it was read: read it again and redo the change."""
+
+
 class SessionStore(Protocol):
-    """Conversation memory, one record per session."""
+    """Conversation memory: one bounded record per session (`kefu.memory` keeps it bounded)."""
 
     def get(self, session_id: str) -> Session | None: ...
 
-    def append(self, session_id: str, turn: Turn, *, handed_over: bool) -> None: ...
+    def save(self, session: Session) -> None:
+        """Store the session, whose `version` is the one read (0 for a new session), as version
+        `version + 1`. Raises `SessionConflict` when the stored version moved on in between,
+        and `DependencyUnavailable` when the store cannot be reached."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    """A function a model may call: its name, what it does, and its input's JSON schema."""
+
+    name: str
+    description: str
+    input_schema: Mapping[str, Any]
+
+
+class Tools(Protocol):
+    """The functions a model may call while answering (the order tools)."""
+
+    @property
+    def specs(self) -> Sequence[ToolSpec]: ...
+
+    def call(self, name: str, arguments: Mapping[str, Any]) -> dict[str, Any]:
+        """The tool's result as JSON-ready data. A failure is a result (`{"error": ...}`) the
+        model can explain, never an exception."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
 class AnswerContext:
-    """Everything a chat model needs to answer one customer message."""
+    """Everything a chat model needs to answer one customer message.
+
+    `summary` is the rolling summary of the turns older than `history`; `facts` what the
+    conversation has established (its intent and slots: order id, product, reason); `tools` the
+    functions the model may call, if any.
+    """
 
     question: str
     language: Language
     hits: Sequence[SearchHit]
     history: Sequence[Turn]
+    summary: str = ""
+    facts: Mapping[str, str] = field(default_factory=dict)
+    tools: Tools | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class ModelAnswer:
+    """A model's answer. `sources` are the ids of the sources it says it used (None when it did
+    not say); `tools_used` the tools it called, in order."""
+
     text: str
     model: str
+    sources: tuple[str, ...] | None = None
+    tools_used: tuple[str, ...] = ()
 
 
 class ChatModel(Protocol):
-    """Writes an answer from the retrieved context. Never called for uncovered questions."""
+    """Writes an answer from the retrieved context (and the tools, when given). Never called
+    for uncovered questions. Raises `DependencyUnavailable` when it cannot answer."""
 
     name: str
 
     def answer(self, context: AnswerContext) -> ModelAnswer: ...
+
+
+@runtime_checkable
+class ConversationModel(Protocol):
+    """A language model that can also resolve a follow-up into a standalone question and fold
+    old turns into the rolling summary (Claude). The extractive model cannot; the chat turn
+    then conditions retrieval on the conversation's topic and summarises extractively."""
+
+    def standalone_question(
+        self, message: str, history: Sequence[Turn], summary: str, language: Language
+    ) -> str:
+        """`message` rewritten to be understood without the conversation. Raises
+        `DependencyUnavailable`."""
+        ...
+
+    def summarize(self, summary: str, turns: Sequence[Turn], language: Language) -> str:
+        """The rolling `summary` with `turns` folded in, short. Raises `DependencyUnavailable`."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,6 +38,12 @@ class Settings(BaseSettings):
         default="us-east-1", validation_alias=AliasChoices("KEFU_AWS_REGION", "AWS_REGION")
     )
     session_ttl_hours: int = Field(default=72, gt=0)
+    memory_tokens: int = Field(
+        default=2048,
+        ge=256,
+        le=32768,
+        description="The conversation kept verbatim; older turns fold into a rolling summary.",
+    )
     bedrock_model_id: str = Field(
         default="anthropic.claude-3-5-haiku-20241022-v1:0",
         description="The Converse model that writes answers (KEFU_MODEL=bedrock).",
