@@ -3,6 +3,7 @@
 python -m kb_ingest.evaluate --kb KB.jsonl --queries Q.jsonl [--calibrate DEV.jsonl] [--json]
 python -m kb_ingest.evaluate --sample [--calibrate-sample]   # the bundled sample KB
 python -m kb_ingest.evaluate --datasets ../shared/datasets   # every dataset folder in there
+python -m kb_ingest.evaluate --dialogues FILE [--json]   # whole conversations (kb_ingest.dialogues)
 ... [--no-head]     # ranked and accepted by similarity alone, as without a trained FAQ head
 ... [--nearest-training]   # the FAQ head trained as a large KB's is (nearest entries only)
 ... [--tune-encoder]   # e5 tuned on each KB but the sample's first (kb_ingest.tuning; cached)
@@ -30,6 +31,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from kb_ingest import SAMPLE_KB, SAMPLE_KB_PATHS
+from kb_ingest.dialogues import report_dialogues
 from kb_ingest.head_training import Training
 from kb_ingest.pipeline import ingest
 from kefu.adapters.embedded_index import EmbeddedIndex
@@ -350,6 +352,11 @@ def main(argv: list[str] | None = None) -> int:
         "make tune-deps; tuned images are cached under KEFU_DATA_DIR/tuned)",
     )
     parser.add_argument("--e5-model", type=Path, help="an e5 image tuned on the KB")
+    parser.add_argument(
+        "--dialogues",
+        type=Path,
+        help="multi-turn dialogues (JSONL) through the local chat service on the sample KB",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
 
@@ -361,6 +368,22 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--tune-encoder and --e5-model go with the e5 embedder")
     if args.tune_encoder and args.e5_model:
         parser.error("--tune-encoder tunes the bundled e5 image: give it or --e5-model")
+    if args.dialogues:
+        retrieval_only = (
+            "kb",
+            "queries",
+            "calibrate",
+            "sample",
+            "datasets",
+            "calibrate_sample",
+            "no_head",
+            "nearest_training",
+            "tune_encoder",
+        )
+        if any(getattr(args, name) for name in retrieval_only):
+            parser.error("--dialogues takes only --embedder, --e5-model and --json")
+        print(report_dialogues(args.dialogues, settings, as_json=args.json))
+        return 0
     reports = _run(args, settings)
     if not reports:
         parser.error("give --sample, --datasets, or --kb and --queries")

@@ -21,7 +21,10 @@ def turns_stored(data_dir: Path) -> int:
     if not path.exists():
         return 0
     with sqlite3.connect(path) as db:
-        return int(db.execute("SELECT COUNT(*) FROM turns").fetchone()[0])
+        return sum(
+            json.loads(body)["turn_count"]
+            for (body,) in db.execute("SELECT body FROM conversations")
+        )
 
 
 def test_a_question_gets_the_full_response_shape(invoke: Invoke) -> None:
@@ -38,6 +41,7 @@ def test_a_question_gets_the_full_response_shape(invoke: Invoke) -> None:
         "confidence",
         "outcome",
         "model",
+        "slots",
     }
     assert reply["outcome"] == "answered"
     assert reply["sources"][0]["id"] == "refund-01-en"

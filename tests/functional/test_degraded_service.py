@@ -91,4 +91,7 @@ def _turns(data_dir: Path) -> int:
     import sqlite3
 
     with sqlite3.connect(data_dir / "sessions.sqlite3") as db:
-        return int(db.execute("SELECT COUNT(*) FROM turns").fetchone()[0])
+        return sum(
+            json.loads(body)["turn_count"]
+            for (body,) in db.execute("SELECT body FROM conversations")
+        )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -12,17 +14,18 @@ from moto import mock_aws
 
 from kefu.adapters.sessions import DynamoDBSessionStore, SqliteSessionStore
 from kefu.errors import DependencyUnavailable
-from kefu.models import Turn
-from kefu.ports import SessionStore
+from kefu.memory import Memory, MemoryPolicy
+from kefu.models import Session, Turn
+from kefu.ports import SessionConflict, SessionStore
 
 AT = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 TABLE = "kefu-sessions"
 
 
-def turn(number: int, outcome: str = "answered") -> Turn:
+def turn(number: int, outcome: str = "answered", *, words: int = 1) -> Turn:
     return Turn(
         turn_id=f"turn-{number}",
-        message=f"问题 {number}",
+        message=f"问题 {number} " + "很长的问题" * words,
         answer=f"answer {number}",
         language="zh",
         outcome=outcome,  # type: ignore[arg-type]
@@ -30,6 +33,13 @@ def turn(number: int, outcome: str = "answered") -> Turn:
         at=AT + timedelta(minutes=number),
         sources=(f"shipping-0{number}-zh",),
     )
+
+
+def saved(store: SessionStore, session: Session) -> Session:
+    store.save(session)
+    stored = store.get(session.session_id)
+    assert stored is not None
+    return stored
 
 
 @pytest.fixture
@@ -57,22 +67,121 @@ def test_an_unknown_session_is_none(store: SessionStore) -> None:
     assert store.get("no-such-session") is None
 
 
-def test_turns_come_back_in_order_with_every_field(store: SessionStore) -> None:
-    store.append("session-1", turn(1), handed_over=False)
-    store.append("session-1", turn(2, "handed_over"), handed_over=True)
-    session = store.get("session-1")
-    assert session is not None
-    assert session.turns == [turn(1), turn(2, "handed_over")]
-    assert session.handed_over
+def test_a_session_comes_back_with_every_field(store: SessionStore) -> None:
+    session = Session(
+        "session-1",
+        turns=[turn(1), turn(2, "handed_over")],
+        handed_over=True,
+        summary="- 问题 0 → answer 0",
+        intent="returns",
+        slots={"order_id": "20231105-8812", "reason": "size"},
+        turn_count=3,
+    )
+    stored = saved(store, session)
+    assert stored == replace(session, version=1)
     assert store.get("session-2") is None
+
+
+def test_a_save_on_a_stale_version_is_a_conflict_and_changes_nothing(
+    store: SessionStore,
+) -> None:
+    first = saved(store, Session("session-1", turns=[turn(1)], turn_count=1))
+    saved(store, replace(first, turns=[turn(1), turn(2)], turn_count=2))
+    # A second request read version 1 too, and saves after the first one did.
+    with pytest.raises(SessionConflict):
+        store.save(replace(first, turns=[turn(1), turn(3)], turn_count=2))
+    with pytest.raises(SessionConflict):
+        store.save(Session("session-1", turns=[turn(9)]))  # "new", but it exists
+    stored = store.get("session-1")
+    assert stored is not None
+    assert [t.turn_id for t in stored.turns] == ["turn-1", "turn-2"]
+    assert stored.version == 2
+
+
+def test_a_long_conversation_stays_one_bounded_record(store: SessionStore) -> None:
+    """200 turns of 100 tokens each: the record holds the window and a bounded summary."""
+    memory = Memory(MemoryPolicy(budget_tokens=2048))
+    session = Session("session-1")
+    for number in range(200):
+        session = memory.remember(
+            session, turn(number, words=20), intent="shipping", slots={}, handed_over=False
+        )
+        session = saved(store, session)
+    assert session.turn_count == 200
+    assert session.version == 200
+    assert 2 <= len(session.turns) < 30
+    assert session.turns[-1].turn_id == "turn-199"
+    # The summary keeps its newest lines: the oldest turns rolled out of it.
+    assert "问题 0 " not in session.summary
+    assert session.summary.splitlines()[-1].startswith(f"- 问题 {199 - len(session.turns)} ")
+
+
+def test_dynamodb_item_size_is_bounded(dynamodb: Any) -> None:
+    store = DynamoDBSessionStore(TABLE, client=dynamodb, ttl=timedelta(hours=72))
+    memory = Memory(MemoryPolicy(budget_tokens=2048))
+    session = Session("session-1")
+    sizes = []
+    for number in range(150):
+        session = memory.remember(
+            session, turn(number, words=30), intent="shipping", slots={}, handed_over=False
+        )
+        store.save(session)
+        session = replace(session, version=session.version + 1)
+        item = dynamodb.get_item(TableName=TABLE, Key={"session_id": {"S": "session-1"}})["Item"]
+        sizes.append(len(item["body"]["S"].encode()))
+    # It grows while the window fills, then stays flat, far below DynamoDB's 400 KB.
+    assert max(sizes[-50:]) < 40_000
+    assert max(sizes[-50:]) <= max(sizes[50:100]) * 1.1
 
 
 def test_dynamodb_sessions_expire_through_the_table_ttl(dynamodb: Any) -> None:
     store = DynamoDBSessionStore(TABLE, client=dynamodb, ttl=timedelta(hours=72))
-    store.append("session-1", turn(1), handed_over=False)
+    store.save(Session("session-1", turns=[turn(1)]))
     item = dynamodb.get_item(TableName=TABLE, Key={"session_id": {"S": "session-1"}})["Item"]
     expected = int((AT + timedelta(minutes=1, hours=72)).timestamp())
     assert item["expires_at"] == {"N": str(expected)}
+
+
+def test_an_item_of_the_earlier_turn_list_shape_is_read_and_replaced(dynamodb: Any) -> None:
+    old = [{"S": json.dumps(_turn_json(n))} for n in range(1, 14)]
+    dynamodb.put_item(
+        TableName=TABLE,
+        Item={
+            "session_id": {"S": "session-1"},
+            "turns": {"L": old},
+            "handed_over": {"BOOL": False},
+        },
+    )
+    store = DynamoDBSessionStore(TABLE, client=dynamodb, ttl=timedelta(hours=72))
+    session = store.get("session-1")
+    assert session is not None and session.version == 0
+    assert [t.turn_id for t in session.turns] == [f"turn-{n}" for n in range(4, 14)]
+    stored = saved(store, replace(session, turns=session.turns[-2:]))
+    assert stored.version == 1
+    item = dynamodb.get_item(TableName=TABLE, Key={"session_id": {"S": "session-1"}})["Item"]
+    assert "turns" not in item
+
+
+def _turn_json(number: int) -> dict[str, Any]:
+    t = turn(number)
+    return {
+        "turn_id": t.turn_id,
+        "message": t.message,
+        "answer": t.answer,
+        "language": t.language,
+        "outcome": t.outcome,
+        "intent": t.intent,
+        "at": t.at.isoformat(),
+        "sources": list(t.sources),
+    }
+
+
+def test_local_sessions_expire_like_the_dynamodb_ttl() -> None:
+    store = SqliteSessionStore(":memory:", ttl=timedelta(seconds=-1))
+    store.save(Session("session-1", turns=[turn(1)]))
+    assert store.get("session-1") is None
+    # An expired session is gone: it can start again from version 0.
+    store.save(Session("session-1", turns=[turn(2)]))
 
 
 def test_a_missing_table_is_a_dependency_failure(dynamodb: Any) -> None:
@@ -80,7 +189,7 @@ def test_a_missing_table_is_a_dependency_failure(dynamodb: Any) -> None:
     with pytest.raises(DependencyUnavailable):
         store.get("session-1")
     with pytest.raises(DependencyUnavailable):
-        store.append("session-1", turn(1), handed_over=False)
+        store.save(Session("session-1", turns=[turn(1)]))
 
 
 def test_the_dynamodb_client_gives_up_in_seconds_not_minutes() -> None:

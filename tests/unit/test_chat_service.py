@@ -127,7 +127,7 @@ class _BrokenSessions:
     def get(self, session_id: str) -> Any:
         raise DependencyUnavailable("sessions down")
 
-    def append(self, session_id: str, turn: Any, *, handed_over: bool) -> None:
+    def save(self, session: Any) -> None:
         raise DependencyUnavailable("sessions down")
 
 

@@ -59,7 +59,7 @@ def test_planted_personal_data_is_nowhere_in_the_clear(
     assert "[phone]" in sent or "[email]" in sent
     # And neither the stored turns nor the logs hold it
     with sqlite3.connect(store) as db:
-        stored = " ".join(str(row) for row in db.execute("SELECT * FROM turns"))
+        stored = " ".join(str(row) for row in db.execute("SELECT * FROM conversations"))
     logged = capsys.readouterr()
     for place, text in (("model", sent), ("store", stored), ("log", logged.out + logged.err)):
         for value in PLANTED:

@@ -7,7 +7,7 @@ from functools import lru_cache
 
 from kefu.chat import ChatService
 from kefu.decision import resolve_thresholds
-from kefu.errors import ConfigurationError
+from kefu.errors import ConfigurationError, DependencyUnavailable
 from kefu.ports import (
     ChatModel,
     Embedder,
@@ -115,7 +115,9 @@ def build_sessions(settings: Settings) -> SessionStore:
     if settings.sessions == "sqlite":
         from kefu.adapters.sessions import SqliteSessionStore
 
-        return SqliteSessionStore(settings.sessions_path)
+        return SqliteSessionStore(
+            settings.sessions_path, ttl=timedelta(hours=settings.session_ttl_hours)
+        )
     if not settings.sessions_table:
         raise ConfigurationError("KEFU_SESSIONS_TABLE is required with KEFU_SESSIONS=dynamodb")
     from kefu.adapters.sessions import DynamoDBSessionStore
@@ -126,10 +128,21 @@ def build_sessions(settings: Settings) -> SessionStore:
 
 
 def build_model(settings: Settings) -> ChatModel:
+    """The configured chat model. Claude is used only when asked for (`KEFU_MODEL=bedrock` or
+    `KEFU_MODEL=anthropic`): an `ANTHROPIC_API_KEY` in the environment does not switch a
+    deployment away from the extractive model, so what answers customers is always explicit."""
     if settings.model == "extractive":
         from kefu.adapters.extractive import ExtractiveModel
 
         return ExtractiveModel()
+    if settings.model == "anthropic":
+        from kefu.adapters.anthropic_model import AnthropicClaude
+
+        return AnthropicClaude.create(
+            api_key=_anthropic_api_key(settings),
+            model=settings.anthropic_model,
+            max_tokens=settings.model_max_tokens,
+        )
     from kefu.adapters.bedrock_model import BedrockClaude
 
     return BedrockClaude.create(
@@ -137,6 +150,24 @@ def build_model(settings: Settings) -> ChatModel:
         region=settings.aws_region,
         max_tokens=settings.model_max_tokens,
     )
+
+
+def _anthropic_api_key(settings: Settings) -> str:
+    """`ANTHROPIC_API_KEY` if set, else the key in the Secrets Manager secret (read once: the
+    client keeps it for the life of the process)."""
+    if settings.anthropic_api_key is not None:
+        return settings.anthropic_api_key.get_secret_value()
+    if not settings.anthropic_api_key_secret:
+        raise ConfigurationError(
+            "ANTHROPIC_API_KEY or KEFU_ANTHROPIC_API_KEY_SECRET is required with "
+            "KEFU_MODEL=anthropic"
+        )
+    from aws_lambda_powertools.utilities import parameters
+
+    try:
+        return str(parameters.get_secret(settings.anthropic_api_key_secret))
+    except parameters.exceptions.GetParameterError as exc:
+        raise DependencyUnavailable(f"Anthropic API key unreadable: {exc}") from exc
 
 
 def build_orders(settings: Settings) -> OrderSystem | None:
@@ -167,14 +198,20 @@ def build_retriever(
 def build_chat_service(
     settings: Settings, *, embedder: Embedder | None = None, index: KnowledgeReader | None = None
 ) -> ChatService:
+    from kefu.memory import Memory, MemoryPolicy
+    from kefu.ports import ConversationModel
+
     embedder = embedder or build_embedder(settings)
     index = index or build_index(settings)
+    model = build_model(settings)
+    summarizer = model if isinstance(model, ConversationModel) else None
     return ChatService(
         retriever=build_retriever(settings, embedder=embedder, index=index),
-        model=build_model(settings),
+        model=model,
         sessions=build_sessions(settings),
         orders=build_orders(settings),
         tenant=settings.tenant,
+        memory=Memory(MemoryPolicy(budget_tokens=settings.memory_tokens), summarizer),
     )
 
 

@@ -1,19 +1,37 @@
-"""The chat turn: from a validated customer message to a persisted, answered turn."""
+"""The chat turn: from a validated customer message to a remembered, answered turn."""
 
 from __future__ import annotations
 
+import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from kefu.decision import Decision
 from kefu.errors import DependencyUnavailable
 from kefu.follow_up import follow_up_topic
 from kefu.masking import mask_personal_data, mask_unless_given
-from kefu.models import ChatRequest, ChatResponse, Outcome, Session, Source, Turn
+from kefu.memory import Memory, carried_intent, carried_slots
+from kefu.models import ChatRequest, ChatResponse, Outcome, SearchHit, Session, Source, Turn
 from kefu.observability import logger
-from kefu.order_tools import INTENTS, NOT_FOUND, ORDERS_DOWN, describe, order_id_in, topic_of
-from kefu.ports import AnswerContext, ChatModel, OrderSystem, SessionStore
+from kefu.order_tools import (
+    INTENTS,
+    NOT_FOUND,
+    ORDERS_DOWN,
+    OrderTools,
+    describe,
+    topic_of,
+)
+from kefu.ports import (
+    AnswerContext,
+    ChatModel,
+    ConversationModel,
+    ModelAnswer,
+    OrderSystem,
+    SessionConflict,
+    SessionStore,
+)
 from kefu.replies import (
     AI_DISCLOSURE,
     DECLINE,
@@ -23,15 +41,27 @@ from kefu.replies import (
     asks_for_human,
 )
 from kefu.retrieval import Retriever
+from kefu.return_flow import ASK_ORDER, product_of, return_step, slots_in, wants_return
 from kefu.small_talk import APOLOGY, HUMAN_OFFER, REPLIES, SmallTalk, small_talk, sounds_upset
 from kefu.text import Language, detect_language
 
-# Short-term memory handed to the model: the last turns of the conversation.
-HISTORY_WINDOW = 10
+# How many times a turn is re-applied when another request saved the session meanwhile.
+SAVE_ATTEMPTS = 3
+# "Where is it now?", "我的快递到哪了": a question about the order the conversation is about.
+_ABOUT_THE_ORDER = re.compile(r"我的|这个|那个|该|它|\b(my|it|this|that|the order)\b", re.I)
 
 
 def new_id() -> str:
     return uuid.uuid4().hex
+
+
+@dataclass(slots=True)
+class _Answer:
+    """What answering a message produced: the response (its intent the turn's own) and the
+    slots it established beyond those the message gave."""
+
+    response: ChatResponse
+    slots: dict[str, str] = field(default_factory=dict)
 
 
 class ChatService:
@@ -46,161 +76,333 @@ class ChatService:
         orders: OrderSystem | None = None,
         tenant: str = "default",
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        memory: Memory | None = None,
     ) -> None:
         self.retriever = retriever
         self.model = model
         self.sessions = sessions
-        self.orders = orders
+        self.tools = OrderTools(orders) if orders is not None else None
         self.tenant = tenant
         self.clock = clock
+        # A language model resolves follow-ups and summarises; the extractive one cannot.
+        self.conversational = model if isinstance(model, ConversationModel) else None
+        self.memory = memory or Memory(summarizer=self.conversational)
 
     def handle(self, request: ChatRequest) -> ChatResponse:
         session_id = request.session_id or new_id()
-        try:
-            session = self.sessions.get(session_id) or Session(session_id=session_id)
-        except DependencyUnavailable:
-            # Without its memory the turn is still answered; the conversation just restarts.
-            logger.exception("session store unavailable; answering without the conversation")
-            session = Session(session_id=session_id)
+        session = self._load(session_id)
         language: Language = request.language or detect_language(request.message)
-        first_turn = not session.turns
         # What is stored, logged or sent to a model: contact details and identity numbers
         # masked. Retrieval and the order lookup read the message as it came, in memory only.
         masked = mask_personal_data(request.message, language=language)
+        found = slots_in(request.message)
 
-        # "Are you a real person?" is a question about the agent, not a request for one.
-        chatter = small_talk(request.message)
-        if chatter == "identity" or (chatter and not asks_for_human(request.message)):
-            response = self._small_talk(session_id, language, chatter)
-        elif asks_for_human(request.message):
-            response = self._hand_over(session_id, language)
-        elif self.orders is not None and (order_id := order_id_in(request.message)):
-            response = self._order(session_id, order_id, request.message, language)
-        else:
-            response = self._answer(session, request.message, masked, language)
-            if sounds_upset(request.message):
-                response = _offering_a_human(response, language)
+        answered = self._respond(session, request.message, masked, language, found)
+        response = answered.response
+        intent = carried_intent(session.intent, response.intent)
+        slots = carried_slots(
+            session.slots,
+            {**found, **answered.slots},
+            intent_changed=bool(session.intent) and intent != session.intent,
+        )
+        update: dict[str, object] = {"intent": intent or response.intent, "slots": slots}
+        if not session.turns and not session.summary:
+            update["answer"] = f"{AI_DISCLOSURE[language]}\n\n{response.answer}"
+        response = response.model_copy(update=update)
 
-        if first_turn:
-            response = response.model_copy(
-                update={"answer": f"{AI_DISCLOSURE[language]}\n\n{response.answer}"}
-            )
         turn = Turn(
             turn_id=response.turn_id,
             message=masked,
             answer=response.answer,
             language=language,
             outcome=response.outcome,
-            intent=response.intent,
+            # The turn's own intent: what a follow-up continues.
+            intent=answered.response.intent,
             at=self.clock(),
             sources=tuple(source.id for source in response.sources),
         )
-        handed_over = session.handed_over or response.outcome == "handed_over"
-        try:
-            self.sessions.append(session_id, turn, handed_over=handed_over)
-        except DependencyUnavailable:
-            # The customer still gets the answer, and the turn survives in the log (contact
-            # details masked) for the conversation to be restored from.
-            logger.exception(
-                "session store unavailable; turn not stored",
-                extra={
-                    "session_id": session_id,
-                    "turn_id": turn.turn_id,
-                    "unstored_message": turn.message,
-                    "unstored_answer": turn.answer,
-                    "outcome": turn.outcome,
-                    "handed_over": handed_over,
-                    "at": turn.at.isoformat(),
-                },
-            )
+        self._remember(session, turn, intent=intent, slots=slots)
         logger.info(
             "chat turn",
             extra={
                 "session_id": session_id,
                 "turn_id": turn.turn_id,
                 "outcome": turn.outcome,
-                "intent": turn.intent,
+                "intent": response.intent,
                 "language": language,
                 "confidence": response.confidence,
+                "model": response.model,
             },
         )
         return response
 
-    def _hand_over(self, session_id: str, language: Language) -> ChatResponse:
-        return _reply(session_id, language, HANDOVER[language], "human_agent", "handed_over")
+    # --- memory -------------------------------------------------------------------------
+
+    def _load(self, session_id: str) -> Session:
+        try:
+            return self.sessions.get(session_id) or Session(session_id=session_id)
+        except DependencyUnavailable:
+            # Without its memory the turn is still answered; the conversation just restarts.
+            logger.exception("session store unavailable; answering without the conversation")
+            return Session(session_id=session_id)
+
+    def _remember(
+        self, session: Session, turn: Turn, *, intent: str, slots: dict[str, str]
+    ) -> None:
+        handed_over = session.handed_over or turn.outcome == "handed_over"
+        for _ in range(SAVE_ATTEMPTS):
+            updated = self.memory.remember(
+                session, turn, intent=intent, slots=slots, handed_over=handed_over
+            )
+            try:
+                self.sessions.save(updated)
+                return
+            except SessionConflict:
+                # Another message of this session was answered meanwhile: add this turn to it.
+                session = self._load(session.session_id)
+                handed_over = handed_over or session.handed_over
+            except DependencyUnavailable:
+                break
+        # The customer still gets the answer, and the turn survives in the log (contact
+        # details masked) for the conversation to be restored from.
+        logger.exception(
+            "session store unavailable; turn not stored",
+            extra={
+                "session_id": session.session_id,
+                "turn_id": turn.turn_id,
+                "unstored_message": turn.message,
+                "unstored_answer": turn.answer,
+                "outcome": turn.outcome,
+                "intent": intent,
+                "slots": slots,
+                "handed_over": handed_over,
+                "at": turn.at.isoformat(),
+            },
+        )
+
+    # --- answering ----------------------------------------------------------------------
+
+    def _respond(
+        self,
+        session: Session,
+        message: str,
+        masked: str,
+        language: Language,
+        found: Mapping[str, str],
+    ) -> _Answer:
+        sid = session.session_id
+        # "Are you a real person?" is a question about the agent, not a request for one.
+        chatter = small_talk(message)
+        if chatter == "identity" or (chatter and not asks_for_human(message)):
+            return _Answer(self._small_talk(sid, language, chatter))
+        if asks_for_human(message):
+            return _Answer(_reply(sid, language, HANDOVER[language], "human_agent", "handed_over"))
+        if self.tools is not None:
+            if step := self._return_flow(session, message, language, found):
+                return self._upset_aware(step, message, language)
+            order_id = found.get("order_id") or self._order_in_question(session, message)
+            if order_id:
+                answered = self._order(session, order_id, message, masked, language)
+                return self._upset_aware(answered, message, language)
+        answered = self._answer(session, message, masked, language)
+        response = answered.response
+        if (
+            self.tools is not None
+            and response.outcome == "answered"
+            and response.intent == "returns"
+            and wants_return(message)
+            and "order_id" not in session.slots
+        ):
+            # The start of a return: the policy, and what the flow needs next.
+            answer = f"{response.answer}\n\n{ASK_ORDER[language]}"
+            answered.response = response.model_copy(update={"answer": answer})
+        return self._upset_aware(answered, message, language)
+
+    @staticmethod
+    def _upset_aware(answered: _Answer, message: str, language: Language) -> _Answer:
+        if sounds_upset(message):
+            answered.response = _offering_a_human(answered.response, language)
+        return answered
 
     def _small_talk(self, session_id: str, language: Language, kind: SmallTalk) -> ChatResponse:
         return _reply(session_id, language, REPLIES[kind][language], "small_talk", "answered")
 
-    def _order(
-        self, session_id: str, order_id: str, message: str, language: Language
-    ) -> ChatResponse:
-        """The order tools: what the order system says about the order the customer named."""
-        assert self.orders is not None
+    def _order_in_question(self, session: Session, message: str) -> str | None:
+        """The conversation's order, when the message asks about "my parcel" or "its refund"."""
+        order_id = session.slots.get("order_id")
+        about_it = topic_of(message) in ("tracking", "refund") and _ABOUT_THE_ORDER.search(message)
+        return order_id if order_id and about_it else None
+
+    def _return_flow(
+        self, session: Session, message: str, language: Language, found: Mapping[str, str]
+    ) -> _Answer | None:
+        """The guided return's next step, when the message moves one on: an order number in a
+        return, or the reason once the order is known."""
+        assert self.tools is not None
+        in_return = session.intent == "returns"
         topic = topic_of(message)
+        order_id = found.get("order_id")
+        if order_id and (topic == "return" or (in_return and topic == "status")):
+            reason = found.get("reason") or session.slots.get("reason")
+        elif (
+            in_return
+            and (order_id := session.slots.get("order_id"))
+            and "reason" in found
+            and "reason" not in session.slots
+        ):
+            reason = found["reason"]
+        else:
+            return None
         try:
-            order = self.orders.find(order_id)
+            order = self.tools.lookup(order_id)
         except DependencyUnavailable:
             logger.exception("order system unavailable; declining with a hand-over offer")
-            return _declined(session_id, language, ORDERS_DOWN)
-        if order is None:
-            answer = NOT_FOUND[language].format(order_id=order_id)
-            return _reply(session_id, language, answer, INTENTS[topic], "declined", "orders", 0.0)
-        answer = describe(order, topic, language)
-        return _reply(session_id, language, answer, INTENTS[topic], "answered", "orders")
+            return _Answer(_declined(session.session_id, language, ORDERS_DOWN))
+        answer = return_step(order, order_id, reason, language)
+        outcome: Outcome = "answered" if order is not None else "declined"
+        slots = {"product": product_of(order)} if order is not None else {}
+        return _Answer(
+            _reply(session.session_id, language, answer, "returns", outcome, "orders"), slots
+        )
 
-    def _answer(
-        self, session: Session, message: str, masked: str, language: Language
-    ) -> ChatResponse:
-        """`message` is retrieved for; the model is given `masked`."""
-        turn_id = new_id()
-        try:
-            # A follow-up is answered within the conversation's topic where it can be.
-            decision = self.retriever.decide(
-                message,
-                language=language,
-                tenant=self.tenant,
-                topic=follow_up_topic(message, session.turns),
-            )
-        except DependencyUnavailable:
-            logger.exception("retrieval unavailable; declining with a hand-over offer")
-            return _declined(session.session_id, language, RETRIEVAL_DOWN)
-
-        sources = _sources(decision)
-        if decision.kind == "decline":
-            answer, model_name, intent = DECLINE[language], "rules", "unknown"
-        elif decision.kind == "faq":
-            best = decision.hits[0].chunk
-            answer, model_name, intent = best.text, "faq", best.category or "general"
-        else:
+    def _order(
+        self, session: Session, order_id: str, message: str, masked: str, language: Language
+    ) -> _Answer:
+        """The order tools: what the order system says about the order the customer named. A
+        language model calls them itself; otherwise the turn looks the order up."""
+        assert self.tools is not None
+        topic = topic_of(message)
+        intent = INTENTS[topic]
+        if self.conversational is not None:
             context = AnswerContext(
                 question=masked,
                 language=language,
-                hits=decision.hits,
-                history=session.turns[-HISTORY_WINDOW:],
+                hits=(),
+                history=session.turns,
+                summary=session.summary,
+                facts={"intent": intent, **session.slots, "order_id": order_id},
+                tools=self.tools,
             )
             try:
                 reply = self.model.answer(context)
+                answer = mask_unless_given(reply.text, [message], language=language)
+                response = _reply(
+                    session.session_id, language, answer, intent, "answered", reply.model
+                )
+                return _Answer(response)
             except DependencyUnavailable:
-                # No confident FAQ entry to fall back on (it would have answered directly).
-                logger.exception("chat model unavailable; declining with a hand-over offer")
-                return _declined(session.session_id, language, MODEL_DOWN, decision.confidence)
-            # Contact details the model wrote that neither the customer nor a source gave.
-            given = [message, *(hit.chunk.text for hit in decision.hits)]
-            answer = mask_unless_given(reply.text, given, language=language)
-            model_name = reply.model
-            intent = decision.hits[0].chunk.category or "general"
-        return ChatResponse(
-            session_id=session.session_id,
-            turn_id=turn_id,
-            answer=answer,
-            language=language,
-            sources=[] if decision.kind == "decline" else sources,
-            intent=intent,
-            confidence=decision.confidence,
-            outcome="declined" if decision.kind == "decline" else "answered",
-            model=model_name,
+                logger.exception("chat model unavailable; looking the order up without it")
+        try:
+            order = self.tools.lookup(order_id)
+        except DependencyUnavailable:
+            logger.exception("order system unavailable; declining with a hand-over offer")
+            return _Answer(_declined(session.session_id, language, ORDERS_DOWN))
+        sid = session.session_id
+        if order is None:
+            answer = NOT_FOUND[language].format(order_id=order_id)
+            return _Answer(_reply(sid, language, answer, intent, "declined", "orders", 0.0))
+        answer = describe(order, topic, language)
+        return _Answer(
+            _reply(sid, language, answer, intent, "answered", "orders"),
+            {"product": product_of(order)},
         )
+
+    def _answer(self, session: Session, message: str, masked: str, language: Language) -> _Answer:
+        """`message` is retrieved for; the model is given `masked`."""
+        sid = session.session_id
+        # A follow-up is resolved against the conversation: a language model rewrites it into
+        # a standalone question; either way it is retrieved within the conversation's topic.
+        topic = follow_up_topic(message, session.turns)
+        query = message
+        if topic is not None and self.conversational is not None:
+            try:
+                query = self.conversational.standalone_question(
+                    masked, session.turns, session.summary, language
+                )
+            except DependencyUnavailable:
+                logger.exception("chat model unavailable; retrieving the follow-up as written")
+        try:
+            decision = self.retriever.decide(
+                query, language=language, tenant=self.tenant, topic=topic
+            )
+        except DependencyUnavailable:
+            logger.exception("retrieval unavailable; declining with a hand-over offer")
+            return _Answer(_declined(sid, language, RETRIEVAL_DOWN))
+
+        if decision.kind == "decline":
+            return _Answer(
+                _reply(
+                    sid,
+                    language,
+                    DECLINE[language],
+                    "unknown",
+                    "declined",
+                    "rules",
+                    decision.confidence,
+                )
+            )
+        best = decision.hits[0].chunk
+        faq_answer = _grounded(sid, language, decision, best.text, "faq", decision.hits)
+        # A confident FAQ entry is the answer, unless a follow-up needs the conversation.
+        if decision.kind == "faq" and (topic is None or self.conversational is None):
+            return _Answer(faq_answer)
+        context = AnswerContext(
+            question=masked,
+            language=language,
+            hits=decision.hits,
+            history=session.turns,
+            summary=session.summary,
+            facts={"intent": session.intent, **session.slots} if session.intent else {},
+            tools=self.tools if self.conversational is not None else None,
+        )
+        try:
+            reply = self.model.answer(context)
+        except DependencyUnavailable:
+            if decision.kind == "faq":
+                logger.exception("chat model unavailable; answering with the FAQ entry")
+                return _Answer(faq_answer)
+            logger.exception("chat model unavailable; declining with a hand-over offer")
+            return _Answer(_declined(sid, language, MODEL_DOWN, decision.confidence))
+        # Contact details the model wrote that neither the customer nor a source gave.
+        given = [message, *(hit.chunk.text for hit in decision.hits)]
+        answer = mask_unless_given(reply.text, given, language=language)
+        return _Answer(
+            _grounded(sid, language, decision, answer, reply.model, _used(reply, decision.hits))
+        )
+
+
+def _used(reply: ModelAnswer, hits: Sequence[SearchHit]) -> list[SearchHit]:
+    """The hits the model says it used, in its order (all of them when it did not say)."""
+    if reply.sources is None:
+        return list(hits)
+    by_id = {hit.chunk.id: hit for hit in hits}
+    return [by_id[source] for source in reply.sources if source in by_id]
+
+
+def _grounded(
+    session_id: str,
+    language: Language,
+    decision: Decision,
+    answer: str,
+    model: str,
+    used: Sequence[SearchHit],
+) -> ChatResponse:
+    """A turn answered from the knowledge base, naming the sources the answer used."""
+    first = used[0].chunk if used else decision.hits[0].chunk
+    return ChatResponse(
+        session_id=session_id,
+        turn_id=new_id(),
+        answer=answer,
+        language=language,
+        sources=[
+            Source(id=hit.chunk.id, title=hit.chunk.title, score=round(hit.score, 4))
+            for hit in used
+        ],
+        intent=first.category or "general",
+        confidence=decision.confidence,
+        outcome="answered",
+        model=model,
+    )
 
 
 def _reply(
@@ -212,7 +414,7 @@ def _reply(
     model: str = "rules",
     confidence: float = 1.0,
 ) -> ChatResponse:
-    """A turn answered without retrieval (rules, the order system)."""
+    """A turn answered without the knowledge base (rules, the order system)."""
     return ChatResponse(
         session_id=session_id,
         turn_id=new_id(),
@@ -241,10 +443,3 @@ def _offering_a_human(response: ChatResponse, language: Language) -> ChatRespons
     else:
         answer = f"{APOLOGY[language]}{HUMAN_OFFER[language]}\n\n{response.answer}"
     return response.model_copy(update={"answer": answer})
-
-
-def _sources(decision: Decision) -> list[Source]:
-    return [
-        Source(id=hit.chunk.id, title=hit.chunk.title, score=round(hit.score, 4))
-        for hit in decision.hits
-    ]

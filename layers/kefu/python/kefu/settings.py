@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -13,7 +13,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="KEFU_", frozen=True, extra="ignore")
 
     tenant: str = "default"
-    model: Literal["extractive", "bedrock"] = "extractive"
+    model: Literal["extractive", "bedrock", "anthropic"] = "extractive"
     embedder: Literal["e5", "hashing", "bedrock", "sagemaker"] = "e5"
     index: Literal["embedded", "opensearch"] = "embedded"
     sessions: Literal["sqlite", "dynamodb"] = "sqlite"
@@ -47,6 +47,19 @@ class Settings(BaseSettings):
     bedrock_model_id: str = Field(
         default="anthropic.claude-3-5-haiku-20241022-v1:0",
         description="The Converse model that writes answers (KEFU_MODEL=bedrock).",
+    )
+    anthropic_model: str = Field(
+        default="claude-haiku-5-5",
+        description="The Anthropic API model that writes answers (KEFU_MODEL=anthropic).",
+    )
+    anthropic_api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("KEFU_ANTHROPIC_API_KEY", "ANTHROPIC_API_KEY"),
+        description="The Anthropic API key (local runs); in AWS, the secret below.",
+    )
+    anthropic_api_key_secret: str | None = Field(
+        default=None,
+        description="The Secrets Manager secret holding the Anthropic API key, if not given.",
     )
     model_max_tokens: int = Field(default=512, gt=0, le=4096, description="An answer's length cap.")
     bedrock_embedding_model_id: str = "amazon.titan-embed-text-v2:0"

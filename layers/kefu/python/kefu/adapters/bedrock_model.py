@@ -1,81 +1,107 @@
 """Claude on Amazon Bedrock through the Converse API: the chat model that writes an answer from
-the retrieved knowledge.
+the retrieved knowledge (calling the order tools when it is given them), and the conversation
+model that rewrites a follow-up and folds old turns into the summary.
 
-The system prompt is a versioned template file (`kefu/prompts/system-<version>.txt`). The
-retrieved passages and the customer's words travel as delimited, escaped data inside the user
-message, so text in them can neither close its delimiter nor pass for an instruction. The client
-is taken as an argument (tests hand in a stubbed one); `create` builds one within a chat turn's
-budget, honouring `AWS_ENDPOINT_URL_BEDROCK_RUNTIME` as boto3 does. Every failure of the call
-becomes `DependencyUnavailable`, which the chat turn degrades instead of failing.
+The prompts are `kefu.adapters.claude_prompt`'s, shared with the Anthropic API adapter. The
+client is taken as an argument (tests hand in a stubbed one); `create` builds one within a chat
+turn's budget (botocore's standard retry mode backs off before retrying a throttled call),
+honouring `AWS_ENDPOINT_URL_BEDROCK_RUNTIME` as boto3 does. Every failure of a call becomes
+`DependencyUnavailable`, which the chat turn degrades instead of failing.
 """
 
 from __future__ import annotations
 
-from functools import cache
-from pathlib import Path
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
-from xml.sax.saxutils import escape, quoteattr
 
-from kefu.adapters.cloud_embedders import CallBudget, runtime_client
+from kefu.adapters.claude_prompt import (
+    CHAT_BUDGET,
+    MAX_TOKENS,
+    MAX_TOOL_ROUNDS,
+    Prompt,
+    answer_prompt,
+    parse_reply,
+    standalone_prompt,
+    summary_prompt,
+    tool_failed,
+)
+from kefu.adapters.cloud_embedders import runtime_client
 from kefu.errors import DependencyUnavailable
-from kefu.ports import AnswerContext, ModelAnswer
+from kefu.ports import AnswerContext, ModelAnswer, Tools, ToolSpec
 
 if TYPE_CHECKING:
+    from kefu.models import Turn
     from kefu.text import Language
 
-PROMPT_VERSION = "v1"
-PROMPTS = Path(__file__).parents[1] / "prompts"
-LANGUAGE_NAMES: dict[Language, str] = {"zh": "Simplified Chinese", "en": "English"}
-# Within API Gateway's 29 seconds, after retrieval: two attempts of at most 10 s each; botocore's
-# standard retry mode backs off before retrying a throttled call.
-CHAT_BUDGET = CallBudget(connect_timeout=2.0, read_timeout=10.0, max_attempts=2, throttle_retries=0)
-MAX_TOKENS = 512
-# How many earlier turns the model sees (each a customer message and the answer it got).
-HISTORY_TURNS = 6
+
+def prompt_request(prompt: Prompt, *, model_id: str) -> dict[str, Any]:
+    """The Converse request for a prompt."""
+    return {
+        "modelId": model_id,
+        "system": [{"text": prompt.system}],
+        "messages": [{"role": role, "content": [{"text": text}]} for role, text in prompt.messages],
+        "inferenceConfig": {"maxTokens": prompt.max_tokens, "temperature": 0.0},
+    }
 
 
-@cache
-def _template(version: str) -> str:
-    return (PROMPTS / f"system-{version}.txt").read_text(encoding="utf-8")
-
-
-def system_prompt(language: Language, version: str = PROMPT_VERSION) -> str:
-    return _template(version).format(language=LANGUAGE_NAMES[language])
-
-
-def user_content(context: AnswerContext) -> str:
-    """The retrieved knowledge and the customer's message, each in its delimiter, escaped."""
-    sources = "\n".join(
-        f"<source id={quoteattr(hit.chunk.id)} title={quoteattr(hit.chunk.title)}>"
-        f"{escape(hit.chunk.text)}</source>"
-        for hit in context.hits
-    )
-    return (
-        f"<knowledge>\n{sources}\n</knowledge>\n"
-        f"<customer_message>{escape(context.question)}</customer_message>"
-    )
+def tool_config(specs: Sequence[ToolSpec]) -> dict[str, Any]:
+    return {
+        "tools": [
+            {
+                "toolSpec": {
+                    "name": spec.name,
+                    "description": spec.description,
+                    "inputSchema": {"json": dict(spec.input_schema)},
+                }
+            }
+            for spec in specs
+        ]
+    }
 
 
 def converse_request(
     context: AnswerContext, *, model_id: str, max_tokens: int = MAX_TOKENS
 ) -> dict[str, Any]:
     """The Converse request for one answer: the earlier turns as alternating messages, then the
-    knowledge and the question."""
-    messages: list[dict[str, Any]] = []
-    for turn in context.history[-HISTORY_TURNS:]:
-        messages.append({"role": "user", "content": [{"text": turn.message}]})
-        messages.append({"role": "assistant", "content": [{"text": turn.answer}]})
-    messages.append({"role": "user", "content": [{"text": user_content(context)}]})
-    return {
-        "modelId": model_id,
-        "system": [{"text": system_prompt(context.language)}],
-        "messages": messages,
-        "inferenceConfig": {"maxTokens": max_tokens, "temperature": 0.0},
-    }
+    knowledge, the conversation's state and the question; the tools, when given."""
+    request = prompt_request(answer_prompt(context, max_tokens=max_tokens), model_id=model_id)
+    if context.tools is not None and context.tools.specs:
+        request["toolConfig"] = tool_config(context.tools.specs)
+    return request
+
+
+def tool_results(message: dict[str, Any], tools: Tools, used: list[str]) -> dict[str, Any]:
+    """The user message answering each `toolUse` block of the model's `message`; the names of
+    the tools called are appended to `used`."""
+    results = []
+    for block in message.get("content", []):
+        if "toolUse" not in block:
+            continue
+        use = block["toolUse"]
+        result = tools.call(use["name"], use.get("input") or {})
+        used.append(use["name"])
+        results.append(
+            {
+                "toolResult": {
+                    "toolUseId": use["toolUseId"],
+                    "content": [{"json": result}],
+                    "status": "error" if tool_failed(result) else "success",
+                }
+            }
+        )
+    if not results:
+        raise DependencyUnavailable("Bedrock Converse asked for a tool without naming one")
+    return {"role": "user", "content": results}
+
+
+def _text(response: dict[str, Any]) -> str:
+    blocks = response.get("output", {}).get("message", {}).get("content", [])
+    return "".join(block["text"] for block in blocks if "text" in block).strip()
 
 
 class BedrockClaude:
-    """A `ChatModel` answering with Claude (or another Converse model) on Bedrock."""
+    """A `ChatModel` and `ConversationModel` answering with Claude (or another Converse model)
+    on Bedrock."""
 
     name = "claude"
 
@@ -91,20 +117,50 @@ class BedrockClaude:
         client = runtime_client("bedrock-runtime", CHAT_BUDGET, region=region)
         return cls(client, model_id=model_id, max_tokens=max_tokens)
 
-    def answer(self, context: AnswerContext) -> ModelAnswer:
+    def _converse(self, request: dict[str, Any]) -> dict[str, Any]:
         from botocore.exceptions import BotoCoreError, ClientError
 
-        request = converse_request(context, model_id=self.model_id, max_tokens=self.max_tokens)
         try:
-            response = self._client.converse(**request)
+            response: dict[str, Any] = self._client.converse(**request)
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
             raise DependencyUnavailable(f"Bedrock Converse failed: {code}") from exc
         except BotoCoreError as exc:  # timeouts, connection errors
             raise DependencyUnavailable(f"Bedrock Converse failed: {exc}") from exc
-        blocks = response.get("output", {}).get("message", {}).get("content", [])
-        text = "".join(block["text"] for block in blocks if "text" in block).strip()
+        return response
+
+    def answer(self, context: AnswerContext) -> ModelAnswer:
+        request = converse_request(context, model_id=self.model_id, max_tokens=self.max_tokens)
+        used: list[str] = []
+        rounds = 0
+        response = self._converse(request)
+        while response.get("stopReason") == "tool_use" and context.tools is not None:
+            if rounds == MAX_TOOL_ROUNDS:
+                raise DependencyUnavailable(
+                    f"Bedrock Converse still calling tools after {rounds} rounds"
+                )
+            rounds += 1
+            message = response.get("output", {}).get("message", {})
+            request["messages"].extend([message, tool_results(message, context.tools, used)])
+            response = self._converse(request)
+        text, sources = parse_reply(_text(response), context.hits)
         if not text:
             reason = response.get("stopReason", "unknown")
             raise DependencyUnavailable(f"Bedrock Converse returned no text (stop: {reason})")
-        return ModelAnswer(text=text, model=self.name)
+        return ModelAnswer(text=text, model=self.name, sources=sources, tools_used=tuple(used))
+
+    def _short(self, prompt: Prompt) -> str:
+        response = self._converse(prompt_request(prompt, model_id=self.model_id))
+        text = _text(response)
+        if not text:
+            reason = response.get("stopReason", "unknown")
+            raise DependencyUnavailable(f"Bedrock Converse returned no text (stop: {reason})")
+        return text
+
+    def standalone_question(
+        self, message: str, history: Sequence[Turn], summary: str, language: Language
+    ) -> str:
+        return self._short(standalone_prompt(message, history, summary, language))
+
+    def summarize(self, summary: str, turns: Sequence[Turn], language: Language) -> str:
+        return self._short(summary_prompt(summary, turns, language))

@@ -1,10 +1,18 @@
-"""Conversation memory: SQLite for the local stack, DynamoDB in AWS."""
+"""Conversation memory: SQLite for the local stack, DynamoDB in AWS.
+
+Each session is one record holding what `kefu.memory` keeps (the recent turns, the rolling
+summary, the intent and its slots), so it stays bounded however long the conversation runs.
+Saves are optimistic: a record carries a version, and a save that finds another version than
+the one read raises `SessionConflict` (two requests of one session answered at once); the chat
+turn reads again and redoes its change.
+"""
 
 from __future__ import annotations
 
 import json
 import sqlite3
 import threading
+import time
 from dataclasses import asdict
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -12,9 +20,7 @@ from typing import Any
 
 from kefu.errors import DependencyUnavailable
 from kefu.models import Session, Turn
-
-# The window of turns a session keeps; older turns are summarised by a later capability.
-MAX_TURNS = 50
+from kefu.ports import SessionConflict
 
 
 def _turn_to_dict(turn: Turn) -> dict[str, Any]:
@@ -37,74 +43,92 @@ def _turn_from_dict(data: dict[str, Any]) -> Turn:
     )
 
 
-class SqliteSessionStore:
-    """Sessions in one SQLite file (or `:memory:`); one row per turn, appended atomically."""
+def session_body(session: Session) -> dict[str, Any]:
+    """What is stored of a session besides its id and version (JSON-ready)."""
+    return {
+        "turns": [_turn_to_dict(turn) for turn in session.turns],
+        "summary": session.summary,
+        "intent": session.intent,
+        "slots": dict(session.slots),
+        "handed_over": session.handed_over,
+        "turn_count": session.turn_count,
+    }
 
-    def __init__(self, path: Path | str) -> None:
+
+def session_from_body(session_id: str, version: int, body: dict[str, Any]) -> Session:
+    return Session(
+        session_id=session_id,
+        turns=[_turn_from_dict(turn) for turn in body.get("turns", ())],
+        handed_over=bool(body.get("handed_over", False)),
+        summary=str(body.get("summary", "")),
+        intent=str(body.get("intent", "")),
+        slots={str(k): str(v) for k, v in dict(body.get("slots") or {}).items()},
+        version=version,
+        turn_count=int(body.get("turn_count", len(body.get("turns", ())))),
+    )
+
+
+class SqliteSessionStore:
+    """Sessions in one SQLite file (or `:memory:`), a row each, expiring after `ttl` like the
+    DynamoDB table's TTL (an expired session reads as absent and is deleted on the next save)."""
+
+    def __init__(self, path: Path | str, *, ttl: timedelta = timedelta(hours=72)) -> None:
         if isinstance(path, Path):
             path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(
-            """
-            CREATE TABLE IF NOT EXISTS sessions (
-                session_id TEXT PRIMARY KEY,
-                handed_over INTEGER NOT NULL DEFAULT 0,
-                updated_at TEXT NOT NULL
-            );
-            CREATE TABLE IF NOT EXISTS turns (
-                session_id TEXT NOT NULL,
-                seq INTEGER NOT NULL,
-                body TEXT NOT NULL,
-                PRIMARY KEY (session_id, seq)
-            );
-            """
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS conversations ("
+            " session_id TEXT PRIMARY KEY, version INTEGER NOT NULL,"
+            " body TEXT NOT NULL, expires_at REAL NOT NULL)"
         )
+        self._ttl = ttl
         self._lock = threading.Lock()
 
     def get(self, session_id: str) -> Session | None:
         with self._lock:
             row = self._db.execute(
-                "SELECT handed_over FROM sessions WHERE session_id = ?", (session_id,)
+                "SELECT version, body FROM conversations WHERE session_id = ? AND expires_at > ?",
+                (session_id, time.time()),
             ).fetchone()
-            if row is None:
-                return None
-            bodies = self._db.execute(
-                "SELECT body FROM (SELECT seq, body FROM turns WHERE session_id = ? "
-                "ORDER BY seq DESC LIMIT ?) ORDER BY seq",
-                (session_id, MAX_TURNS),
-            ).fetchall()
-        turns = [_turn_from_dict(json.loads(body)) for (body,) in bodies]
-        return Session(session_id=session_id, turns=turns, handed_over=bool(row[0]))
+        if row is None:
+            return None
+        return session_from_body(session_id, int(row[0]), json.loads(row[1]))
 
-    def append(self, session_id: str, turn: Turn, *, handed_over: bool) -> None:
-        body = json.dumps(_turn_to_dict(turn), ensure_ascii=False)
+    def save(self, session: Session) -> None:
+        body = json.dumps(session_body(session), ensure_ascii=False)
+        expires_at = time.time() + self._ttl.total_seconds()
+        now = time.time()
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
             try:
+                self._db.execute("BEGIN IMMEDIATE")
+                # An expired row is gone for every purpose, versions included.
+                self._db.execute("DELETE FROM conversations WHERE expires_at <= ?", (now,))
+                row = self._db.execute(
+                    "SELECT version FROM conversations WHERE session_id = ?",
+                    (session.session_id,),
+                ).fetchone()
+                if (row[0] if row else 0) != session.version:
+                    self._db.execute("ROLLBACK")
+                    raise SessionConflict(session.session_id)
                 self._db.execute(
-                    "INSERT INTO sessions (session_id, handed_over, updated_at) VALUES (?, ?, ?) "
-                    "ON CONFLICT (session_id) DO UPDATE SET handed_over = excluded.handed_over, "
-                    "updated_at = excluded.updated_at",
-                    (session_id, int(handed_over), turn.at.isoformat()),
-                )
-                self._db.execute(
-                    "INSERT INTO turns (session_id, seq, body) VALUES (?, "
-                    "(SELECT COALESCE(MAX(seq), 0) + 1 FROM turns WHERE session_id = ?), ?)",
-                    (session_id, session_id, body),
+                    "INSERT INTO conversations (session_id, version, body, expires_at) "
+                    "VALUES (?, ?, ?, ?) ON CONFLICT (session_id) DO UPDATE SET "
+                    "version = excluded.version, body = excluded.body, "
+                    "expires_at = excluded.expires_at",
+                    (session.session_id, session.version + 1, body, expires_at),
                 )
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
                 raise DependencyUnavailable("session store write failed") from exc
 
 
 class DynamoDBSessionStore:
-    """Sessions in a DynamoDB table keyed by `session_id`, expiring through the table's TTL.
-
-    A turn is appended with `list_append` in one conditional-free update, so two Lambdas
-    answering the same session never overwrite each other's turns.
-    """
+    """Sessions in a DynamoDB table keyed by `session_id`, an item each, expiring through the
+    table's TTL. A save is a conditional put on the version read, so two Lambdas answering one
+    session never overwrite each other's turns."""
 
     def __init__(self, table_name: str, *, client: Any = None, ttl: timedelta) -> None:
         if client is None:
@@ -136,33 +160,46 @@ class DynamoDBSessionStore:
             raise DependencyUnavailable("session store read failed") from exc
         if item is None:
             return None
-        turns = [_turn_from_dict(json.loads(t["S"])) for t in item.get("turns", {}).get("L", [])]
-        return Session(
-            session_id=session_id,
-            turns=turns[-MAX_TURNS:],
-            handed_over=bool(item.get("handed_over", {}).get("BOOL", False)),
+        version = int(item.get("version", {}).get("N", "0"))
+        if "body" in item:
+            return session_from_body(session_id, version, json.loads(item["body"]["S"]))
+        # An item an earlier release wrote: a list of turns, appended one per message.
+        turns = [json.loads(t["S"]) for t in item.get("turns", {}).get("L", [])]
+        handed_over = bool(item.get("handed_over", {}).get("BOOL", False))
+        return session_from_body(
+            session_id, version, {"turns": turns[-10:], "handed_over": handed_over}
         )
 
-    def append(self, session_id: str, turn: Turn, *, handed_over: bool) -> None:
+    def save(self, session: Session) -> None:
         from botocore.exceptions import BotoCoreError, ClientError
 
-        body = json.dumps(_turn_to_dict(turn), ensure_ascii=False)
-        expires_at = int((turn.at + self._ttl).timestamp())
+        body = json.dumps(session_body(session), ensure_ascii=False)
+        updated = session.turns[-1].at if session.turns else datetime.now().astimezone()
+        expires_at = int((updated + self._ttl).timestamp())
+        condition: dict[str, Any]
+        if session.version == 0:
+            condition = {"ConditionExpression": "attribute_not_exists(version)"}
+        else:
+            condition = {
+                "ConditionExpression": "version = :read",
+                "ExpressionAttributeValues": {":read": {"N": str(session.version)}},
+            }
         try:
-            self._client.update_item(
+            self._client.put_item(
                 TableName=self._table,
-                Key={"session_id": {"S": session_id}},
-                UpdateExpression=(
-                    "SET turns = list_append(if_not_exists(turns, :empty), :turn), "
-                    "handed_over = :handed_over, updated_at = :now, expires_at = :expires"
-                ),
-                ExpressionAttributeValues={
-                    ":empty": {"L": []},
-                    ":turn": {"L": [{"S": body}]},
-                    ":handed_over": {"BOOL": handed_over},
-                    ":now": {"S": turn.at.isoformat()},
-                    ":expires": {"N": str(expires_at)},
+                Item={
+                    "session_id": {"S": session.session_id},
+                    "version": {"N": str(session.version + 1)},
+                    "body": {"S": body},
+                    "handed_over": {"BOOL": session.handed_over},
+                    "updated_at": {"S": updated.isoformat()},
+                    "expires_at": {"N": str(expires_at)},
                 },
+                **condition,
             )
-        except (ClientError, BotoCoreError) as exc:
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                raise SessionConflict(session.session_id) from exc
+            raise DependencyUnavailable("session store write failed") from exc
+        except BotoCoreError as exc:
             raise DependencyUnavailable("session store write failed") from exc

@@ -1,0 +1,182 @@
+"""Claude through Anthropic's Messages API (the `anthropic` SDK): the same chat and conversation
+model as `BedrockClaude`, for a deployment that calls Anthropic directly.
+
+The prompts are `kefu.adapters.claude_prompt`'s; tools travel as `tool_use` / `tool_result`
+content blocks. The client is taken as an argument (tests hand in one over a mock transport);
+`create` builds one within a chat turn's budget, and the SDK itself honours
+`ANTHROPIC_BASE_URL`. The SDK is imported only when this model is built or called, so a chat
+function configured for another model never loads it. Every failure of a call becomes
+`DependencyUnavailable`, which the chat turn degrades instead of failing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from kefu.adapters.claude_prompt import (
+    CHAT_BUDGET,
+    MAX_TOKENS,
+    MAX_TOOL_ROUNDS,
+    Prompt,
+    answer_prompt,
+    parse_reply,
+    standalone_prompt,
+    summary_prompt,
+    tool_failed,
+)
+from kefu.errors import DependencyUnavailable
+from kefu.ports import AnswerContext, ModelAnswer, Tools, ToolSpec
+
+if TYPE_CHECKING:
+    from anthropic import Anthropic
+    from anthropic.types import Message
+
+    from kefu.models import Turn
+    from kefu.text import Language
+
+
+def prompt_request(prompt: Prompt, *, model: str) -> dict[str, Any]:
+    """The keyword arguments of `messages.create` for a prompt. No `temperature`: the SDK's 1.x
+    and later signatures dropped the sampling parameters, and the API accepts only the default
+    for models after Claude Opus 4.6; the prompt keeps the answers to the sources instead."""
+    return {
+        "model": model,
+        "max_tokens": prompt.max_tokens,
+        "system": prompt.system,
+        "messages": [{"role": role, "content": text} for role, text in prompt.messages],
+    }
+
+
+def tool_params(specs: Sequence[ToolSpec]) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": spec.name,
+            "description": spec.description,
+            "input_schema": dict(spec.input_schema),
+        }
+        for spec in specs
+    ]
+
+
+def messages_request(
+    context: AnswerContext, *, model: str, max_tokens: int = MAX_TOKENS
+) -> dict[str, Any]:
+    """The request for one answer: the earlier turns, then the knowledge, the conversation's
+    state and the question; the tools, when given."""
+    request = prompt_request(answer_prompt(context, max_tokens=max_tokens), model=model)
+    if context.tools is not None and context.tools.specs:
+        request["tools"] = tool_params(context.tools.specs)
+    return request
+
+
+def _text(message: Message) -> str:
+    from anthropic.types import TextBlock
+
+    return "".join(block.text for block in message.content if isinstance(block, TextBlock)).strip()
+
+
+def _turn_taken(message: Message, tools: Tools, used: list[str]) -> list[dict[str, Any]]:
+    """The model's tool-calling message as sent back, then the user message answering each of
+    its `tool_use` blocks; the names of the tools called are appended to `used`."""
+    from anthropic.types import TextBlock, ToolUseBlock
+
+    said: list[dict[str, Any]] = []
+    results: list[dict[str, Any]] = []
+    for block in message.content:
+        if isinstance(block, TextBlock) and block.text:
+            said.append({"type": "text", "text": block.text})
+        elif isinstance(block, ToolUseBlock):
+            said.append(
+                {"type": "tool_use", "id": block.id, "name": block.name, "input": block.input}
+            )
+            result = tools.call(block.name, block.input)
+            used.append(block.name)
+            results.append(
+                {
+                    "type": "tool_result",
+                    "tool_use_id": block.id,
+                    "content": json.dumps(result, ensure_ascii=False),
+                    "is_error": tool_failed(result),
+                }
+            )
+    if not results:
+        raise DependencyUnavailable("Anthropic API asked for a tool without naming one")
+    return [{"role": "assistant", "content": said}, {"role": "user", "content": results}]
+
+
+class AnthropicClaude:
+    """A `ChatModel` and `ConversationModel` answering with Claude through Anthropic's API."""
+
+    name = "claude"
+
+    def __init__(self, client: Anthropic, *, model: str, max_tokens: int = MAX_TOKENS) -> None:
+        self._client = client
+        self.model = model
+        self.max_tokens = max_tokens
+
+    @classmethod
+    def create(cls, *, api_key: str, model: str, max_tokens: int = MAX_TOKENS) -> AnthropicClaude:
+        """A client within a chat turn's budget (the SDK retries a throttled or failed call
+        after a back-off); its base URL is `ANTHROPIC_BASE_URL` when set."""
+        import anthropic
+
+        client = anthropic.Anthropic(
+            api_key=api_key,
+            timeout=anthropic.Timeout(
+                CHAT_BUDGET.read_timeout, connect=CHAT_BUDGET.connect_timeout
+            ),
+            max_retries=CHAT_BUDGET.max_attempts - 1,
+        )
+        return cls(client, model=model, max_tokens=max_tokens)
+
+    def _create(self, request: dict[str, Any]) -> Message:
+        import anthropic
+
+        try:
+            message: Message = self._client.messages.create(**request)
+        except anthropic.APIStatusError as exc:  # 429 throttled, 5xx, 529 overloaded, 4xx
+            raise DependencyUnavailable(
+                f"Anthropic API failed: {exc.status_code} {type(exc).__name__}"
+            ) from exc
+        except anthropic.APIError as exc:  # timeouts, connection errors, unreadable responses
+            raise DependencyUnavailable(f"Anthropic API failed: {type(exc).__name__}") from exc
+        return message
+
+    def answer(self, context: AnswerContext) -> ModelAnswer:
+        request = messages_request(context, model=self.model, max_tokens=self.max_tokens)
+        used: list[str] = []
+        rounds = 0
+        message = self._create(request)
+        while message.stop_reason == "tool_use" and context.tools is not None:
+            if rounds == MAX_TOOL_ROUNDS:
+                raise DependencyUnavailable(
+                    f"Anthropic API still calling tools after {rounds} rounds"
+                )
+            rounds += 1
+            request["messages"].extend(_turn_taken(message, context.tools, used))
+            message = self._create(request)
+        text, sources = parse_reply(_text(message), context.hits)
+        if not text:
+            raise DependencyUnavailable(
+                f"Anthropic API returned no text (stop: {message.stop_reason})"
+            )
+        return ModelAnswer(text=text, model=self.name, sources=sources, tools_used=tuple(used))
+
+    def _short(self, prompt: Prompt) -> str:
+        message = self._create(prompt_request(prompt, model=self.model))
+        text = _text(message)
+        if not text:
+            raise DependencyUnavailable(
+                f"Anthropic API returned no text (stop: {message.stop_reason})"
+            )
+        return text
+
+    def standalone_question(
+        self, message: str, history: Sequence[Turn], summary: str, language: Language
+    ) -> str:
+        return self._short(standalone_prompt(message, history, summary, language))
+
+    def summarize(self, summary: str, turns: Sequence[Turn], language: Language) -> str:
+        return self._short(summary_prompt(summary, turns, language))
