@@ -276,14 +276,18 @@ def report_dialogues(path: Path, settings: Settings, *, as_json: bool) -> str:
     report as text or one JSON object; how long indexing and the dialogues took goes to stderr."""
     from kefu.observability import logger
 
-    # The service logs every turn to stdout, where the report goes.
-    logger.setLevel(logging.WARNING)
     dialogues = load_dialogues(path)
-    started = time.perf_counter()
-    with local_chat_service(settings) as service:
-        indexed = time.perf_counter()
-        report = summarise([run_dialogue(service, dialogue) for dialogue in dialogues])
-        done = time.perf_counter()
+    # The service logs every turn to stdout, where the report goes.
+    level = logger.log_level
+    logger.setLevel(logging.WARNING)
+    try:
+        started = time.perf_counter()
+        with local_chat_service(settings) as service:
+            indexed = time.perf_counter()
+            report = summarise([run_dialogue(service, dialogue) for dialogue in dialogues])
+            done = time.perf_counter()
+    finally:
+        logger.setLevel(level)
     print(
         f"indexed the sample KB in {indexed - started:.1f} s; {len(dialogues)} dialogues, "
         f"{report.turns.total} turns in {done - indexed:.1f} s",

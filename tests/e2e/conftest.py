@@ -4,8 +4,9 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,8 @@ STARTUP_LIMIT_S = 300
 
 @dataclass
 class LocalStack:
+    """A running local stack: its URL, and what it has printed (and logged) so far."""
+
     url: str
     output: list[str]
 
@@ -27,18 +30,22 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def start(data_dir: Path) -> tuple[subprocess.Popen[str], LocalStack]:
-    """`python -m local` as `make run` starts it, on a free loopback port, until it serves."""
+def start(
+    data_dir: Path, env: Mapping[str, str] | None = None
+) -> tuple[subprocess.Popen[str], LocalStack]:
+    """`python -m local` as `make run` starts it, on a free loopback port, until it serves;
+    `env` adds to (or overrides) the environment it is started in."""
     port = free_port()
-    env = {
+    environment = {
         **os.environ,
+        **(env or {}),
         "KEFU_DATA_DIR": str(data_dir),
         "PYTHONPATH": os.pathsep.join([str(ROOT / "layers" / "kefu" / "python"), str(ROOT)]),
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "local", "--port", str(port)],
         cwd=ROOT,
-        env=env,
+        env=environment,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -46,15 +53,28 @@ def start(data_dir: Path) -> tuple[subprocess.Popen[str], LocalStack]:
     output: list[str] = []
     deadline = time.monotonic() + STARTUP_LIMIT_S
     assert process.stdout is not None
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line and process.poll() is not None:
-            break
-        output.append(line.rstrip())
-        if "Kefu is serving on" in line:
-            return process, LocalStack(url=f"http://127.0.0.1:{port}", output=output)
+    try:
+        while time.monotonic() < deadline:
+            line = process.stdout.readline()
+            if not line and process.poll() is not None:
+                break
+            output.append(line.rstrip())
+            if "Kefu is serving on" in line:
+                # Read on while it serves: its logs go to the same pipe, which would fill and
+                # block it, and a test may look for what was (or must not be) logged.
+                threading.Thread(target=_read_on, args=(process, output), daemon=True).start()
+                return process, LocalStack(url=f"http://127.0.0.1:{port}", output=output)
+    except BaseException:
+        process.kill()  # interrupted (a test timeout, Ctrl-C): leave no server behind
+        raise
     process.kill()
     pytest.fail("the local stack did not start:\n" + "\n".join(output))
+
+
+def _read_on(process: subprocess.Popen[str], output: list[str]) -> None:
+    assert process.stdout is not None
+    for line in process.stdout:
+        output.append(line.rstrip())
 
 
 def stop(process: subprocess.Popen[str]) -> None:

@@ -192,7 +192,8 @@ def test_a_model_resolves_a_follow_up_before_retrieval(retriever: Any) -> None:
     claude = _Claude()
     service = build(retriever, model=claude)
     first = ask(service, "How long does a refund take?")
-    assert first.model == "faq" and not claude.contexts, "a confident FAQ needs no model"
+    assert first.model == "faq"
+    assert not claude.contexts, "a confident FAQ needs no model"
     follow = ask(service, "and what about to a card?", first.session_id)
     [(message, history)] = claude.rewrites
     assert message == "and what about to a card?"
@@ -226,5 +227,6 @@ def test_the_model_folds_old_turns_into_the_summary(retriever: Any) -> None:
     for _ in range(6):
         reply = ask(service, "How long does a refund take?", reply.session_id)
     stored = sessions.get(reply.session_id)
-    assert stored is not None and claude.summaries
+    assert stored is not None
+    assert claude.summaries
     assert stored.summary.endswith("things.")

@@ -40,6 +40,10 @@ def ask(service: ChatService, message: str, **kwargs: Any) -> Any:
         ("你是真人吗", "identity"),
         ("你是谁", "identity"),
         ("你是机器人还是真人？", "identity"),
+        ("what's your phone number?", "contact"),
+        ("How can I contact you?", "contact"),
+        ("你们客服电话是多少？", "contact"),
+        ("怎么联系你们", "contact"),
     ],
 )
 def test_small_talk_is_recognised_in_either_language(message: str, kind: str) -> None:
@@ -56,6 +60,8 @@ def test_small_talk_is_recognised_in_either_language(message: str, kind: str) ->
         "谢谢，另外发票怎么开？",
         "How do I say goodbye to my old account and delete it?",
         "你是怎么计算运费的",
+        "How do I change my phone number?",
+        "我的手机号换了怎么办",
         "",
     ],
 )

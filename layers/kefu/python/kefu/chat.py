@@ -193,7 +193,7 @@ class ChatService:
         sid = session.session_id
         # "Are you a real person?" is a question about the agent, not a request for one.
         chatter = small_talk(message)
-        if chatter == "identity" or (chatter and not asks_for_human(message)):
+        if chatter in ("identity", "contact") or (chatter and not asks_for_human(message)):
             return _Answer(self._small_talk(sid, language, chatter))
         if asks_for_human(message):
             return _Answer(_reply(sid, language, HANDOVER[language], "human_agent", "handed_over"))
@@ -206,16 +206,15 @@ class ChatService:
                 return self._upset_aware(answered, message, language)
         answered = self._answer(session, message, masked, language)
         response = answered.response
-        if (
-            self.tools is not None
-            and response.outcome == "answered"
-            and response.intent == "returns"
-            and wants_return(message)
-            and "order_id" not in session.slots
-        ):
-            # The start of a return: the policy, and what the flow needs next.
-            answer = f"{response.answer}\n\n{ASK_ORDER[language]}"
-            answered.response = response.model_copy(update={"answer": answer})
+        if self.tools is not None and wants_return(message) and "order_id" not in session.slots:
+            # The start of a return: the policy if the KB has it, and what the flow needs next.
+            if response.outcome == "answered" and response.intent == "returns":
+                answer = f"{response.answer}\n\n{ASK_ORDER[language]}"
+                answered.response = response.model_copy(update={"answer": answer})
+            elif response.outcome == "declined":
+                answered.response = _reply(
+                    sid, language, ASK_ORDER[language], "returns", "answered"
+                )
         return self._upset_aware(answered, message, language)
 
     @staticmethod

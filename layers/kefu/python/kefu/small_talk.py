@@ -12,7 +12,7 @@ from typing import Literal
 
 from kefu.text import Language
 
-SmallTalk = Literal["greeting", "thanks", "goodbye", "identity"]
+SmallTalk = Literal["greeting", "thanks", "goodbye", "identity", "contact"]
 
 _PATTERNS: dict[SmallTalk, re.Pattern[str]] = {
     "identity": re.compile(
@@ -22,6 +22,16 @@ _PATTERNS: dict[SmallTalk, re.Pattern[str]] = {
         r"(bot|robot|human|person|machine|ai)|"
         r"(你|您)?是(不是)?(机器人|真人|人工|人工智能|ai|谁|人|客服)(吗|呀|啊|嘛)?|"
         r"(你|您)是(机器人|真人|ai)还是(真人|机器人|人工)|我在和(机器人|真人|谁)(说话|聊天)(吗)?"
+    ),
+    # How to reach the shop: the KB gives no phone number or e-mail, and none is made up.
+    "contact": re.compile(
+        r"((what s|what is|whats|give me|tell me|send me) )?(your|the|ur) (customer service |"
+        r"support |shop s |store s )?(phone|telephone|contact|hotline|service|support|email|"
+        r"e mail)( number| no| details| info| address)?( please| pls)?|"
+        r"how (can|do|could) i (contact|reach|call|email|phone) (you|you guys|customer service|"
+        r"support|the shop|the store)|do you have an? (phone number|hotline|email address)|"
+        r"(你们|您|贵店|商城)?(的)?(客服|官方|人工)?(电话|热线|联系方式|邮箱|手机号)"
+        r"(是多少|是什么|多少|有吗|给我|发我)?(呀|啊|吗)?|怎么(联系|找到)(你们|客服|商家)"
     ),
     "greeting": re.compile(
         r"((hi|hello|hey|hiya|howdy|greetings|good (morning|afternoon|evening))( there| kefu)?)+|"
@@ -66,6 +76,12 @@ REPLIES: dict[SmallTalk, dict[Language, str]] = {
         "如需真人客服，随时回复“转人工”即可。",
         "en": "I'm the shop's customer-service assistant, an AI that answers from our help "
         "content. If you'd like a person instead, just ask for a human agent at any time.",
+    },
+    "contact": {
+        "zh": "抱歉，我这里没有可以提供的电话或邮箱。您可以直接在这个对话里回复“转人工”，"
+        "人工客服会在这里为您处理。",
+        "en": "I don't have a phone number or e-mail address I can give you, but a human agent "
+        "can help you right here in this chat: just ask for one.",
     },
 }
 APOLOGY: dict[Language, str] = {
