@@ -8,14 +8,20 @@ parameters, so no construct ever asks which stage it is in.
 from __future__ import annotations
 
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from infra_cdk.constructs.bedrock_access import inference_profile_base_model
+
 STAGE_CONTEXT_KEY = "stage"
 STAGES_CONTEXT_KEY = "stages"
 DEFAULT_STAGE = "dev"
+
+# The characters Secrets Manager allows in a secret's name (a name, not an ARN).
+_SECRET_NAME_PATTERN = r"^[A-Za-z0-9/_+=.@-]{1,512}$"
 
 # The retention periods CloudWatch Logs accepts, in days.
 _RETENTION_BY_DAYS: dict[int, logs.RetentionDays] = {
@@ -71,6 +77,19 @@ class StageConfig(BaseModel):
     bedrock_embedding_model_id: str = Field(
         default="amazon.titan-embed-text-v2:0", pattern=r"^[a-z0-9-]+(\.[\w.:-]+)+$"
     )
+    # What writes the answers: Claude on Bedrock (`bedrock_model_id`), Claude through Anthropic's
+    # API (its key in the Secrets Manager secret named here), or quotes of the matched FAQ entry
+    # or passage (`extractive`, no model at all).
+    chat_model: Literal["bedrock", "anthropic", "extractive"] = "bedrock"
+    # Unset: the model kefu defaults to (KEFU_ANTHROPIC_MODEL).
+    anthropic_model: str | None = Field(default=None, pattern=r"^[a-z0-9][\w.:@-]*$")
+    anthropic_api_key_secret_name: str | None = Field(default=None, pattern=_SECRET_NAME_PATTERN)
+    # The enterprise's order API (`GET <url>/orders/<id>`, its key in the secret named here);
+    # unset, the chat answers without order lookups.
+    orders_url: str | None = None
+    orders_api_key_secret_name: str | None = Field(default=None, pattern=_SECRET_NAME_PATTERN)
+    # The conversation the chat keeps verbatim, in tokens; older turns fold into a summary.
+    memory_tokens: int = Field(default=2048, ge=256, le=32768)
     # The fit an FAQ entry needs to answer (its similarity relative to how alike its questions
     # are), the similarity it needs where a tenant has no FAQ head (unset: the FAQ threshold),
     # the similarity a passage needs, and the FAQ head's probability an entry needs, for the
@@ -128,6 +147,60 @@ class StageConfig(BaseModel):
                 f"{instance_type} cannot encrypt data at rest: pick t3.medium or larger"
             )
         return instance_type
+
+    @field_validator("orders_url")
+    @classmethod
+    def _orders_over_https(cls, url: str | None) -> str | None:
+        if url is not None:
+            parts = urlsplit(url)
+            if parts.scheme != "https" or not parts.hostname:
+                raise ValueError(
+                    f"orders_url must be an https:// URL (the order API key travels with each "
+                    f"call), not {url!r}"
+                )
+        return url
+
+    @model_validator(mode="after")
+    def _private_data_stays_in_the_region(self) -> StageConfig:
+        if self.profile != "private":
+            return self
+        if self.chat_model == "anthropic":
+            raise ValueError(
+                "the private profile keeps customer data in the stack's region: chat_model "
+                "'anthropic' sends conversations to Anthropic's API outside AWS; use 'bedrock' "
+                "with a foundation model id"
+            )
+        for field in ("bedrock_model_id", "bedrock_embedding_model_id"):
+            model_id: str = getattr(self, field)
+            base_model = inference_profile_base_model(model_id)
+            if base_model is not None:
+                raise ValueError(
+                    f"the private profile keeps customer data in the stack's region: {field} "
+                    f"{model_id!r} is a cross-region inference profile, which may route requests "
+                    f"to other regions; use the foundation model {base_model!r} instead"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _chat_model_settings(self) -> StageConfig:
+        anthropic_fields = ("anthropic_model", "anthropic_api_key_secret_name")
+        if self.chat_model == "anthropic":
+            if self.anthropic_api_key_secret_name is None:
+                raise ValueError(
+                    "chat_model 'anthropic' needs anthropic_api_key_secret_name: the name of the "
+                    "Secrets Manager secret holding the Anthropic API key"
+                )
+        elif any(getattr(self, name) is not None for name in anthropic_fields):
+            raise ValueError(
+                f"{' and '.join(anthropic_fields)} only apply with chat_model 'anthropic', and "
+                f"this stage answers with {self.chat_model!r}"
+            )
+        if (self.orders_url is None) != (self.orders_api_key_secret_name is None):
+            raise ValueError(
+                "orders_url and orders_api_key_secret_name go together: the order API and the "
+                "Secrets Manager secret holding its key"
+            )
+        return self
 
     @model_validator(mode="after")
     def _opensearch_topology(self) -> StageConfig:

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from aws_cdk import Acknowledgment, Duration, RemovalPolicy, Validations
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
+from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
 from infra_cdk.constructs.bedrock_access import (
@@ -26,13 +29,37 @@ API_VERSION_PATH = "v1"
 # What a browser may send on a cross-origin call: JSON bodies and the API key.
 CORS_ALLOW_HEADERS = ["Content-Type", "X-Api-Key"]
 
+# What writes the answers (kefu's KEFU_MODEL).
+ChatModel = Literal["bedrock", "anthropic", "extractive"]
+
+
+@dataclass(frozen=True)
+class AnthropicApi:
+    """Claude through Anthropic's API: the Secrets Manager secret holding the key, and the model
+    (None: the one kefu defaults to)."""
+
+    api_key_secret_name: str
+    model: str | None = None
+
+
+@dataclass(frozen=True)
+class OrderApi:
+    """The enterprise's order API over HTTPS, and the Secrets Manager secret holding its key."""
+
+    url: str
+    api_key_secret_name: str
+
 
 class ChatApi(Construct):
     """`POST /v1/chat`, `GET /v1/health` and `GET /v1/openapi.json`, all served by the chat Lambda.
 
-    The function answers from Bedrock and keeps conversations in the sessions table (granted by
-    the stack). Callers present an API key (usage plan with throttling); the stage throttles
-    everyone, logs access as JSON, and traces with X-Ray.
+    The function answers with `chat_model` (Claude on Bedrock, Claude through Anthropic's API, or
+    quotes of the knowledge base), may look orders up in the enterprise's order API, and keeps
+    conversations in the sessions table (granted by the stack). It may read the secrets holding
+    the API keys it is given and invoke the Bedrock models it uses, nothing more.
+
+    Callers present an API key (usage plan with throttling); the stage throttles everyone, logs
+    access as JSON, and traces with X-Ray.
     """
 
     def __init__(
@@ -44,8 +71,12 @@ class ChatApi(Construct):
         code_dir: Path,
         layer: lambda_.ILayerVersion,
         sessions_table: dynamodb.ITable,
+        chat_model: ChatModel,
         bedrock_model_id: str,
         bedrock_embedding_model_id: str,
+        anthropic: AnthropicApi | None,
+        orders: OrderApi | None,
+        memory_tokens: int,
         thresholds: dict[str, float],
         memory_mb: int,
         timeout: Duration,
@@ -59,6 +90,8 @@ class ChatApi(Construct):
         create_cloudwatch_role: bool,
     ) -> None:
         super().__init__(scope, construct_id)
+        if (chat_model == "anthropic") != (anthropic is not None):
+            raise ValueError("chat_model 'anthropic' and the Anthropic API go together")
 
         chat = ServiceFunction(
             self,
@@ -69,13 +102,14 @@ class ChatApi(Construct):
             handler="handler.lambda_handler",
             layers=[layer],
             environment={
-                # Answers quote the matched FAQ entry or passage until the Claude model lands.
-                "KEFU_MODEL": "extractive",
+                "KEFU_MODEL": chat_model,
                 "KEFU_EMBEDDER": "bedrock",
                 "KEFU_SESSIONS": "dynamodb",
                 "KEFU_SESSIONS_TABLE": sessions_table.table_name,
-                "KEFU_BEDROCK_MODEL_ID": bedrock_model_id,
+                "KEFU_MEMORY_TOKENS": str(memory_tokens),
                 "KEFU_BEDROCK_EMBEDDING_MODEL_ID": bedrock_embedding_model_id,
+                **_answer_model_environment(chat_model, bedrock_model_id, anthropic),
+                **_order_api_environment(orders),
                 # With a proxy integration the function writes the CORS headers itself.
                 "KEFU_CORS_ALLOW_ORIGINS": json.dumps(list(cors_allow_origins)),
                 **{f"KEFU_{name.upper()}": str(value) for name, value in thresholds.items()},
@@ -89,8 +123,17 @@ class ChatApi(Construct):
         self.function = chat.function
         self.api_key: apigw.IApiKey | None = None
         self._allow_bedrock(
-            chat, model_id=bedrock_model_id, embedding_model_id=bedrock_embedding_model_id
+            chat,
+            # Only a stage answering with Claude on Bedrock may invoke its chat model.
+            model_id=bedrock_model_id if chat_model == "bedrock" else None,
+            embedding_model_id=bedrock_embedding_model_id,
         )
+        if anthropic is not None:
+            self._allow_secret_read(
+                chat, "AnthropicApiKey", secret_name=anthropic.api_key_secret_name
+            )
+        if orders is not None:
+            self._allow_secret_read(chat, "OrderApiKey", secret_name=orders.api_key_secret_name)
 
         access_logs = logs.LogGroup(
             self, "AccessLogs", retention=log_retention, removal_policy=removal_policy
@@ -161,20 +204,23 @@ class ChatApi(Construct):
         self._acknowledge_public_api(methods)
 
     def _allow_bedrock(
-        self, chat: ServiceFunction, *, model_id: str, embedding_model_id: str
+        self, chat: ServiceFunction, *, model_id: str | None, embedding_model_id: str
     ) -> None:
+        chat_models = [] if model_id is None else [(model_id, CHAT_MODEL_ACTIONS)]
+        models = [*chat_models, (embedding_model_id, EMBEDDING_MODEL_ACTIONS)]
         statements = [
-            *model_invoke_statements(self, model_id=model_id, actions=CHAT_MODEL_ACTIONS),
-            *model_invoke_statements(
-                self, model_id=embedding_model_id, actions=EMBEDDING_MODEL_ACTIONS
-            ),
+            statement
+            for model, actions in models
+            for statement in model_invoke_statements(self, model_id=model, actions=actions)
         ]
+        findings = {
+            finding
+            for model, _ in models
+            for finding in cross_region_model_findings(self, model_id=model)
+        }
         for statement in statements:
             chat.role.add_to_principal_policy(statement)
-        for finding in {
-            *cross_region_model_findings(self, model_id=model_id),
-            *cross_region_model_findings(self, model_id=embedding_model_id),
-        }:
+        for finding in findings:
             Validations.of(chat.role).acknowledge(
                 Acknowledgment(
                     id=finding,
@@ -183,6 +229,13 @@ class ChatApi(Construct):
                     "profile (bedrock:InferenceProfileArn condition).",
                 )
             )
+
+    def _allow_secret_read(
+        self, chat: ServiceFunction, construct_id: str, *, secret_name: str
+    ) -> None:
+        # Imported by name: the secret is the enterprise's, created and rotated outside the stack.
+        secret = secretsmanager.Secret.from_secret_name_v2(self, construct_id, secret_name)
+        secret.grant_read(chat.role)
 
     def _add_cors_to_gateway_errors(self, cors_allow_origins: Sequence[str]) -> None:
         # Errors API Gateway answers itself (a missing API key, throttling) never reach the
@@ -252,3 +305,28 @@ class ChatApi(Construct):
                     "managed policy is the documented one for it.",
                 )
             )
+
+
+def _answer_model_environment(
+    chat_model: ChatModel, bedrock_model_id: str, anthropic: AnthropicApi | None
+) -> dict[str, str]:
+    """The variables that name the model writing the answers, for that model only."""
+    if chat_model == "bedrock":
+        return {"KEFU_BEDROCK_MODEL_ID": bedrock_model_id}
+    if anthropic is None:
+        return {}
+    environment = {"KEFU_ANTHROPIC_API_KEY_SECRET": anthropic.api_key_secret_name}
+    if anthropic.model is not None:
+        environment["KEFU_ANTHROPIC_MODEL"] = anthropic.model
+    return environment
+
+
+def _order_api_environment(orders: OrderApi | None) -> dict[str, str]:
+    """The order API's variables; without one, KEFU_ORDERS stays unset (no order lookups)."""
+    if orders is None:
+        return {}
+    return {
+        "KEFU_ORDERS": "https",
+        "KEFU_ORDERS_URL": orders.url,
+        "KEFU_ORDERS_API_KEY_SECRET": orders.api_key_secret_name,
+    }

@@ -9,7 +9,7 @@ from constructs import Construct
 
 from infra_cdk.assets import CHAT_FUNCTION_DIR, INGEST_FUNCTION_DIR, SHARED_LAYER_DIR
 from infra_cdk.config import StageConfig
-from infra_cdk.constructs.chat_api import ChatApi
+from infra_cdk.constructs.chat_api import AnthropicApi, ChatApi, OrderApi
 from infra_cdk.constructs.knowledge_base import KnowledgeBase
 from infra_cdk.constructs.session_store import SessionStore
 from infra_cdk.constructs.shared_layer import SharedLayer
@@ -45,8 +45,25 @@ class KefuServiceStack(Stack):
             code_dir=CHAT_FUNCTION_DIR,
             layer=layer.layer,
             sessions_table=sessions.table,
+            chat_model=config.chat_model,
             bedrock_model_id=config.bedrock_model_id,
             bedrock_embedding_model_id=config.bedrock_embedding_model_id,
+            anthropic=(
+                AnthropicApi(
+                    api_key_secret_name=config.anthropic_api_key_secret_name,
+                    model=config.anthropic_model,
+                )
+                if config.anthropic_api_key_secret_name is not None
+                else None
+            ),
+            orders=(
+                OrderApi(
+                    url=config.orders_url, api_key_secret_name=config.orders_api_key_secret_name
+                )
+                if config.orders_url is not None and config.orders_api_key_secret_name is not None
+                else None
+            ),
+            memory_tokens=config.memory_tokens,
             thresholds={
                 name: value
                 for name, value in (

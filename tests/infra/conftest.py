@@ -8,6 +8,15 @@ from tests.infra.synth import STAGE_NAMES, SynthesizedStage, synthesize
 
 # A global cross-region inference profile: the widest Bedrock permission the app can grant.
 GLOBAL_PROFILE_MODEL_ID = "global.anthropic.claude-haiku-4-5-20251001-v1:0"
+# Claude through Anthropic's API, and the enterprise's order API, each with its key in a secret.
+ANTHROPIC_OUTSIDE_AWS = {
+    "chat_model": "anthropic",
+    "anthropic_model": "claude-sonnet-4-5",
+    "anthropic_api_key_secret_name": "kefu/dev/anthropic-api-key",
+    "orders_url": "https://orders.example.com/api",
+    "orders_api_key_secret_name": "kefu/dev/orders-api-key",
+    "memory_tokens": 4096,
+}
 
 
 @pytest.fixture(scope="session")
@@ -48,6 +57,14 @@ def global_profile(tmp_path_factory: pytest.TempPathFactory) -> SynthesizedStage
         "dev",
         tmp_path_factory.mktemp("cdk-global-profile"),
         overrides={"bedrock_model_id": GLOBAL_PROFILE_MODEL_ID},
+    )
+
+
+@pytest.fixture(scope="session")
+def anthropic_with_orders(tmp_path_factory: pytest.TempPathFactory) -> SynthesizedStage:
+    """The dev stage answering through Anthropic's API and looking orders up in an order API."""
+    return synthesize(
+        "dev", tmp_path_factory.mktemp("cdk-anthropic-orders"), overrides=ANTHROPIC_OUTSIDE_AWS
     )
 
 

@@ -25,6 +25,15 @@ from infra_cdk.config import StageConfig, stage_config_from_context
 CHAT_SERVICE = "kefu-chat"
 INGEST_SERVICE = "kefu-ingest"
 HEAD_UPGRADE_SERVICE = "kefu-head-upgrade"
+# How an environment-agnostic template spells the stack's partition, region and account.
+PARTITION = {"Ref": "AWS::Partition"}
+REGION = {"Ref": "AWS::Region"}
+ACCOUNT = {"Ref": "AWS::AccountId"}
+
+
+def joined(*parts: Any) -> dict[str, Any]:
+    """An `Fn::Join` of `parts` with no separator, as CDK renders an ARN."""
+    return {"Fn::Join": ["", list(parts)]}
 
 
 def cdk_json_context() -> dict[str, Any]:
@@ -74,6 +83,13 @@ class SynthesizedStage:
 
     def chat_role_id(self) -> str:
         return self.role_id(CHAT_SERVICE)
+
+    def chat_variables(self) -> dict[str, Any]:
+        """The chat function's environment variables."""
+        variables: dict[str, Any] = self.resources[self.chat_function_id()]["Properties"][
+            "Environment"
+        ]["Variables"]
+        return variables
 
     def sessions_table_id(self) -> str:
         return self.only_logical_id(

@@ -7,12 +7,9 @@ from typing import Any
 import pytest
 
 from infra_cdk.constructs.bedrock_access import inference_profile_base_model
-from tests.infra.synth import SynthesizedStage
+from tests.infra.synth import ACCOUNT, PARTITION, REGION, SynthesizedStage, joined
 
 CHAT_ACTIONS = ["bedrock:InvokeModel", "bedrock:InvokeModelWithResponseStream"]
-PARTITION = {"Ref": "AWS::Partition"}
-REGION = {"Ref": "AWS::Region"}
-ACCOUNT = {"Ref": "AWS::AccountId"}
 
 
 def bedrock_statements(stage: SynthesizedStage) -> list[dict[str, Any]]:
@@ -21,10 +18,6 @@ def bedrock_statements(stage: SynthesizedStage) -> list[dict[str, Any]]:
         for statement in stage.role_statements(stage.chat_role_id())
         if all(action.startswith("bedrock:") for action in statement["Action"])
     ]
-
-
-def joined(*parts: Any) -> dict[str, Any]:
-    return {"Fn::Join": ["", list(parts)]}
 
 
 @pytest.mark.parametrize(

@@ -60,11 +60,12 @@ def test_the_chat_function_is_configured_from_the_stage(each_stage: SynthesizedS
         {
             "Environment": {
                 "Variables": {
-                    "KEFU_MODEL": "extractive",
+                    "KEFU_MODEL": config.chat_model,
                     "KEFU_EMBEDDER": "bedrock",
                     "KEFU_INDEX": "opensearch",
                     "KEFU_SESSIONS": "dynamodb",
                     "KEFU_SESSIONS_TABLE": {"Ref": table_id},
+                    "KEFU_MEMORY_TOKENS": str(config.memory_tokens),
                     "KEFU_BEDROCK_MODEL_ID": config.bedrock_model_id,
                     "KEFU_BEDROCK_EMBEDDING_MODEL_ID": config.bedrock_embedding_model_id,
                     "KEFU_CORS_ALLOW_ORIGINS": json.dumps(list(config.cors_allow_origins)),
@@ -133,38 +134,23 @@ def test_nothing_but_x_ray_is_granted_on_every_resource(each_stage: SynthesizedS
 def test_calibrated_thresholds_reach_the_chat_function_only_when_the_stage_sets_them(
     dev: SynthesizedStage, keyless: SynthesizedStage
 ) -> None:
-    def chat_variables(stage: SynthesizedStage) -> dict[str, object]:
-        functions = stage.template.find_resources("AWS::Lambda::Function")
-        [variables] = [
-            f["Properties"]["Environment"]["Variables"]
-            for f in functions.values()
-            if f["Properties"]
-            .get("Environment", {})
-            .get("Variables", {})
-            .get("POWERTOOLS_SERVICE_NAME")
-            == CHAT_SERVICE
-        ]
-        return variables
-
-    assert "KEFU_FAQ_THRESHOLD" not in chat_variables(dev)
-    configured = chat_variables(keyless)
+    assert "KEFU_FAQ_THRESHOLD" not in dev.chat_variables()
+    configured = keyless.chat_variables()
     assert configured["KEFU_FAQ_THRESHOLD"] == "0.62"
     assert configured["KEFU_HEAD_THRESHOLD"] == "0.3"
     assert configured["KEFU_PASSAGE_THRESHOLD"] == "0.58"
     assert configured["KEFU_SIMILARITY_THRESHOLD"] == "0.7"
-    assert "KEFU_SIMILARITY_THRESHOLD" not in chat_variables(dev)
+    assert "KEFU_SIMILARITY_THRESHOLD" not in dev.chat_variables()
 
 
-def test_every_kefu_variable_a_function_is_given_is_a_setting_it_reads(
-    each_stage: SynthesizedStage,
-) -> None:
+def assert_every_kefu_variable_is_read(stage: SynthesizedStage) -> None:
     from kefu.settings import Settings
 
     # The ingest function reads its idempotency table itself (functions/ingest/handler.py).
     read = {f"KEFU_{name.upper()}" for name in Settings.model_fields} | {"KEFU_IDEMPOTENCY_TABLE"}
     given = {
         name
-        for resource in each_stage.resources.values()
+        for resource in stage.resources.values()
         if resource["Type"] == "AWS::Lambda::Function"
         for name in resource["Properties"].get("Environment", {}).get("Variables", {})
         if name.startswith("KEFU_")
@@ -172,3 +158,15 @@ def test_every_kefu_variable_a_function_is_given_is_a_setting_it_reads(
 
     assert given, "no function is configured through KEFU_* variables"
     assert given <= read, f"set but never read: {sorted(given - read)}"
+
+
+def test_every_kefu_variable_a_function_is_given_is_a_setting_it_reads(
+    each_stage: SynthesizedStage,
+) -> None:
+    assert_every_kefu_variable_is_read(each_stage)
+
+
+def test_the_anthropic_and_order_api_variables_are_settings_the_chat_function_reads(
+    anthropic_with_orders: SynthesizedStage,
+) -> None:
+    assert_every_kefu_variable_is_read(anthropic_with_orders)

@@ -60,6 +60,21 @@ def test_without_stages_the_error_says_where_they_come_from() -> None:
         ),
         ({"opensearch_dedicated_master_count": 3}, "opensearch_dedicated_master_type"),
         ({"ingest_timeout_seconds": 901}, "ingest_timeout_seconds"),
+        ({"chat_model": "claude"}, "chat_model"),
+        ({"chat_model": "anthropic"}, "needs anthropic_api_key_secret_name"),
+        ({"anthropic_model": "claude-sonnet-4-5"}, "only apply with chat_model 'anthropic'"),
+        (
+            {"chat_model": "anthropic", "anthropic_api_key_secret_name": "arn:aws:secretsmanager"},
+            "anthropic_api_key_secret_name",
+        ),
+        (
+            {"orders_url": "http://orders.example.com", "orders_api_key_secret_name": "k"},
+            "must be an https:// URL",
+        ),
+        ({"orders_url": "https://orders.example.com"}, "orders_api_key_secret_name go together"),
+        ({"orders_api_key_secret_name": "kefu/orders"}, "orders_url and"),
+        ({"memory_tokens": 255}, "memory_tokens"),
+        ({"memory_tokens": 32769}, "memory_tokens"),
     ],
 )
 def test_a_bad_stage_is_refused_with_the_field_named(
@@ -77,3 +92,84 @@ def test_a_stage_with_account_and_region_gets_an_explicit_environment() -> None:
     stack = KefuServiceStack(App(), config.stack_name, config=config)
 
     assert (stack.account, stack.region) == ("123456789012", "eu-central-1")
+
+
+def stage_with(**overrides: Any) -> StageConfig:
+    return StageConfig.model_validate({"name": "qa", **overrides})
+
+
+def test_a_stage_answers_with_claude_on_bedrock_unless_told_otherwise() -> None:
+    config = stage_with()
+
+    assert config.chat_model == "bedrock"
+    assert (config.orders_url, config.memory_tokens) == (None, 2048)
+
+
+def test_an_anthropic_stage_names_the_secret_holding_its_key() -> None:
+    config = stage_with(
+        chat_model="anthropic",
+        anthropic_api_key_secret_name="kefu/qa/anthropic-api-key",
+        orders_url="https://orders.example.com/api",
+        orders_api_key_secret_name="kefu/qa/orders-api-key",
+    )
+
+    assert config.anthropic_model is None, "unset, kefu's default model answers"
+
+
+def test_the_private_profile_answers_with_in_region_foundation_models() -> None:
+    config = stage_with(profile="private", chat_model="bedrock")
+
+    assert config.bedrock_model_id == "anthropic.claude-3-5-haiku-20241022-v1:0"
+
+
+@pytest.mark.parametrize(
+    ("override", "complaint"),
+    [
+        (
+            {"chat_model": "anthropic", "anthropic_api_key_secret_name": "kefu/anthropic"},
+            "chat_model 'anthropic' sends conversations to Anthropic's API outside AWS",
+        ),
+        (
+            {"bedrock_model_id": "us.anthropic.claude-3-5-haiku-20241022-v1:0"},
+            "bedrock_model_id 'us.anthropic.claude-3-5-haiku-20241022-v1:0' is a cross-region "
+            "inference profile",
+        ),
+        (
+            {"bedrock_model_id": "eu.anthropic.claude-3-7-sonnet-20250219-v1:0"},
+            "use the foundation model 'anthropic.claude-3-7-sonnet-20250219-v1:0'",
+        ),
+        (
+            {"bedrock_model_id": "apac.anthropic.claude-3-5-sonnet-20241022-v2:0"},
+            "cross-region inference profile",
+        ),
+        (
+            {"bedrock_model_id": "global.anthropic.claude-haiku-4-5-20251001-v1:0"},
+            "cross-region inference profile",
+        ),
+        (
+            {"bedrock_embedding_model_id": "us.amazon.titan-embed-text-v2:0"},
+            "bedrock_embedding_model_id 'us.amazon.titan-embed-text-v2:0' is a cross-region",
+        ),
+    ],
+)
+def test_the_private_profile_refuses_what_would_take_data_out_of_the_region(
+    override: dict[str, Any], complaint: str
+) -> None:
+    context = cdk_json_context()
+    context["stages"]["dev"] = {**context["stages"]["dev"], "profile": "private", **override}
+
+    with pytest.raises(StageConfigError, match="private profile keeps customer data") as refused:
+        config_for(context)
+
+    assert complaint in str(refused.value)
+
+
+def test_the_public_profile_may_use_anthropic_and_cross_region_profiles() -> None:
+    config = stage_with(
+        profile="public",
+        chat_model="anthropic",
+        anthropic_api_key_secret_name="kefu/anthropic",
+        bedrock_embedding_model_id="us.amazon.titan-embed-text-v2:0",
+    )
+
+    assert config.chat_model == "anthropic"

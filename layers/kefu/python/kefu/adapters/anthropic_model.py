@@ -12,13 +12,17 @@ function configured for another model never loads it. Every failure of a call be
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from kefu.adapters.claude_prompt import (
     CHAT_BUDGET,
     MAX_TOKENS,
     MAX_TOOL_ROUNDS,
+    ROUND_BUDGET,
+    SHORT_BUDGET,
+    TOOL_ROUNDS_WITHIN,
     Prompt,
     answer_prompt,
     parse_reply,
@@ -26,6 +30,7 @@ from kefu.adapters.claude_prompt import (
     summary_prompt,
     tool_failed,
 )
+from kefu.adapters.cloud_embedders import CallBudget
 from kefu.errors import DependencyUnavailable
 from kefu.ports import AnswerContext, ModelAnswer, Tools, ToolSpec
 
@@ -111,8 +116,16 @@ class AnthropicClaude:
 
     name = "claude"
 
-    def __init__(self, client: Anthropic, *, model: str, max_tokens: int = MAX_TOKENS) -> None:
+    def __init__(
+        self,
+        client: Anthropic,
+        *,
+        model: str,
+        max_tokens: int = MAX_TOKENS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._client = client
+        self._clock = clock
         self.model = model
         self.max_tokens = max_tokens
 
@@ -131,11 +144,18 @@ class AnthropicClaude:
         )
         return cls(client, model=model, max_tokens=max_tokens)
 
-    def _create(self, request: dict[str, Any]) -> Message:
+    def _create(self, request: dict[str, Any], budget: CallBudget | None = None) -> Message:
+        """One call, within `budget` if given (else the client's own, `CHAT_BUDGET`)."""
         import anthropic
 
+        client = self._client
+        if budget is not None:
+            client = client.with_options(
+                timeout=anthropic.Timeout(budget.read_timeout, connect=budget.connect_timeout),
+                max_retries=budget.max_attempts - 1,
+            )
         try:
-            message: Message = self._client.messages.create(**request)
+            message: Message = client.messages.create(**request)
         except anthropic.APIStatusError as exc:  # 429 throttled, 5xx, 529 overloaded, 4xx
             raise DependencyUnavailable(
                 f"Anthropic API failed: {exc.status_code} {type(exc).__name__}"
@@ -148,15 +168,18 @@ class AnthropicClaude:
         request = messages_request(context, model=self.model, max_tokens=self.max_tokens)
         used: list[str] = []
         rounds = 0
+        started = self._clock()
         message = self._create(request)
         while message.stop_reason == "tool_use" and context.tools is not None:
             if rounds == MAX_TOOL_ROUNDS:
                 raise DependencyUnavailable(
                     f"Anthropic API still calling tools after {rounds} rounds"
                 )
+            if self._clock() - started > TOOL_ROUNDS_WITHIN:
+                raise DependencyUnavailable("no time left in the turn for another tool round")
             rounds += 1
             request["messages"].extend(_turn_taken(message, context.tools, used))
-            message = self._create(request)
+            message = self._create(request, ROUND_BUDGET)
         text, sources = parse_reply(_text(message), context.hits)
         if not text:
             raise DependencyUnavailable(
@@ -165,7 +188,7 @@ class AnthropicClaude:
         return ModelAnswer(text=text, model=self.name, sources=sources, tools_used=tuple(used))
 
     def _short(self, prompt: Prompt) -> str:
-        message = self._create(prompt_request(prompt, model=self.model))
+        message = self._create(prompt_request(prompt, model=self.model), SHORT_BUDGET)
         text = _text(message)
         if not text:
             raise DependencyUnavailable(

@@ -11,13 +11,17 @@ honouring `AWS_ENDPOINT_URL_BEDROCK_RUNTIME` as boto3 does. Every failure of a c
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from kefu.adapters.claude_prompt import (
     CHAT_BUDGET,
     MAX_TOKENS,
     MAX_TOOL_ROUNDS,
+    ROUND_BUDGET,
+    SHORT_BUDGET,
+    TOOL_ROUNDS_WITHIN,
     Prompt,
     answer_prompt,
     parse_reply,
@@ -105,8 +109,23 @@ class BedrockClaude:
 
     name = "claude"
 
-    def __init__(self, client: Any, *, model_id: str, max_tokens: int = MAX_TOKENS) -> None:
+    def __init__(
+        self,
+        client: Any,
+        *,
+        model_id: str,
+        max_tokens: int = MAX_TOKENS,
+        round_client: Any = None,
+        short_client: Any = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """`client` makes an answer's first call; `round_client` its tool rounds and
+        `short_client` the short calls, each within its budget (`claude_prompt`); both default
+        to `client`."""
         self._client = client
+        self._round_client = round_client or client
+        self._short_client = short_client or client
+        self._clock = clock
         self.model_id = model_id
         self.max_tokens = max_tokens
 
@@ -114,14 +133,19 @@ class BedrockClaude:
     def create(
         cls, *, model_id: str, region: str | None = None, max_tokens: int = MAX_TOKENS
     ) -> BedrockClaude:
-        client = runtime_client("bedrock-runtime", CHAT_BUDGET, region=region)
-        return cls(client, model_id=model_id, max_tokens=max_tokens)
+        return cls(
+            runtime_client("bedrock-runtime", CHAT_BUDGET, region=region),
+            model_id=model_id,
+            max_tokens=max_tokens,
+            round_client=runtime_client("bedrock-runtime", ROUND_BUDGET, region=region),
+            short_client=runtime_client("bedrock-runtime", SHORT_BUDGET, region=region),
+        )
 
-    def _converse(self, request: dict[str, Any]) -> dict[str, Any]:
+    def _converse(self, request: dict[str, Any], client: Any = None) -> dict[str, Any]:
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            response: dict[str, Any] = self._client.converse(**request)
+            response: dict[str, Any] = (client or self._client).converse(**request)
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
             raise DependencyUnavailable(f"Bedrock Converse failed: {code}") from exc
@@ -133,16 +157,19 @@ class BedrockClaude:
         request = converse_request(context, model_id=self.model_id, max_tokens=self.max_tokens)
         used: list[str] = []
         rounds = 0
+        started = self._clock()
         response = self._converse(request)
         while response.get("stopReason") == "tool_use" and context.tools is not None:
             if rounds == MAX_TOOL_ROUNDS:
                 raise DependencyUnavailable(
                     f"Bedrock Converse still calling tools after {rounds} rounds"
                 )
+            if self._clock() - started > TOOL_ROUNDS_WITHIN:
+                raise DependencyUnavailable("no time left in the turn for another tool round")
             rounds += 1
             message = response.get("output", {}).get("message", {})
             request["messages"].extend([message, tool_results(message, context.tools, used)])
-            response = self._converse(request)
+            response = self._converse(request, self._round_client)
         text, sources = parse_reply(_text(response), context.hits)
         if not text:
             reason = response.get("stopReason", "unknown")
@@ -150,7 +177,9 @@ class BedrockClaude:
         return ModelAnswer(text=text, model=self.name, sources=sources, tools_used=tuple(used))
 
     def _short(self, prompt: Prompt) -> str:
-        response = self._converse(prompt_request(prompt, model_id=self.model_id))
+        response = self._converse(
+            prompt_request(prompt, model_id=self.model_id), self._short_client
+        )
         text = _text(response)
         if not text:
             reason = response.get("stopReason", "unknown")

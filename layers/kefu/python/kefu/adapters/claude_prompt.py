@@ -31,9 +31,15 @@ if TYPE_CHECKING:
 PROMPT_VERSION = "v2"
 PROMPTS = Path(__file__).parents[1] / "prompts"
 LANGUAGE_NAMES: dict[Language, str] = {"zh": "Simplified Chinese", "en": "English"}
-# Within API Gateway's 29 seconds, after retrieval: two attempts of at most 10 s each; the
-# clients back off before retrying a throttled call.
-CHAT_BUDGET = CallBudget(connect_timeout=2.0, read_timeout=10.0, max_attempts=2, throttle_retries=0)
+# A turn has API Gateway's 29 seconds. The answer's first call: two attempts of at most 10 s
+# (the clients back off before retrying a throttled call). A tool round after it starts only
+# within `TOOL_ROUNDS_WITHIN` seconds of the answer's start, with one attempt of at most 9 s, so
+# the whole answer ends within 20 s. The short calls (a follow-up rewritten, a summary) get one
+# attempt of at most 5 s: a turn spends at most 5 + retrieval + 20 s with a model.
+CHAT_BUDGET = CallBudget(connect_timeout=1.0, read_timeout=9.0, max_attempts=2, throttle_retries=0)
+ROUND_BUDGET = CallBudget(connect_timeout=1.0, read_timeout=8.0, max_attempts=1, throttle_retries=0)
+SHORT_BUDGET = CallBudget(connect_timeout=1.0, read_timeout=4.0, max_attempts=1, throttle_retries=0)
+TOOL_ROUNDS_WITHIN = 11.0
 MAX_TOKENS = 512
 # A rewritten question is one sentence; a summary is bounded again by `kefu.memory`.
 STANDALONE_MAX_TOKENS = 150
