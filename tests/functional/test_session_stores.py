@@ -154,7 +154,8 @@ def test_an_item_of_the_earlier_turn_list_shape_is_read_and_replaced(dynamodb: A
     )
     store = DynamoDBSessionStore(TABLE, client=dynamodb, ttl=timedelta(hours=72))
     session = store.get("session-1")
-    assert session is not None and session.version == 0
+    assert session is not None
+    assert session.version == 0
     assert [t.turn_id for t in session.turns] == [f"turn-{n}" for n in range(4, 14)]
     stored = saved(store, replace(session, turns=session.turns[-2:]))
     assert stored.version == 1
