@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -47,6 +48,9 @@ from kefu.text import Language, detect_language
 
 # How many times a turn is re-applied when another request saved the session meanwhile.
 SAVE_ATTEMPTS = 3
+# A turn that has taken this long leaves the summary to the extractive fold: the model's would
+# take it past API Gateway's 29 seconds.
+SUMMARY_WITHIN_SECONDS = 15.0
 # "Where is it now?", "我的快递到哪了": a question about the order the conversation is about.
 _ABOUT_THE_ORDER = re.compile(r"我的|这个|那个|该|它|\b(my|it|this|that|the order)\b", re.I)
 
@@ -89,6 +93,7 @@ class ChatService:
         self.memory = memory or Memory(summarizer=self.conversational)
 
     def handle(self, request: ChatRequest) -> ChatResponse:
+        started = time.monotonic()
         session_id = request.session_id or new_id()
         session = self._load(session_id)
         language: Language = request.language or detect_language(request.message)
@@ -121,7 +126,8 @@ class ChatService:
             at=self.clock(),
             sources=tuple(source.id for source in response.sources),
         )
-        self._remember(session, turn, intent=intent, slots=slots)
+        use_model = time.monotonic() - started < SUMMARY_WITHIN_SECONDS
+        self._remember(session, turn, intent=intent, slots=slots, use_model=use_model)
         logger.info(
             "chat turn",
             extra={
@@ -147,12 +153,23 @@ class ChatService:
             return Session(session_id=session_id)
 
     def _remember(
-        self, session: Session, turn: Turn, *, intent: str, slots: dict[str, str]
+        self,
+        session: Session,
+        turn: Turn,
+        *,
+        intent: str,
+        slots: dict[str, str],
+        use_model: bool = True,
     ) -> None:
         handed_over = session.handed_over or turn.outcome == "handed_over"
         for _ in range(SAVE_ATTEMPTS):
             updated = self.memory.remember(
-                session, turn, intent=intent, slots=slots, handed_over=handed_over
+                session,
+                turn,
+                intent=intent,
+                slots=slots,
+                handed_over=handed_over,
+                use_model=use_model,
             )
             try:
                 self.sessions.save(updated)

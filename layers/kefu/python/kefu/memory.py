@@ -82,15 +82,21 @@ class Memory:
         intent: str,
         slots: Mapping[str, str],
         handed_over: bool,
+        use_model: bool = True,
     ) -> Session:
-        """The session after `turn` (its `version` still the one read: the store moves it)."""
+        """The session after `turn` (its `version` still the one read: the store moves it).
+        Without `use_model` (the turn has no time left for it) the summary is extractive."""
         turns = [*session.turns, turn]
         left: list[Turn] = []
         while len(turns) > self.policy.keep_turns and (
             sum(turn_tokens(t) for t in turns) > self.policy.budget_tokens
         ):
             left.append(turns.pop(0))
-        summary = self.fold(session.summary, left, turn.language) if left else session.summary
+        summary = (
+            self.fold(session.summary, left, turn.language, use_model=use_model)
+            if left
+            else session.summary
+        )
         return replace(
             session,
             turns=turns,
@@ -101,9 +107,11 @@ class Memory:
             turn_count=session.turn_count + 1,
         )
 
-    def fold(self, summary: str, turns: Sequence[Turn], language: Language) -> str:
+    def fold(
+        self, summary: str, turns: Sequence[Turn], language: Language, *, use_model: bool = True
+    ) -> str:
         """`summary` with `turns` folded in, within its bound."""
-        if self.summarizer is not None:
+        if self.summarizer is not None and use_model:
             try:
                 folded = self.summarizer.summarize(summary, turns, language)
                 return _bounded(folded.strip(), self.policy.summary_tokens)
