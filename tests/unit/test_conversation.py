@@ -62,8 +62,11 @@ def test_a_return_reason_is_recognised(message: str, reason: str | None) -> None
 
 def test_wanting_a_return_is_told_from_asking_about_the_policy() -> None:
     assert wants_return("我想退货")
+    assert wants_return("我想 return 一件 jacket")
     assert wants_return("I'd like to return a jacket")
+    assert wants_return("can I send it back?")
     assert not wants_return("what is your return policy?")
+    assert not wants_return("how do I send it in for repair?")
 
 
 def test_a_return_is_guided_order_then_reason_then_the_next_step(retriever: Any) -> None:

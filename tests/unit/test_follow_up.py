@@ -36,6 +36,9 @@ def turn(intent: str, outcome: str = "answered") -> Turn:
         ("那运费呢？", [turn("unknown", "declined")], None),  # nothing was answered
         ("那运费呢？", [turn("returns"), turn("small_talk")], "returns"),  # the last answered topic
         ("运费怎么算？", [turn("returns")], None),  # a question of its own
+        ("do they run out at some point?", [turn("account")], "account"),  # a pronoun
+        ("what if the sole is coming off?", [turn("returns")], "returns"),
+        ("如果当初是信用卡付的呢？", [turn("refunds")], "refunds"),
         (
             "and could you also tell me how the loyalty points on my account are calculated?",
             [turn("returns")],
@@ -63,3 +66,53 @@ def test_a_follow_up_is_answered_within_the_conversations_topic(
     assert follow.outcome == "answered"
     assert follow.sources[0].id == "refund-01-en"
     assert not fresh.sources or fresh.sources[0].id != "refund-01-en"
+
+
+def test_a_follow_up_carries_the_question_it_follows() -> None:
+    from kefu.follow_up import follow_up_of
+
+    found = follow_up_of("如果当初是信用卡付的呢？", [turn("refunds")])
+    assert found is not None
+    assert (found.topic, found.previous) == ("refunds", "m")
+
+
+class _Recorder:
+    """An index that records the queries it is asked and finds nothing."""
+
+    version = "1"
+
+    def __init__(self) -> None:
+        self.queries: list[tuple[str, str | None]] = []
+
+    def search(self, query: object) -> list[object]:
+        self.queries.append((query.text, query.category))  # type: ignore[attr-defined]
+        return []
+
+    def load_head(self, tenant: str) -> None:
+        return None
+
+
+def test_a_follow_up_is_read_alone_then_after_its_question_then_across_the_kb() -> None:
+    from kefu.adapters.embedders import HashingEmbedder
+    from kefu.decision import Thresholds
+    from kefu.retrieval import Retriever
+
+    index = _Recorder()
+    retriever = Retriever(
+        embedder=HashingEmbedder(),
+        index=index,  # type: ignore[arg-type]
+        thresholds=Thresholds(fit=0.4, head=0.58, similarity=0.4, passage=0.3),
+    )
+    decision = retriever.decide(
+        "如果当初是信用卡付的呢？",
+        language="zh",
+        tenant="default",
+        topic="refunds",
+        previous="几天能拿到退款",
+    )
+    assert decision.kind == "decline"
+    assert index.queries == [
+        ("如果当初是信用卡付的呢？", "refunds"),
+        ("几天能拿到退款\n如果当初是信用卡付的呢？", "refunds"),
+        ("如果当初是信用卡付的呢？", None),
+    ]

@@ -44,6 +44,11 @@ def ask(service: ChatService, message: str, **kwargs: Any) -> Any:
         ("How can I contact you?", "contact"),
         ("你们客服电话是多少？", "contact"),
         ("怎么联系你们", "contact"),
+        ("ok thanks, goodbye", "goodbye"),
+        ("great, bye", "goodbye"),
+        ("明白了，谢谢", "thanks"),
+        ("那我再核对一下订单号，谢谢", "thanks"),
+        ("thanks, I'll check the lockers downstairs", "thanks"),
     ],
 )
 def test_small_talk_is_recognised_in_either_language(message: str, kind: str) -> None:
@@ -61,6 +66,8 @@ def test_small_talk_is_recognised_in_either_language(message: str, kind: str) ->
         "How do I say goodbye to my old account and delete it?",
         "你是怎么计算运费的",
         "How do I change my phone number?",
+        "thanks, but where is my refund?",
+        "谢谢，那运费谁出",
         "我的手机号换了怎么办",
         "",
     ],

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 from kefu.decision import Decision
 from kefu.errors import DependencyUnavailable
-from kefu.follow_up import follow_up_topic
+from kefu.follow_up import follow_up_of
 from kefu.masking import mask_personal_data, mask_unless_given
 from kefu.memory import Memory, carried_intent, carried_slots
 from kefu.models import ChatRequest, ChatResponse, Outcome, SearchHit, Session, Source, Turn
@@ -229,10 +229,34 @@ class ChatService:
                 answer = f"{response.answer}\n\n{ASK_ORDER[language]}"
                 answered.response = response.model_copy(update={"answer": answer})
             elif response.outcome == "declined":
-                answered.response = _reply(
-                    sid, language, ASK_ORDER[language], "returns", "answered"
-                )
+                answered.response = self._start_return(session, message, language)
         return self._upset_aware(answered, message, language)
+
+    def _start_return(self, session: Session, message: str, language: Language) -> ChatResponse:
+        """A customer who wants to return something, in words the KB does not match well
+        enough: the intent is known by rule, so the returns topic's best entry on how to
+        return goes with the flow's first question."""
+        sid = session.session_id
+        try:
+            hits = self.retriever.search(
+                message, language=language, tenant=self.tenant, limit=1, category="returns"
+            )
+        except DependencyUnavailable:
+            hits = []
+        if not hits or hits[0].chunk.kind != "faq":
+            return _reply(sid, language, ASK_ORDER[language], "returns", "answered")
+        best = hits[0]
+        return ChatResponse(
+            session_id=sid,
+            turn_id=new_id(),
+            answer=f"{best.chunk.text}\n\n{ASK_ORDER[language]}",
+            language=language,
+            sources=[Source(id=best.chunk.id, title=best.chunk.title, score=round(best.score, 4))],
+            intent="returns",
+            confidence=best.probability if best.probability is not None else best.dense,
+            outcome="answered",
+            model="faq",
+        )
 
     @staticmethod
     def _upset_aware(answered: _Answer, message: str, language: Language) -> _Answer:
@@ -328,7 +352,11 @@ class ChatService:
         sid = session.session_id
         # A follow-up is resolved against the conversation: a language model rewrites it into
         # a standalone question; either way it is retrieved within the conversation's topic.
-        topic = follow_up_topic(message, session.turns)
+        follow_up = follow_up_of(message, session.turns)
+        topic = follow_up.topic if follow_up else None
+        previous = follow_up.previous if follow_up else None
+        if topic is None and wants_return(message):
+            topic = "returns"  # a customer who wants to return something: how, first
         query = message
         if topic is not None and self.conversational is not None:
             try:
@@ -339,7 +367,13 @@ class ChatService:
                 logger.exception("chat model unavailable; retrieving the follow-up as written")
         try:
             decision = self.retriever.decide(
-                query, language=language, tenant=self.tenant, topic=topic
+                query,
+                language=language,
+                tenant=self.tenant,
+                topic=topic,
+                # A rewritten question stands alone; a follow-up as written is read after the
+                # question it follows.
+                previous=previous if query is message else None,
             )
         except DependencyUnavailable:
             logger.exception("retrieval unavailable; declining with a hand-over offer")

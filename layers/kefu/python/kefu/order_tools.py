@@ -23,7 +23,7 @@ _TOPICS: tuple[tuple[Topic, re.Pattern[str]], ...] = (
         "tracking",
         re.compile(
             r"物流|快递|到哪|发货|配送|运单|\b(track|tracking|where|deliver|delivery|shipping|"
-            r"shipped|parcel|package)\b",
+            r"shipped|parcel|package|courier|carrier)\b",
             re.IGNORECASE,
         ),
     ),

@@ -135,10 +135,12 @@ class Retriever:
         language: Language | None,
         tenant: str,
         topic: str | None = None,
+        previous: str | None = None,
     ) -> Decision:
         """The decision on the question; with a `topic` (a KB category, the conversation's),
-        within that topic first, and across the whole KB when the topic does not answer it.
-        The question is embedded once."""
+        within that topic first: the question alone, then read after the `previous` question
+        it follows up ("如果当初是信用卡付的呢？" after "几天能拿到退款"); and across the whole
+        KB when the topic does not answer it."""
         vector = self.embedder.embed_queries([question])[0]
         if topic is not None:
             within = decide(
@@ -146,6 +148,13 @@ class Retriever:
             )
             if within.kind != "decline":
                 return within
+            if previous:
+                joined = f"{previous}\n{question}"
+                joined_vector = self.embedder.embed_queries([joined])[0]
+                hits = self._search(joined, joined_vector, language, tenant, None, topic)
+                within = decide(hits, self.thresholds)
+                if within.kind != "decline":
+                    return within
         hits = self._search(question, vector, language, tenant, None, None)
         return decide(hits, self.thresholds)
 

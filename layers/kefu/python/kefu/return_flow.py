@@ -61,8 +61,9 @@ REASON_LABELS: dict[str, dict[Language, str]] = {
 }
 # A customer who wants to start a return (not one asking about the policy).
 _WANTS_RETURN = re.compile(
-    r"(我|想|要|申请|怎么|如何)(要)?(办理)?退(货|掉|了)|退回去|"
-    r"\b(i('d| would)? (like|want|need) to|can i|how (do|can) i|wanna) (send|return)\b|"
+    r"(我|想|要|申请|怎么|如何)(要)?(办理)?退(货|掉|了|一)|退回去|(想|要)\s*return\b|"
+    r"\b(i('d| would)? (like|want|need) to|can i|how (do|can) i|wanna) "
+    r"(send (it |this |them |\w+ )?back|return)\b|"
     r"\breturn (this|it|my|an? )",
     re.IGNORECASE,
 )

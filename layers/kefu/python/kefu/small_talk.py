@@ -94,14 +94,34 @@ HUMAN_OFFER: dict[Language, str] = {
 }
 
 
+# A closing: thanks or a goodbye with a few words around it ("ok thanks", "明白了，谢谢",
+# "thanks, I'll check the lockers downstairs"), but no question and no order number.
+_CLOSING_BYE = re.compile(r"再见|拜拜|\b(bye|goodbye|bye bye|see you)\b", re.IGNORECASE)
+_CLOSING_THANKS = re.compile(
+    r"谢谢|多谢|感谢|谢啦|谢了|\b(thanks|thank you|thx|cheers)\b", re.IGNORECASE
+)
+_QUESTION = re.compile(
+    r"[?？]|吗|呢|谁|怎么|什么|哪|如何|是否|有没有|能否|要不要|多久|多少|几|能不能|可不可以|\d{4}|"
+    r"\b(how|what|where|when|why|which|who|can|could|would|will|should|but)\b",
+    re.IGNORECASE,
+)
+_MAX_CLOSING_CHARS = 48
+
+
 def small_talk(message: str) -> SmallTalk | None:
-    """What kind of small talk the whole message is, if it is nothing but that."""
+    """What kind of small talk the whole message is, if it is nothing but that (or a closing:
+    thanks or goodbye with a few words and no question)."""
     text = _NOISE.sub(" ", message.lower()).strip()
     if not text or len(text) > 60:
         return None
     for kind, pattern in _PATTERNS.items():
         if pattern.fullmatch(text) or pattern.fullmatch(text.replace(" ", "")):
             return kind
+    if len(message) <= _MAX_CLOSING_CHARS and not _QUESTION.search(message):
+        if _CLOSING_BYE.search(message):
+            return "goodbye"
+        if _CLOSING_THANKS.search(message):
+            return "thanks"
     return None
 
 
