@@ -117,3 +117,67 @@ def test_an_answer_never_carries_contact_details_nobody_gave(retriever: Any) -> 
     assert "021-5555-0199" in reply.answer
     assert "400-820-1234" not in reply.answer
     assert "[phone]" in reply.answer
+
+
+def test_a_deployments_own_patterns_are_masked_in_messages_and_answers(retriever: Any) -> None:
+    import re
+
+    from kefu.adapters.sessions import SqliteSessionStore
+    from kefu.settings import Settings
+
+    class _Echo:
+        name = "echo"
+
+        def __init__(self) -> None:
+            self.contexts: list[AnswerContext] = []
+
+        def answer(self, context: AnswerContext) -> ModelAnswer:
+            self.contexts.append(context)
+            return ModelAnswer(text="Noted your member number VIP-654321.", model=self.name)
+
+    from kefu.models import Chunk, SearchHit
+
+    policy = Chunk(
+        id="policy#1",
+        kind="passage",
+        lang="en",
+        title="Warranty",
+        text="Water damage is not covered by the warranty.",
+        keys=(),
+    )
+
+    class _Index:
+        version = "1"
+
+        def search(self, query: Any) -> list[SearchHit]:
+            return [SearchHit(chunk=policy, score=0.95, dense=0.95, lexical=0.0, nearest=0.95)]
+
+        def load_head(self, tenant: str) -> None:
+            return None
+
+    retriever.index = _Index()
+    patterns = Settings(mask_patterns=[r"VIP-\d{6}"]).mask_patterns
+    model = _Echo()
+    service = ChatService(
+        retriever=retriever,
+        model=model,
+        sessions=SqliteSessionStore(":memory:"),
+        mask_patterns=[re.compile(p) for p in patterns],
+    )
+    reply = service.handle(
+        ChatRequest(message="Is damage from water or drops covered under warranty? VIP-123456")
+    )
+    assert model.contexts, reply
+    assert "VIP-123456" not in " ".join(c.question for c in model.contexts)
+    assert "[redacted]" in model.contexts[0].question
+    assert "VIP-654321" not in reply.answer
+    assert "[redacted]" in reply.answer
+
+
+def test_a_mask_pattern_that_does_not_compile_is_refused() -> None:
+    from pydantic import ValidationError
+
+    from kefu.settings import Settings
+
+    with pytest.raises(ValidationError, match="not a regular expression"):
+        Settings(mask_patterns=["(unclosed"])

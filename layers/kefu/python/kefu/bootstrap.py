@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from functools import lru_cache
 
@@ -212,6 +213,7 @@ def build_chat_service(
         orders=build_orders(settings),
         tenant=settings.tenant,
         memory=Memory(MemoryPolicy(budget_tokens=settings.memory_tokens), summarizer),
+        mask_patterns=[re.compile(pattern) for pattern in settings.mask_patterns],
     )
 
 

@@ -81,6 +81,7 @@ class ChatService:
         tenant: str = "default",
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         memory: Memory | None = None,
+        mask_patterns: Sequence[re.Pattern[str]] = (),
     ) -> None:
         self.retriever = retriever
         self.model = model
@@ -91,6 +92,7 @@ class ChatService:
         # A language model resolves follow-ups and summarises; the extractive one cannot.
         self.conversational = model if isinstance(model, ConversationModel) else None
         self.memory = memory or Memory(summarizer=self.conversational)
+        self.mask_patterns = tuple(mask_patterns)
 
     def handle(self, request: ChatRequest) -> ChatResponse:
         started = time.monotonic()
@@ -99,7 +101,7 @@ class ChatService:
         language: Language = request.language or detect_language(request.message)
         # What is stored, logged or sent to a model: contact details and identity numbers
         # masked. Retrieval and the order lookup read the message as it came, in memory only.
-        masked = mask_personal_data(request.message, language=language)
+        masked = mask_personal_data(request.message, language=language, extra=self.mask_patterns)
         found = slots_in(request.message)
 
         answered = self._respond(session, request.message, masked, language, found)
@@ -325,7 +327,9 @@ class ChatService:
             )
             try:
                 reply = self.model.answer(context)
-                answer = mask_unless_given(reply.text, [message], language=language)
+                answer = mask_unless_given(
+                    reply.text, [message], language=language, extra=self.mask_patterns
+                )
                 response = _reply(
                     session.session_id, language, answer, intent, "answered", reply.model
                 )
@@ -415,7 +419,7 @@ class ChatService:
             return _Answer(_declined(sid, language, MODEL_DOWN, decision.confidence))
         # Contact details the model wrote that neither the customer nor a source gave.
         given = [message, *(hit.chunk.text for hit in decision.hits)]
-        answer = mask_unless_given(reply.text, given, language=language)
+        answer = mask_unless_given(reply.text, given, language=language, extra=self.mask_patterns)
         return _Answer(
             _grounded(sid, language, decision, answer, reply.model, _used(reply, decision.hits))
         )

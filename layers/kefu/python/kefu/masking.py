@@ -40,6 +40,7 @@ _PLACEHOLDERS = {
     "id_card": ("[身份证号]", "[ID number]"),
     "bank_card": ("[银行卡号]", "[card number]"),
     "phone": ("[电话]", "[phone]"),
+    "custom": ("[已隐藏]", "[redacted]"),
 }
 
 
@@ -57,10 +58,15 @@ def _passes_luhn(digits: str) -> bool:
 
 
 def mask_personal_data(
-    text: str, *, language: str = "zh", keep: Callable[[str], bool] | None = None
+    text: str,
+    *,
+    language: str = "zh",
+    keep: Callable[[str], bool] | None = None,
+    extra: Sequence[re.Pattern[str]] = (),
 ) -> str:
     """`text` with every e-mail, identity number, card number and phone number replaced, but
-    those `keep` says to keep."""
+    those `keep` says to keep; and whatever the deployment's own `extra` patterns match
+    (`KEFU_MASK_PATTERNS`: member numbers, licence plates…), always."""
     slot = 0 if language == "zh" else 1
 
     def masking(
@@ -79,13 +85,21 @@ def mask_personal_data(
     text = _CARD.sub(masking("bank_card", lambda s: _passes_luhn(re.sub(r"\D", "", s))), text)
     for pattern in _PHONES:
         text = pattern.sub(masking("phone"), text)
+    for pattern in extra:
+        text = pattern.sub(_PLACEHOLDERS["custom"][slot], text)
     return text
 
 
 _NUMBER_RUN = re.compile(r"[\d+][\d ()\-.]*\d")
 
 
-def mask_unless_given(text: str, given: Sequence[str], *, language: str = "zh") -> str:
+def mask_unless_given(
+    text: str,
+    given: Sequence[str],
+    *,
+    language: str = "zh",
+    extra: Sequence[re.Pattern[str]] = (),
+) -> str:
     """`text` (an answer) with the contact details and identity numbers masked that none of
     `given` (the customer's message, the sources it was answered from) contains: an answer
     never carries such data that nobody gave it."""
@@ -98,4 +112,4 @@ def mask_unless_given(text: str, given: Sequence[str], *, language: str = "zh") 
         digits = re.sub(r"\D", "", found)
         return any(digits and digits in number for number in numbers)
 
-    return mask_personal_data(text, language=language, keep=keep)
+    return mask_personal_data(text, language=language, keep=keep, extra=extra)

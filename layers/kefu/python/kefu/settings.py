@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -38,6 +39,11 @@ class Settings(BaseSettings):
         default="us-east-1", validation_alias=AliasChoices("KEFU_AWS_REGION", "AWS_REGION")
     )
     session_ttl_hours: int = Field(default=72, gt=0)
+    mask_patterns: list[str] = Field(
+        default=[],
+        description="More regular expressions to mask in messages and answers (a JSON list), "
+        "besides phones, e-mails, identity and card numbers.",
+    )
     memory_tokens: int = Field(
         default=2048,
         ge=256,
@@ -103,6 +109,17 @@ class Settings(BaseSettings):
     lexical_weight: float = Field(
         default=0.0, ge=0.0, le=1.0, description="Share of BM25 in the index's ranking of hits."
     )
+
+    @field_validator("mask_patterns")
+    @classmethod
+    def _patterns_compile(cls, patterns: list[str]) -> list[str]:
+        for pattern in patterns:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                message = f"mask pattern {pattern!r} is not a regular expression: {exc}"
+                raise ValueError(message) from exc
+        return patterns
 
     @field_validator("titan_dimensions")
     @classmethod
