@@ -199,7 +199,10 @@ def test_without_tools_none_are_offered_and_earlier_turns_alternate(
     (body,) = api.bodies
     assert "tools" not in body
     assert body["messages"] == [
-        {"role": "user", "content": "Where is order 20231105-8812?"},
+        {
+            "role": "user",
+            "content": "<customer_message>Where is order 20231105-8812?</customer_message>",
+        },
         {"role": "assistant", "content": "It has shipped with SF Express."},
         {
             "role": "user",

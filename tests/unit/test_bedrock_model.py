@@ -121,7 +121,7 @@ def test_earlier_turns_reach_the_model_as_alternating_messages() -> None:
 
     roles = [message["role"] for message in messages]
     assert roles == ["user", "assistant"] * 6 + ["user"]  # the last six turns, then this one
-    assert messages[0]["content"][0]["text"] == "q2"
+    assert messages[0]["content"][0]["text"] == "<customer_message>q2</customer_message>"
     assert messages[-2]["content"][0]["text"] == "a7"
 
 

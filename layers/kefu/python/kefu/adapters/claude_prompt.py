@@ -115,12 +115,13 @@ def user_content(context: AnswerContext) -> str:
 
 
 def _history(turns: Sequence[Turn]) -> list[tuple[Role, str]]:
-    """The last turns as alternating messages; a turn without an answer is skipped, as the APIs
-    reject an empty message."""
+    """The last turns as alternating messages, the customer's words delimited and escaped as in
+    the current one; a turn without an answer is skipped, as the APIs reject an empty message."""
     messages: list[tuple[Role, str]] = []
     for turn in turns[-HISTORY_TURNS:]:
         if turn.message.strip() and turn.answer.strip():
-            messages.extend((("user", turn.message), ("assistant", turn.answer)))
+            said = f"<customer_message>{escape(turn.message)}</customer_message>"
+            messages.extend((("user", said), ("assistant", turn.answer)))
     return messages
 
 
