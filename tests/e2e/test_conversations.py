@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import LocalStack
+from tests.e2e.conftest import STARTUP_LIMIT_S, LocalStack
 from tests.e2e.test_local_stack import chat
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(STARTUP_LIMIT_S + 60)]
 
 
 class Conversation:

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import LocalStack, start, stop
+from tests.e2e.conftest import STARTUP_LIMIT_S, LocalStack, start, stop
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(STARTUP_LIMIT_S + 60)]
 
 
 def call(stack: LocalStack, method: str, path: str, body: bytes | None = None) -> tuple[int, Any]:

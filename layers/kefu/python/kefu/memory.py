@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import lru_cache
 
 from kefu.errors import DependencyUnavailable
 from kefu.models import Session, Turn
@@ -28,6 +29,7 @@ _TOKEN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]|[A-Za-z0-9]+|[^\sA-Za-z0-9]")
 _SENTENCE_END = re.compile(r"(?<=[。！？!?])|(?<=\.)\s")
 
 
+@lru_cache(maxsize=8192)
 def count_tokens(text: str) -> int:
     """An estimate of a text's model tokens: a CJK character, a word or a punctuation mark
     each (close to Claude's count for Chinese; a little over for English, which is safe)."""
