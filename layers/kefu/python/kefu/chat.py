@@ -6,8 +6,10 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from kefu.decision import Decision
 from kefu.errors import DependencyUnavailable
@@ -19,6 +21,7 @@ from kefu.observability import logger
 from kefu.order_tools import (
     INTENTS,
     NOT_FOUND,
+    ORDER_ID,
     ORDERS_DOWN,
     OrderTools,
     describe,
@@ -46,6 +49,11 @@ from kefu.return_flow import ASK_ORDER, product_of, return_step, slots_in, wants
 from kefu.small_talk import APOLOGY, HUMAN_OFFER, REPLIES, SmallTalk, small_talk, sounds_upset
 from kefu.text import Language, detect_language
 
+if TYPE_CHECKING:
+    from kefu.ports import Vectors
+
+# Embeds a message while its session is read (the first two calls of a turn, independent).
+_PREFETCH = ThreadPoolExecutor(max_workers=4, thread_name_prefix="kefu-prefetch")
 # How many times a turn is re-applied when another request saved the session meanwhile.
 SAVE_ATTEMPTS = 3
 # A turn that has taken this long leaves the summary to the extractive fold: the model's would
@@ -97,6 +105,11 @@ class ChatService:
     def handle(self, request: ChatRequest) -> ChatResponse:
         started = time.monotonic()
         session_id = request.session_id or new_id()
+        message = request.message
+        # A message that will likely be retrieved for is embedded while the session is read.
+        prefetched: Future[Vectors] | None = None
+        if not (small_talk(message) or asks_for_human(message) or ORDER_ID.search(message)):
+            prefetched = _PREFETCH.submit(self.retriever.embed, message)
         session = self._load(session_id)
         language: Language = request.language or detect_language(request.message)
         # What is stored, logged or sent to a model: contact details and identity numbers
@@ -104,7 +117,7 @@ class ChatService:
         masked = mask_personal_data(request.message, language=language, extra=self.mask_patterns)
         found = slots_in(request.message)
 
-        answered = self._respond(session, request.message, masked, language, found)
+        answered = self._respond(session, request.message, masked, language, found, prefetched)
         response = answered.response
         intent = carried_intent(session.intent, response.intent)
         slots = carried_slots(
@@ -208,6 +221,7 @@ class ChatService:
         masked: str,
         language: Language,
         found: Mapping[str, str],
+        prefetched: Future[Vectors] | None = None,
     ) -> _Answer:
         sid = session.session_id
         # "Are you a real person?" is a question about the agent, not a request for one.
@@ -223,7 +237,7 @@ class ChatService:
             if order_id:
                 answered = self._order(session, order_id, message, masked, language)
                 return self._upset_aware(answered, message, language)
-        answered = self._answer(session, message, masked, language)
+        answered = self._answer(session, message, masked, language, prefetched)
         response = answered.response
         if self.tools is not None and wants_return(message) and "order_id" not in session.slots:
             # The start of a return: the policy if the KB has it, and what the flow needs next.
@@ -351,8 +365,16 @@ class ChatService:
             {"product": product_of(order)},
         )
 
-    def _answer(self, session: Session, message: str, masked: str, language: Language) -> _Answer:
-        """`message` is retrieved for; the model is given `masked`."""
+    def _answer(
+        self,
+        session: Session,
+        message: str,
+        masked: str,
+        language: Language,
+        prefetched: Future[Vectors] | None = None,
+    ) -> _Answer:
+        """`message` is retrieved for (its vector `prefetched` if it was); the model is given
+        `masked`."""
         sid = session.session_id
         # A follow-up is resolved against the conversation: a language model rewrites it into
         # a standalone question; either way it is retrieved within the conversation's topic.
@@ -378,6 +400,7 @@ class ChatService:
                 # A rewritten question stands alone; a follow-up as written is read after the
                 # question it follows.
                 previous=previous if query is message else None,
+                vector=prefetched.result() if prefetched and query is message else None,
             )
         except DependencyUnavailable:
             logger.exception("retrieval unavailable; declining with a hand-over offer")

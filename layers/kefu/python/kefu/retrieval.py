@@ -81,6 +81,10 @@ class Retriever:
         self._heads[tenant] = (now, version, head)
         return head
 
+    def embed(self, question: str) -> Vectors:
+        """The question's vector. Raises DependencyUnavailable."""
+        return self.embedder.embed_queries([question])[0]
+
     def search(
         self,
         question: str,
@@ -136,12 +140,14 @@ class Retriever:
         tenant: str,
         topic: str | None = None,
         previous: str | None = None,
+        vector: Vectors | None = None,
     ) -> Decision:
         """The decision on the question; with a `topic` (a KB category, the conversation's),
         within that topic first: the question alone, then read after the `previous` question
         it follows up ("如果当初是信用卡付的呢？" after "几天能拿到退款"); and across the whole
-        KB when the topic does not answer it."""
-        vector = self.embedder.embed_queries([question])[0]
+        KB when the topic does not answer it. `vector` is the question's, if already embedded."""
+        if vector is None:
+            vector = self.embed(question)
         if topic is not None:
             within = decide(
                 self._search(question, vector, language, tenant, None, topic), self.thresholds
