@@ -456,6 +456,22 @@ def test_a_model_that_keeps_calling_tools_is_a_dependency_unavailable(
     assert len(tools.calls) == MAX_TOOL_ROUNDS
 
 
+def test_no_tool_round_begins_once_the_answer_has_used_its_time(client: Any, stub: Stubber) -> None:
+    from kefu.adapters.claude_prompt import TOOL_ROUNDS_WITHIN
+
+    tools = OrderLookup({"20231105-8812": SHIPPED})
+    stub.add_response(
+        "converse", tool_use(("tu-1", "get_order_status", {"order_id": "20231105-8812"}))
+    )
+    times = iter([0.0, TOOL_ROUNDS_WITHIN + 0.5])  # the first call was slow
+
+    model = BedrockClaude(client, model_id=MODEL_ID, clock=lambda: next(times))
+    with pytest.raises(DependencyUnavailable, match="no time left"):
+        model.answer(order_context(tools))
+
+    assert tools.calls == []  # the slow turn falls back instead of running the tools
+
+
 @pytest.mark.parametrize(
     ("reply_text", "text", "sources"),
     [

@@ -19,16 +19,15 @@ from typing import TYPE_CHECKING, Any
 from kefu.adapters.claude_prompt import (
     CHAT_BUDGET,
     MAX_TOKENS,
-    MAX_TOOL_ROUNDS,
     ROUND_BUDGET,
     SHORT_BUDGET,
-    TOOL_ROUNDS_WITHIN,
     Prompt,
     answer_prompt,
     parse_reply,
     standalone_prompt,
     summary_prompt,
     tool_failed,
+    with_tool_rounds,
 )
 from kefu.adapters.cloud_embedders import CallBudget
 from kefu.errors import DependencyUnavailable
@@ -167,19 +166,20 @@ class AnthropicClaude:
     def answer(self, context: AnswerContext) -> ModelAnswer:
         request = messages_request(context, model=self.model, max_tokens=self.max_tokens)
         used: list[str] = []
-        rounds = 0
-        started = self._clock()
-        message = self._create(request)
-        while message.stop_reason == "tool_use" and context.tools is not None:
-            if rounds == MAX_TOOL_ROUNDS:
-                raise DependencyUnavailable(
-                    f"Anthropic API still calling tools after {rounds} rounds"
-                )
-            if self._clock() - started > TOOL_ROUNDS_WITHIN:
-                raise DependencyUnavailable("no time left in the turn for another tool round")
-            rounds += 1
-            request["messages"].extend(_turn_taken(message, context.tools, used))
-            message = self._create(request, ROUND_BUDGET)
+        tools = context.tools
+
+        def next_round(message: Message) -> Message:
+            assert tools is not None
+            request["messages"].extend(_turn_taken(message, tools, used))
+            return self._create(request, ROUND_BUDGET)
+
+        message = with_tool_rounds(
+            lambda: self._create(request),
+            lambda message: tools is not None and message.stop_reason == "tool_use",
+            next_round,
+            clock=self._clock,
+            api="Anthropic API",
+        )
         text, sources = parse_reply(_text(message), context.hits)
         if not text:
             raise DependencyUnavailable(

@@ -18,16 +18,15 @@ from typing import TYPE_CHECKING, Any
 from kefu.adapters.claude_prompt import (
     CHAT_BUDGET,
     MAX_TOKENS,
-    MAX_TOOL_ROUNDS,
     ROUND_BUDGET,
     SHORT_BUDGET,
-    TOOL_ROUNDS_WITHIN,
     Prompt,
     answer_prompt,
     parse_reply,
     standalone_prompt,
     summary_prompt,
     tool_failed,
+    with_tool_rounds,
 )
 from kefu.adapters.cloud_embedders import runtime_client
 from kefu.errors import DependencyUnavailable
@@ -156,20 +155,21 @@ class BedrockClaude:
     def answer(self, context: AnswerContext) -> ModelAnswer:
         request = converse_request(context, model_id=self.model_id, max_tokens=self.max_tokens)
         used: list[str] = []
-        rounds = 0
-        started = self._clock()
-        response = self._converse(request)
-        while response.get("stopReason") == "tool_use" and context.tools is not None:
-            if rounds == MAX_TOOL_ROUNDS:
-                raise DependencyUnavailable(
-                    f"Bedrock Converse still calling tools after {rounds} rounds"
-                )
-            if self._clock() - started > TOOL_ROUNDS_WITHIN:
-                raise DependencyUnavailable("no time left in the turn for another tool round")
-            rounds += 1
+        tools = context.tools
+
+        def next_round(response: dict[str, Any]) -> dict[str, Any]:
+            assert tools is not None
             message = response.get("output", {}).get("message", {})
-            request["messages"].extend([message, tool_results(message, context.tools, used)])
-            response = self._converse(request, self._round_client)
+            request["messages"].extend([message, tool_results(message, tools, used)])
+            return self._converse(request, self._round_client)
+
+        response = with_tool_rounds(
+            lambda: self._converse(request),
+            lambda response: tools is not None and response.get("stopReason") == "tool_use",
+            next_round,
+            clock=self._clock,
+            api="Bedrock Converse",
+        )
         text, sources = parse_reply(_text(response), context.hits)
         if not text:
             reason = response.get("stopReason", "unknown")

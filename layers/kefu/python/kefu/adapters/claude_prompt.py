@@ -14,14 +14,15 @@ its API's request shape and runs the tool loop in its API's content blocks.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, TypeVar
 from xml.sax.saxutils import escape, quoteattr, unescape
 
 from kefu.adapters.cloud_embedders import CallBudget
+from kefu.errors import DependencyUnavailable
 
 if TYPE_CHECKING:
     from kefu.models import SearchHit, Turn
@@ -49,6 +50,7 @@ HISTORY_TURNS = 6
 # How many times one answer may go back to the tools before the model must reply.
 MAX_TOOL_ROUNDS = 3
 
+R = TypeVar("R")
 Role = Literal["user", "assistant"]
 
 _SOURCES = re.compile(r"<sources>(.*?)</sources>", re.DOTALL | re.IGNORECASE)
@@ -186,3 +188,27 @@ def parse_reply(text: str, hits: Sequence[SearchHit]) -> tuple[str, tuple[str, .
 def tool_failed(result: Mapping[str, object]) -> bool:
     """Whether a tool's result reports a failure (`Tools.call` returns `{"error": ...}`)."""
     return "error" in result
+
+
+def with_tool_rounds(
+    first: Callable[[], R],
+    wants_tools: Callable[[R], bool],
+    next_round: Callable[[R], R],
+    *,
+    clock: Callable[[], float],
+    api: str,
+) -> R:
+    """An answer's calls: the `first`, then a `next_round` (tools run, results sent back) while
+    the model `wants_tools`: at most `MAX_TOOL_ROUNDS`, each begun within `TOOL_ROUNDS_WITHIN`
+    seconds of the first, so the answer ends within the turn's budget."""
+    started = clock()
+    response = first()
+    rounds = 0
+    while wants_tools(response):
+        if rounds == MAX_TOOL_ROUNDS:
+            raise DependencyUnavailable(f"{api} still calling tools after {rounds} rounds")
+        if clock() - started > TOOL_ROUNDS_WITHIN:
+            raise DependencyUnavailable(f"{api}: no time left in the turn for another tool round")
+        rounds += 1
+        response = next_round(response)
+    return response
