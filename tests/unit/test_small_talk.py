@@ -149,5 +149,7 @@ def test_an_upset_customer_whose_question_is_declined_gets_an_apology_and_the_hu
 ) -> None:
     reply = ask(chat_service, "你们太垃圾了，我要投诉！")
 
+    # A complaint is not told that the knowledge base has no answer: it is offered a person.
     assert reply.outcome == "declined"
-    assert reply.answer.endswith(f"{APOLOGY['zh']}{DECLINE['zh']}")
+    assert reply.answer.endswith(f"{APOLOGY['zh']}{HUMAN_OFFER['zh']}")
+    assert DECLINE["zh"] not in reply.answer

@@ -514,8 +514,10 @@ def _declined(
 
 def _offering_a_human(response: ChatResponse, language: Language) -> ChatResponse:
     """An upset customer's answer: an apology first, and a human offered at once (a decline
-    offers one already)."""
-    if response.outcome == "declined":
+    offers one already; a complaint with no question in it is not told the KB lacks an answer)."""
+    if response.outcome == "declined" and response.answer == DECLINE[language]:
+        answer = f"{APOLOGY[language]}{HUMAN_OFFER[language]}"
+    elif response.outcome == "declined":
         answer = f"{APOLOGY[language]}{response.answer}"
     else:
         answer = f"{APOLOGY[language]}{HUMAN_OFFER[language]}\n\n{response.answer}"
