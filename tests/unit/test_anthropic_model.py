@@ -387,12 +387,39 @@ def _refused(request: httpx2.Request) -> httpx2.Response:
     ],
 )
 def test_every_api_failure_is_a_dependency_unavailable(
-    api: MessagesAPI, model: AnthropicClaude, reply: Reply, reason: str
+    api: MessagesAPI,
+    model: AnthropicClaude,
+    reply: Reply,
+    reason: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    api.replies.append(reply)
+    monkeypatch.setattr("kefu.adapters.anthropic_model.time.sleep", lambda seconds: None)
+    api.replies.extend([reply] * CHAT_BUDGET.max_attempts)  # every attempt fails
 
     with pytest.raises(DependencyUnavailable, match=reason):
         model.answer(CONTEXT)
+
+
+def test_a_throttled_call_is_retried_after_a_capped_pause(
+    api: MessagesAPI, model: AnthropicClaude, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kefu.adapters.anthropic_model import RETRY_PAUSE_CAP
+
+    pauses: list[float] = []
+    monkeypatch.setattr("kefu.adapters.anthropic_model.time.sleep", pauses.append)
+
+    def throttled(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(
+            429,
+            headers={"retry-after": "30"},
+            json={"type": "error", "error": {"type": "rate_limit_error", "message": "slow"}},
+        )
+
+    api.replies.extend([throttled, _status(401, "authentication_error")])
+    with pytest.raises(DependencyUnavailable, match="401"):
+        model.answer(CONTEXT)
+    # It asked for 30 s; the turn waits at most the cap, then tries again once.
+    assert pauses == [RETRY_PAUSE_CAP]
 
 
 @pytest.mark.parametrize("call", ["standalone_question", "summarize"])
@@ -434,7 +461,7 @@ def test_the_client_honours_the_base_url_override_and_the_chat_budget(
     assert client.timeout == httpx2.Timeout(
         CHAT_BUDGET.read_timeout, connect=CHAT_BUDGET.connect_timeout
     )
-    assert client.max_retries + 1 == CHAT_BUDGET.max_attempts
+    assert client.max_retries == 0  # the adapter retries, with its pause capped
 
 
 def test_without_the_override_the_client_calls_anthropic() -> None:

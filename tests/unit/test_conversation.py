@@ -17,7 +17,7 @@ from kefu.chat import ChatService
 from kefu.errors import DependencyUnavailable
 from kefu.memory import Memory, MemoryPolicy, count_tokens
 from kefu.models import ChatRequest, Session, Turn
-from kefu.ports import AnswerContext, ModelAnswer
+from kefu.ports import AnswerContext, ModelAnswer, SessionConflict
 from kefu.return_flow import reason_in, wants_return
 from kefu.text import Language
 
@@ -233,3 +233,78 @@ def test_the_model_folds_old_turns_into_the_summary(retriever: Any) -> None:
     assert stored is not None
     assert claude.summaries
     assert stored.summary.endswith("things.")
+
+
+def test_a_card_or_identity_number_is_never_taken_for_an_order(retriever: Any) -> None:
+    sessions = SqliteSessionStore(":memory:")
+    service = build(retriever, sessions=sessions)
+    reply = ask(service, "my card 6222021234567890128 was charged twice")
+    assert "order_id" not in reply.slots
+    assert "6222021234567890128" not in reply.answer
+    stored = sessions.get(reply.session_id)
+    assert stored is not None
+    assert "6222021234567890128" not in str(stored)
+
+
+def test_thanks_with_a_reason_in_it_moves_the_return_on(retriever: Any) -> None:
+    service = build(retriever)
+    first = ask(service, "I want to return order 20231105-8812")
+    reason = ask(service, "thanks, it's too small", first.session_id)
+    assert reason.slots["reason"] == "size"
+    assert "Next step" in reason.answer
+
+
+def test_another_order_drops_the_old_orders_product(retriever: Any) -> None:
+    service = build(retriever)
+    first = ask(service, "where is order 20231105-8812?")
+    assert first.slots["product"] == "Down jacket (navy, L)"
+    other = ask(service, "and where is order 20231101-0935?", first.session_id)
+    assert other.slots == {"order_id": "20231101-0935", "product": "Ceramic mug set"}
+
+
+class _SlotRacingSessions(SqliteSessionStore):
+    """Another request of the session establishes an order between this one's read and save."""
+
+    def __init__(self) -> None:
+        super().__init__(":memory:")
+        self.raced = False
+
+    def save(self, session: Session) -> None:
+        if not self.raced and session.version > 0:
+            self.raced = True
+            other = self.get(session.session_id)
+            assert other is not None
+            super().save(replace(other, slots={"order_id": "20231105-8812"}, intent="shipping"))
+        super().save(session)
+
+
+def test_a_retried_save_keeps_what_the_other_request_established(retriever: Any) -> None:
+    sessions = _SlotRacingSessions()
+    service = build(retriever, sessions=sessions)
+    first = ask(service, "How long does delivery take?")
+    ask(service, "thanks", first.session_id)
+    stored = sessions.get(first.session_id)
+    assert stored is not None
+    assert stored.slots == {"order_id": "20231105-8812"}
+    assert stored.intent == "shipping"
+
+
+class _TimedOutSessions(SqliteSessionStore):
+    """A save that lands, but whose caller hears a conflict (a retried write after a timeout)."""
+
+    def save(self, session: Session) -> None:
+        super().save(session)
+        if session.version > 0:
+            raise SessionConflict(session.session_id)
+
+
+def test_a_save_that_landed_before_its_retry_conflicted_is_not_stored_twice(
+    retriever: Any,
+) -> None:
+    sessions = _TimedOutSessions(":memory:")
+    service = build(retriever, sessions=sessions)
+    first = ask(service, "How long does delivery take?")
+    second = ask(service, "How long does a refund take?", first.session_id)
+    stored = sessions.get(first.session_id)
+    assert stored is not None
+    assert [t.turn_id for t in stored.turns] == [first.turn_id, second.turn_id]

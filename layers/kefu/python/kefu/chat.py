@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import uuid
@@ -115,16 +116,13 @@ class ChatService:
         # What is stored, logged or sent to a model: contact details and identity numbers
         # masked. Retrieval and the order lookup read the message as it came, in memory only.
         masked = mask_personal_data(request.message, language=language, extra=self.mask_patterns)
-        found = slots_in(request.message)
+        # Slots are read from the masked text: a card or identity number is no order number.
+        found = slots_in(masked)
 
         answered = self._respond(session, request.message, masked, language, found, prefetched)
         response = answered.response
-        intent = carried_intent(session.intent, response.intent)
-        slots = carried_slots(
-            session.slots,
-            {**found, **answered.slots},
-            intent_changed=bool(session.intent) and intent != session.intent,
-        )
+        established = {**found, **answered.slots}
+        intent, slots = _carried(session, response.intent, established)
         update: dict[str, object] = {"intent": intent or response.intent, "slots": slots}
         if not session.turns and not session.summary:
             update["answer"] = f"{AI_DISCLOSURE[language]}\n\n{response.answer}"
@@ -142,7 +140,7 @@ class ChatService:
             sources=tuple(source.id for source in response.sources),
         )
         use_model = time.monotonic() - started < SUMMARY_WITHIN_SECONDS
-        self._remember(session, turn, intent=intent, slots=slots, use_model=use_model)
+        self._remember(session, turn, established=established, use_model=use_model)
         logger.info(
             "chat turn",
             extra={
@@ -172,11 +170,13 @@ class ChatService:
         session: Session,
         turn: Turn,
         *,
-        intent: str,
-        slots: dict[str, str],
+        established: Mapping[str, str],
         use_model: bool = True,
     ) -> None:
+        """Save the session with `turn`; on a conflict, read it again and apply the turn (its
+        intent and the slots it `established`) to what the other request saved."""
         handed_over = session.handed_over or turn.outcome == "handed_over"
+        intent, slots = _carried(session, turn.intent, established)
         for _ in range(SAVE_ATTEMPTS):
             updated = self.memory.remember(
                 session,
@@ -192,7 +192,11 @@ class ChatService:
             except SessionConflict:
                 # Another message of this session was answered meanwhile: add this turn to it.
                 session = self._load(session.session_id)
+                if any(stored.turn_id == turn.turn_id for stored in session.turns):
+                    return  # a save that timed out had landed, and its retry conflicted
                 handed_over = handed_over or session.handed_over
+                intent, slots = _carried(session, turn.intent, established)
+                use_model = False  # the summary of a retry is not worth another model call
             except DependencyUnavailable:
                 break
         # The customer still gets the answer, and the turn survives in the log (contact
@@ -226,6 +230,8 @@ class ChatService:
         sid = session.session_id
         # "Are you a real person?" is a question about the agent, not a request for one.
         chatter = small_talk(message)
+        if chatter in ("thanks", "goodbye") and (found or wants_return(message)):
+            chatter = None  # "thanks, it's too small": a reason, not a closing
         if chatter in ("identity", "contact") or (chatter and not asks_for_human(message)):
             return _Answer(self._small_talk(sid, language, chatter))
         if asks_for_human(message):
@@ -327,6 +333,7 @@ class ChatService:
         """The order tools: what the order system says about the order the customer named. A
         language model calls them itself; otherwise the turn looks the order up."""
         assert self.tools is not None
+        tools = self.tools.for_turn()  # the model's lookups and the fallback's, made once
         topic = topic_of(message)
         intent = INTENTS[topic]
         if self.conversational is not None:
@@ -337,12 +344,13 @@ class ChatService:
                 history=session.turns,
                 summary=session.summary,
                 facts={"intent": intent, **session.slots, "order_id": order_id},
-                tools=self.tools,
+                tools=tools,
             )
             try:
                 reply = self.model.answer(context)
+                given = [message, *(json.dumps(r, ensure_ascii=False) for r in tools.results)]
                 answer = mask_unless_given(
-                    reply.text, [message], language=language, extra=self.mask_patterns
+                    reply.text, given, language=language, extra=self.mask_patterns
                 )
                 response = _reply(
                     session.session_id, language, answer, intent, "answered", reply.model
@@ -351,7 +359,7 @@ class ChatService:
             except DependencyUnavailable:
                 logger.exception("chat model unavailable; looking the order up without it")
         try:
-            order = self.tools.lookup(order_id)
+            order = tools.lookup(order_id)
         except DependencyUnavailable:
             logger.exception("order system unavailable; declining with a hand-over offer")
             return _Answer(_declined(session.session_id, language, ORDERS_DOWN))
@@ -423,6 +431,7 @@ class ChatService:
         # A confident FAQ entry is the answer, unless a follow-up needs the conversation.
         if decision.kind == "faq" and (topic is None or self.conversational is None):
             return _Answer(faq_answer)
+        tools = self.tools.for_turn() if self.tools and self.conversational else None
         context = AnswerContext(
             question=masked,
             language=language,
@@ -430,7 +439,7 @@ class ChatService:
             history=session.turns,
             summary=session.summary,
             facts={"intent": session.intent, **session.slots} if session.intent else {},
-            tools=self.tools if self.conversational is not None else None,
+            tools=tools,
         )
         try:
             reply = self.model.answer(context)
@@ -441,11 +450,26 @@ class ChatService:
             logger.exception("chat model unavailable; declining with a hand-over offer")
             return _Answer(_declined(sid, language, MODEL_DOWN, decision.confidence))
         # Contact details the model wrote that neither the customer nor a source gave.
-        given = [message, *(hit.chunk.text for hit in decision.hits)]
+        told = [json.dumps(r, ensure_ascii=False) for r in tools.results] if tools else []
+        given = [message, *(hit.chunk.text for hit in decision.hits), *told]
         answer = mask_unless_given(reply.text, given, language=language, extra=self.mask_patterns)
         return _Answer(
             _grounded(sid, language, decision, answer, reply.model, _used(reply, decision.hits))
         )
+
+
+def _carried(
+    session: Session, turn_intent: str, established: Mapping[str, str]
+) -> tuple[str, dict[str, str]]:
+    """The conversation's intent and slots after a turn of `turn_intent` that `established`
+    these slots."""
+    intent = carried_intent(session.intent, turn_intent)
+    slots = carried_slots(
+        session.slots,
+        established,
+        intent_changed=bool(session.intent) and intent != session.intent,
+    )
+    return intent, slots
 
 
 def _used(reply: ModelAnswer, hits: Sequence[SearchHit]) -> list[SearchHit]:

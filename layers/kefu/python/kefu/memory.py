@@ -134,7 +134,10 @@ def carried_slots(
     previous: Mapping[str, str], found: Mapping[str, str], *, intent_changed: bool
 ) -> dict[str, str]:
     """The slots after a turn: what it found over what was known. A new intent keeps the
-    order and the product (often the same order) but not the reason, which was the old one's."""
-    slots = {k: v for k, v in previous.items() if not (intent_changed and k == "reason")}
+    order and the product (often the same order) but not the reason, which was the old one's;
+    another order drops the old one's product and reason."""
+    other_order = found.get("order_id") not in (None, "", previous.get("order_id"))
+    dropped = {"product", "reason"} if other_order else {"reason"} if intent_changed else set()
+    slots = {k: v for k, v in previous.items() if k not in dropped}
     slots.update({k: v for k, v in found.items() if v})
     return slots

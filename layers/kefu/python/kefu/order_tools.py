@@ -164,19 +164,32 @@ class OrderTools:
 
     def __init__(self, orders: OrderSystem) -> None:
         self._orders = orders
+        # One turn's tools (`for_turn`) look each order up once, and keep what they told.
+        self._found: dict[str, Order | None] = {}
+        self.results: list[dict[str, Any]] = []
+
+    def for_turn(self) -> OrderTools:
+        return OrderTools(self._orders)
 
     def lookup(self, order_id: str) -> Order | None:
         """Raises DependencyUnavailable."""
-        return self._orders.find(order_id)
+        if order_id not in self._found:
+            self._found[order_id] = self._orders.find(order_id)
+        return self._found[order_id]
 
     def call(self, name: str, arguments: Mapping[str, Any]) -> dict[str, Any]:
+        result = self._call(name, arguments)
+        self.results.append(result)
+        return result
+
+    def _call(self, name: str, arguments: Mapping[str, Any]) -> dict[str, Any]:
         if name not in {spec.name for spec in ORDER_TOOL_SPECS}:
             return {"error": f"unknown tool {name!r}"}
         order_id = str(arguments.get("order_id", "")).strip()
         if not ORDER_ID.fullmatch(order_id):
             return {"error": "order_id must be an order number such as 20231105-8812"}
         try:
-            order = self._orders.find(order_id)
+            order = self.lookup(order_id)
         except DependencyUnavailable:
             return {"error": "the order system is unavailable; offer a human agent"}
         if order is None:

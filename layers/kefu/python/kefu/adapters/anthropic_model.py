@@ -110,6 +110,20 @@ def _turn_taken(message: Message, tools: Tools, used: list[str]) -> list[dict[st
     return [{"role": "assistant", "content": said}, {"role": "user", "content": results}]
 
 
+# Worth another attempt within the turn; other errors (400, 401, 404) will not change.
+RETRIED_STATUSES = frozenset({429, 500, 502, 503, 504, 529})
+RETRY_PAUSE_CAP = 1.0
+
+
+def _pause(retry_after: str | None) -> float:
+    """How long to wait before the retry: what the API asks, within the cap."""
+    try:
+        asked = float(retry_after) if retry_after else 0.5
+    except ValueError:
+        asked = 0.5
+    return min(max(asked, 0.0), RETRY_PAUSE_CAP)
+
+
 class AnthropicClaude:
     """A `ChatModel` and `ConversationModel` answering with Claude through Anthropic's API."""
 
@@ -139,29 +153,40 @@ class AnthropicClaude:
             timeout=anthropic.Timeout(
                 CHAT_BUDGET.read_timeout, connect=CHAT_BUDGET.connect_timeout
             ),
-            max_retries=CHAT_BUDGET.max_attempts - 1,
+            max_retries=0,  # `_create` retries, with its pause capped
         )
         return cls(client, model=model, max_tokens=max_tokens)
 
     def _create(self, request: dict[str, Any], budget: CallBudget | None = None) -> Message:
-        """One call, within `budget` if given (else the client's own, `CHAT_BUDGET`)."""
+        """One call within `budget` (`CHAT_BUDGET` if not given). A throttled, overloaded or
+        failed call is retried here, after a pause of at most `RETRY_PAUSE_CAP` seconds: the
+        SDK's own retries would wait out a `Retry-After` of any length."""
         import anthropic
 
-        client = self._client
-        if budget is not None:
-            client = client.with_options(
-                timeout=anthropic.Timeout(budget.read_timeout, connect=budget.connect_timeout),
-                max_retries=budget.max_attempts - 1,
-            )
-        try:
-            message: Message = client.messages.create(**request)
-        except anthropic.APIStatusError as exc:  # 429 throttled, 5xx, 529 overloaded, 4xx
-            raise DependencyUnavailable(
-                f"Anthropic API failed: {exc.status_code} {type(exc).__name__}"
-            ) from exc
-        except anthropic.APIError as exc:  # timeouts, connection errors, unreadable responses
-            raise DependencyUnavailable(f"Anthropic API failed: {type(exc).__name__}") from exc
-        return message
+        budget = budget or CHAT_BUDGET
+        client = self._client.with_options(
+            timeout=anthropic.Timeout(budget.read_timeout, connect=budget.connect_timeout),
+            max_retries=0,
+        )
+        for attempt in range(budget.max_attempts):
+            last = attempt == budget.max_attempts - 1
+            try:
+                message: Message = client.messages.create(**request)
+                return message
+            except anthropic.APIStatusError as exc:  # 429 throttled, 5xx, 529 overloaded, 4xx
+                if last or exc.status_code not in RETRIED_STATUSES:
+                    raise DependencyUnavailable(
+                        f"Anthropic API failed: {exc.status_code} {type(exc).__name__}"
+                    ) from exc
+                time.sleep(_pause(exc.response.headers.get("retry-after")))
+            except (anthropic.APIConnectionError, anthropic.APITimeoutError) as exc:
+                if last:
+                    raise DependencyUnavailable(
+                        f"Anthropic API failed: {type(exc).__name__}"
+                    ) from exc
+            except anthropic.APIError as exc:  # an unreadable response
+                raise DependencyUnavailable(f"Anthropic API failed: {type(exc).__name__}") from exc
+        raise DependencyUnavailable("Anthropic API failed")  # budget.max_attempts < 1
 
     def answer(self, context: AnswerContext) -> ModelAnswer:
         request = messages_request(context, model=self.model, max_tokens=self.max_tokens)
