@@ -472,6 +472,27 @@ def test_no_tool_round_begins_once_the_answer_has_used_its_time(client: Any, stu
     assert tools.calls == []  # the slow turn falls back instead of running the tools
 
 
+def test_no_tool_round_begins_that_could_not_end_before_the_turns_deadline(
+    client: Any, stub: Stubber
+) -> None:
+    from dataclasses import replace
+
+    from kefu.adapters.claude_prompt import ROUND_SECONDS
+
+    tools = OrderLookup({"20231105-8812": SHIPPED})
+    stub.add_response(
+        "converse", tool_use(("tu-1", "get_order_status", {"order_id": "20231105-8812"}))
+    )
+    # The answer started quickly, but late in the turn: less than a round is left.
+    times = iter([100.0, 101.0])
+    context = replace(order_context(tools), deadline=101.0 + ROUND_SECONDS - 0.5)
+
+    model = BedrockClaude(client, model_id=MODEL_ID, clock=lambda: next(times))
+    with pytest.raises(DependencyUnavailable, match="no time left"):
+        model.answer(context)
+    assert tools.calls == []
+
+
 @pytest.mark.parametrize(
     ("reply_text", "text", "sources"),
     [

@@ -205,6 +205,14 @@ def test_a_model_resolves_a_follow_up_before_retrieval(retriever: Any) -> None:
     assert follow.model == "claude"
     assert [s.id for s in follow.sources] == ["refund-01-en"]
     assert claude.contexts[-1].facts == {"intent": "refunds"}
+    # The model is told when the turn must be answered by (API Gateway's 29 s, less a margin).
+    import time
+
+    from kefu.chat import TURN_SECONDS
+
+    deadline = claude.contexts[-1].deadline
+    assert deadline is not None
+    assert 0 < deadline - time.monotonic() <= TURN_SECONDS
 
 
 def test_without_the_model_a_follow_up_falls_back_to_the_faq_entry(retriever: Any) -> None:

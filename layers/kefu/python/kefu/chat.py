@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -60,6 +61,10 @@ SAVE_ATTEMPTS = 3
 # A turn that has taken this long leaves the summary to the extractive fold: the model's would
 # take it past API Gateway's 29 seconds.
 SUMMARY_WITHIN_SECONDS = 15.0
+# API Gateway gives a turn 29 s; the model's tool rounds must leave the rest of the turn time.
+TURN_SECONDS = 26.0
+# The running turn's deadline (per thread: the local server answers turns concurrently).
+_TURN_DEADLINE: ContextVar[float | None] = ContextVar("kefu_turn_deadline", default=None)
 # "Where is it now?", "我的快递到哪了": a question about the order the conversation is about.
 _ABOUT_THE_ORDER = re.compile(r"我的|这个|那个|该|它|\b(my|it|this|that|the order)\b", re.I)
 
@@ -105,6 +110,7 @@ class ChatService:
 
     def handle(self, request: ChatRequest) -> ChatResponse:
         started = time.monotonic()
+        _TURN_DEADLINE.set(started + TURN_SECONDS)
         session_id = request.session_id or new_id()
         message = request.message
         # A message that will likely be retrieved for is embedded while the session is read.
@@ -345,6 +351,7 @@ class ChatService:
                 summary=session.summary,
                 facts={"intent": intent, **session.slots, "order_id": order_id},
                 tools=tools,
+                deadline=_TURN_DEADLINE.get(),
             )
             try:
                 reply = self.model.answer(context)
@@ -440,6 +447,7 @@ class ChatService:
             summary=session.summary,
             facts={"intent": session.intent, **session.slots} if session.intent else {},
             tools=tools,
+            deadline=_TURN_DEADLINE.get(),
         )
         try:
             reply = self.model.answer(context)

@@ -158,6 +158,9 @@ class AnswerContext:
     summary: str = ""
     facts: Mapping[str, str] = field(default_factory=dict)
     tools: Tools | None = None
+    # When the turn must be answered by, on `time.monotonic()`'s clock: no tool round starts
+    # that could not end before it.
+    deadline: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

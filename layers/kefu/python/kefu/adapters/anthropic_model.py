@@ -204,6 +204,7 @@ class AnthropicClaude:
             next_round,
             clock=self._clock,
             api="Anthropic API",
+            deadline=context.deadline,
         )
         text, sources = parse_reply(_text(message), context.hits)
         if not text:

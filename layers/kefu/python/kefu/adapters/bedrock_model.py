@@ -169,6 +169,7 @@ class BedrockClaude:
             next_round,
             clock=self._clock,
             api="Bedrock Converse",
+            deadline=context.deadline,
         )
         text, sources = parse_reply(_text(response), context.hits)
         if not text:

@@ -41,6 +41,8 @@ CHAT_BUDGET = CallBudget(connect_timeout=1.0, read_timeout=9.0, max_attempts=2, 
 ROUND_BUDGET = CallBudget(connect_timeout=1.0, read_timeout=8.0, max_attempts=1, throttle_retries=0)
 SHORT_BUDGET = CallBudget(connect_timeout=1.0, read_timeout=4.0, max_attempts=1, throttle_retries=0)
 TOOL_ROUNDS_WITHIN = 11.0
+# What a tool round may take: its order lookups (3 s to connect, 3 s to read) and its call.
+ROUND_SECONDS = 6.0 + ROUND_BUDGET.connect_timeout + ROUND_BUDGET.read_timeout
 MAX_TOKENS = 512
 # A rewritten question is one sentence; a summary is bounded again by `kefu.memory`.
 STANDALONE_MAX_TOKENS = 150
@@ -197,17 +199,22 @@ def with_tool_rounds(
     *,
     clock: Callable[[], float],
     api: str,
+    deadline: float | None = None,
 ) -> R:
     """An answer's calls: the `first`, then a `next_round` (tools run, results sent back) while
     the model `wants_tools`: at most `MAX_TOOL_ROUNDS`, each begun within `TOOL_ROUNDS_WITHIN`
-    seconds of the first, so the answer ends within the turn's budget."""
+    seconds of the first and with a whole round's time left before the turn's `deadline` (a
+    `clock` reading), so the answer ends within the turn's budget."""
     started = clock()
     response = first()
     rounds = 0
     while wants_tools(response):
         if rounds == MAX_TOOL_ROUNDS:
             raise DependencyUnavailable(f"{api} still calling tools after {rounds} rounds")
-        if clock() - started > TOOL_ROUNDS_WITHIN:
+        now = clock()
+        if now - started > TOOL_ROUNDS_WITHIN or (
+            deadline is not None and now + ROUND_SECONDS > deadline
+        ):
             raise DependencyUnavailable(f"{api}: no time left in the turn for another tool round")
         rounds += 1
         response = next_round(response)
