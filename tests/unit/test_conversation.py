@@ -3,7 +3,7 @@ returned, concurrent saves of one session, and a language model resolving follow
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -133,10 +133,12 @@ def test_a_long_conversation_keeps_a_window_and_a_rolling_summary(retriever: Any
 
 
 class _RacingSessions(SqliteSessionStore):
-    """A store where another request of the same session saves just before this one."""
+    """A store where another request of the same session saves just before this one: what it
+    saves is `intrude` applied to the session as stored."""
 
-    def __init__(self) -> None:
+    def __init__(self, intrude: Callable[[Session], Session]) -> None:
         super().__init__(":memory:")
+        self.intrude = intrude
         self.raced = False
 
     def save(self, session: Session) -> None:
@@ -144,13 +146,17 @@ class _RacingSessions(SqliteSessionStore):
             self.raced = True
             other = self.get(session.session_id)
             assert other is not None
-            intruder = replace(other.turns[-1], turn_id="concurrent", message="concurrent")
-            super().save(replace(other, turns=[*other.turns, intruder]))
+            super().save(self.intrude(other))
         super().save(session)
 
 
+def _another_turn(other: Session) -> Session:
+    intruder = replace(other.turns[-1], turn_id="concurrent", message="concurrent")
+    return replace(other, turns=[*other.turns, intruder])
+
+
 def test_two_messages_of_one_session_at_once_both_stay(retriever: Any) -> None:
-    sessions = _RacingSessions()
+    sessions = _RacingSessions(_another_turn)
     service = build(retriever, sessions=sessions)
     first = ask(service, "How long does delivery take?")
     second = ask(service, "How long does a refund take?", first.session_id)
@@ -270,24 +276,10 @@ def test_another_order_drops_the_old_orders_product(retriever: Any) -> None:
     assert other.slots == {"order_id": "20231101-0935", "product": "Ceramic mug set"}
 
 
-class _SlotRacingSessions(SqliteSessionStore):
-    """Another request of the session establishes an order between this one's read and save."""
-
-    def __init__(self) -> None:
-        super().__init__(":memory:")
-        self.raced = False
-
-    def save(self, session: Session) -> None:
-        if not self.raced and session.version > 0:
-            self.raced = True
-            other = self.get(session.session_id)
-            assert other is not None
-            super().save(replace(other, slots={"order_id": "20231105-8812"}, intent="shipping"))
-        super().save(session)
-
-
 def test_a_retried_save_keeps_what_the_other_request_established(retriever: Any) -> None:
-    sessions = _SlotRacingSessions()
+    sessions = _RacingSessions(
+        lambda other: replace(other, slots={"order_id": "20231105-8812"}, intent="shipping")
+    )
     service = build(retriever, sessions=sessions)
     first = ask(service, "How long does delivery take?")
     ask(service, "thanks", first.session_id)

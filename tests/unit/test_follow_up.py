@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from kefu.chat import ChatService
-from kefu.follow_up import follow_up_topic
+from kefu.follow_up import follow_up_of
 from kefu.models import ChatRequest, Turn
 
 AT = datetime(2026, 1, 1, tzinfo=UTC)
@@ -49,7 +49,8 @@ def turn(intent: str, outcome: str = "answered") -> Turn:
 def test_a_short_continuation_follows_up_the_last_answered_topic(
     message: str, history: list[Turn], topic: str | None
 ) -> None:
-    assert follow_up_topic(message, history) == topic
+    found = follow_up_of(message, history)
+    assert (found.topic if found else None) == topic
 
 
 def test_a_follow_up_is_answered_within_the_conversations_topic(
@@ -69,8 +70,6 @@ def test_a_follow_up_is_answered_within_the_conversations_topic(
 
 
 def test_a_follow_up_carries_the_question_it_follows() -> None:
-    from kefu.follow_up import follow_up_of
-
     found = follow_up_of("如果当初是信用卡付的呢？", [turn("refunds")])
     assert found is not None
     assert (found.topic, found.previous) == ("refunds", "m")

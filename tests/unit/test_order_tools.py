@@ -15,7 +15,7 @@ from kefu.adapters.orders import HttpsOrderSystem, SampleOrderBook, secret_api_k
 from kefu.chat import ChatService
 from kefu.errors import ConfigurationError, DependencyUnavailable
 from kefu.models import ChatRequest
-from kefu.order_tools import NOT_FOUND, ORDERS_DOWN, order_id_in, topic_of
+from kefu.order_tools import NOT_FOUND, ORDERS_DOWN, topic_of
 from kefu.ports import Order
 
 
@@ -52,7 +52,9 @@ def service(retriever: Any) -> ChatService:
     ],
 )
 def test_an_order_number_is_found_in_the_message(message: str, order_id: str | None) -> None:
-    assert order_id_in(message) == order_id
+    from kefu.return_flow import slots_in
+
+    assert slots_in(message).get("order_id") == order_id
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from kefu.decision import Decision
+from kefu.decision import confidence
 from kefu.errors import DependencyUnavailable
 from kefu.follow_up import follow_up_of
 from kefu.masking import mask_personal_data, mask_unless_given
@@ -115,7 +115,8 @@ class ChatService:
         message = request.message
         # A message that will likely be retrieved for is embedded while the session is read.
         prefetched: Future[Vectors] | None = None
-        if not (small_talk(message) or asks_for_human(message) or ORDER_ID.search(message)):
+        chatter = small_talk(message)
+        if not (chatter or asks_for_human(message) or ORDER_ID.search(message)):
             prefetched = _PREFETCH.submit(self.retriever.embed, message)
         session = self._load(session_id)
         language: Language = request.language or detect_language(request.message)
@@ -125,7 +126,7 @@ class ChatService:
         # Slots are read from the masked text: a card or identity number is no order number.
         found = slots_in(masked)
 
-        answered = self._respond(session, request.message, masked, language, found, prefetched)
+        answered = self._respond(session, message, masked, language, found, chatter, prefetched)
         response = answered.response
         established = {**found, **answered.slots}
         intent, slots = _carried(session, response.intent, established)
@@ -231,11 +232,11 @@ class ChatService:
         masked: str,
         language: Language,
         found: Mapping[str, str],
+        chatter: SmallTalk | None,
         prefetched: Future[Vectors] | None = None,
     ) -> _Answer:
         sid = session.session_id
         # "Are you a real person?" is a question about the agent, not a request for one.
-        chatter = small_talk(message)
         if chatter in ("thanks", "goodbye") and (found or wants_return(message)):
             chatter = None  # "thanks, it's too small": a reason, not a closing
         if chatter in ("identity", "contact") or (chatter and not asks_for_human(message)):
@@ -257,33 +258,35 @@ class ChatService:
                 answer = f"{response.answer}\n\n{ASK_ORDER[language]}"
                 answered.response = response.model_copy(update={"answer": answer})
             elif response.outcome == "declined":
-                answered.response = self._start_return(session, message, language)
+                # The message's vector, when the prefetch made one (it failed: embed again).
+                ready = prefetched and prefetched.done() and prefetched.exception() is None
+                vector = prefetched.result() if prefetched and ready else None
+                answered.response = self._start_return(session, message, language, vector)
         return self._upset_aware(answered, message, language)
 
-    def _start_return(self, session: Session, message: str, language: Language) -> ChatResponse:
+    def _start_return(
+        self, session: Session, message: str, language: Language, vector: Vectors | None
+    ) -> ChatResponse:
         """A customer who wants to return something, in words the KB does not match well
         enough: the intent is known by rule, so the returns topic's best entry on how to
         return goes with the flow's first question."""
         sid = session.session_id
         try:
             hits = self.retriever.search(
-                message, language=language, tenant=self.tenant, limit=1, category="returns"
+                message,
+                language=language,
+                tenant=self.tenant,
+                limit=1,
+                category="returns",
+                vector=vector,
             )
         except DependencyUnavailable:
             hits = []
         if not hits or hits[0].chunk.kind != "faq":
             return _reply(sid, language, ASK_ORDER[language], "returns", "answered")
-        best = hits[0]
-        return ChatResponse(
-            session_id=sid,
-            turn_id=new_id(),
-            answer=f"{best.chunk.text}\n\n{ASK_ORDER[language]}",
-            language=language,
-            sources=[Source(id=best.chunk.id, title=best.chunk.title, score=round(best.score, 4))],
-            intent="returns",
-            confidence=best.probability if best.probability is not None else best.dense,
-            outcome="answered",
-            model="faq",
+        answer = f"{hits[0].chunk.text}\n\n{ASK_ORDER[language]}"
+        return _grounded(
+            sid, language, answer, "faq", hits, confidence=confidence(hits[0]), intent="returns"
         )
 
     @staticmethod
@@ -433,8 +436,14 @@ class ChatService:
                     decision.confidence,
                 )
             )
-        best = decision.hits[0].chunk
-        faq_answer = _grounded(sid, language, decision, best.text, "faq", decision.hits)
+        faq_answer = _grounded(
+            sid,
+            language,
+            decision.hits[0].chunk.text,
+            "faq",
+            decision.hits,
+            confidence=decision.confidence,
+        )
         # A confident FAQ entry is the answer, unless a follow-up needs the conversation.
         if decision.kind == "faq" and (topic is None or self.conversational is None):
             return _Answer(faq_answer)
@@ -461,8 +470,22 @@ class ChatService:
         told = [json.dumps(r, ensure_ascii=False) for r in tools.results] if tools else []
         given = [message, *(hit.chunk.text for hit in decision.hits), *told]
         answer = mask_unless_given(reply.text, given, language=language, extra=self.mask_patterns)
+        logger.info(
+            "model answered",
+            extra={"model": reply.model, "sources": reply.sources, "tools_used": reply.tools_used},
+        )
+        used = _used(reply, decision.hits)
         return _Answer(
-            _grounded(sid, language, decision, answer, reply.model, _used(reply, decision.hits))
+            _grounded(
+                sid,
+                language,
+                answer,
+                reply.model,
+                used,
+                confidence=decision.confidence,
+                # A reply that names no source still answers within the best hit's topic.
+                intent=(used or decision.hits)[0].chunk.category or "general",
+            )
         )
 
 
@@ -491,13 +514,17 @@ def _used(reply: ModelAnswer, hits: Sequence[SearchHit]) -> list[SearchHit]:
 def _grounded(
     session_id: str,
     language: Language,
-    decision: Decision,
     answer: str,
     model: str,
     used: Sequence[SearchHit],
+    *,
+    confidence: float,
+    intent: str | None = None,
 ) -> ChatResponse:
-    """A turn answered from the knowledge base, naming the sources the answer used."""
-    first = used[0].chunk if used else decision.hits[0].chunk
+    """A turn answered from the knowledge base, naming the sources the answer used; its intent
+    is the first source's category unless given."""
+    if intent is None:
+        intent = (used[0].chunk.category if used else "") or "general"
     return ChatResponse(
         session_id=session_id,
         turn_id=new_id(),
@@ -507,8 +534,8 @@ def _grounded(
             Source(id=hit.chunk.id, title=hit.chunk.title, score=round(hit.score, 4))
             for hit in used
         ],
-        intent=first.category or "general",
-        confidence=decision.confidence,
+        intent=intent,
+        confidence=confidence,
         outcome="answered",
         model=model,
     )

@@ -44,9 +44,3 @@ def follow_up_of(message: str, history: Sequence[Turn]) -> FollowUp | None:
     if cjk > _MAX_CJK_CHARS or (not cjk and len(message.split()) > _MAX_WORDS):
         return None
     return FollowUp(topic=last.intent, previous=last.message)
-
-
-def follow_up_topic(message: str, history: Sequence[Turn]) -> str | None:
-    """The KB category to retrieve `message` within, when it follows up the last answered turn."""
-    follow_up = follow_up_of(message, history)
-    return follow_up.topic if follow_up else None

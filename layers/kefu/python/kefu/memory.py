@@ -90,10 +90,10 @@ class Memory:
         Without `use_model` (the turn has no time left for it) the summary is extractive."""
         turns = [*session.turns, turn]
         left: list[Turn] = []
-        while len(turns) > self.policy.keep_turns and (
-            sum(turn_tokens(t) for t in turns) > self.policy.budget_tokens
-        ):
+        total = sum(turn_tokens(t) for t in turns)
+        while len(turns) > self.policy.keep_turns and total > self.policy.budget_tokens:
             left.append(turns.pop(0))
+            total -= turn_tokens(left[-1])
         summary = (
             self.fold(session.summary, left, turn.language, use_model=use_model)
             if left

@@ -62,11 +62,6 @@ ORDERS_DOWN: dict[Language, str] = {
 }
 
 
-def order_id_in(message: str) -> str | None:
-    found = ORDER_ID.search(message)
-    return found.group(1) if found else None
-
-
 def topic_of(message: str) -> Topic:
     return next((topic for topic, pattern in _TOPICS if pattern.search(message)), "status")
 

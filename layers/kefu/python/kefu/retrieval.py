@@ -93,10 +93,13 @@ class Retriever:
         tenant: str,
         limit: int | None = None,
         category: str | None = None,
+        vector: Vectors | None = None,
     ) -> list[SearchHit]:
-        """The best chunks for a question; with the tenant's head, its FAQ entries re-ranked
-        and given the head's probability and their fit (where the head knows them all)."""
-        vector = self.embedder.embed_queries([question])[0]
+        """The best chunks for a question (`vector` its embedding, if already made); with the
+        tenant's head, its FAQ entries re-ranked and given the head's probability and their fit
+        (where the head knows them all)."""
+        if vector is None:
+            vector = self.embed(question)
         return self._search(question, vector, language, tenant, limit, category)
 
     def _search(
