@@ -15,6 +15,10 @@ SHARED_LAYER_DIR = REPO_ROOT / ".build" / "layer"
 CHAT_FUNCTION_DIR = REPO_ROOT / "functions" / "chat"
 # The ingest function's asset also takes kb_ingest and its parsers (infra_cdk/bundling.py).
 INGEST_FUNCTION_DIR = REPO_ROOT / "functions" / "ingest"
+# Hand-over: completes and announces tickets (SQS), re-queues stuck ones (schedule).
+ESCALATION_FUNCTION_DIR = REPO_ROOT / "functions" / "escalation"
+# The monthly export of closed hand-overs and the knowledge-gap report.
+EXPORT_FUNCTION_DIR = REPO_ROOT / "functions" / "export"
 
 # Never part of a function asset.
 CODE_EXCLUDES = ["__pycache__", "*.pyc", ".pytest_cache", ".mypy_cache", "tests"]

@@ -12,10 +12,14 @@ from kefu.errors import ConfigurationError, DependencyUnavailable
 from kefu.ports import (
     ChatModel,
     Embedder,
+    HandoverQueue,
+    Insights,
     KnowledgeIndex,
     KnowledgeReader,
+    Notifier,
     OrderSystem,
     SessionStore,
+    TicketStore,
 )
 from kefu.retrieval import Retriever
 from kefu.settings import Settings
@@ -126,6 +130,64 @@ def build_sessions(settings: Settings) -> SessionStore:
     return DynamoDBSessionStore(
         settings.sessions_table, ttl=timedelta(hours=settings.session_ttl_hours)
     )
+
+
+def build_tickets(settings: Settings) -> TicketStore:
+    if settings.tickets == "sqlite":
+        from kefu.adapters.tickets import SqliteTicketStore
+
+        return SqliteTicketStore(settings.tickets_path)
+    if not settings.tickets_table:
+        raise ConfigurationError("KEFU_TICKETS_TABLE is required with KEFU_TICKETS=dynamodb")
+    from kefu.adapters.tickets import DynamoDBTicketStore
+
+    return DynamoDBTicketStore(settings.tickets_table)
+
+
+def build_queue(settings: Settings) -> HandoverQueue:
+    if settings.queue == "local":
+        from kefu.adapters.queues import SqliteQueue
+
+        return SqliteQueue(settings.queue_path)
+    if not settings.escalation_queue_url:
+        raise ConfigurationError("KEFU_ESCALATION_QUEUE_URL is required with KEFU_QUEUE=sqs")
+    from kefu.adapters.queues import SqsQueue
+
+    return SqsQueue(settings.escalation_queue_url)
+
+
+def build_insights(settings: Settings) -> Insights | None:
+    if settings.insights == "none":
+        return None
+    if settings.insights == "sqlite":
+        from kefu.adapters.insights import SqliteInsights
+
+        return SqliteInsights(settings.insights_path)
+    if not settings.insights_table:
+        raise ConfigurationError("KEFU_INSIGHTS_TABLE is required with KEFU_INSIGHTS=dynamodb")
+    from kefu.adapters.insights import DynamoDBInsights
+
+    return DynamoDBInsights(settings.insights_table)
+
+
+def build_notifiers(settings: Settings) -> list[Notifier]:
+    """Every channel the helpdesk is told through; the log when none is configured."""
+    from kefu.adapters import notifiers
+
+    channels: list[Notifier] = []
+    if settings.notify_topic_arn:
+        channels.append(notifiers.SnsNotifier(settings.notify_topic_arn))
+    if settings.webhook_secret_name:
+        channels.append(notifiers.webhook_from_secret(settings.webhook_secret_name))
+    elif settings.webhook_url:
+        if settings.webhook_secret is None:
+            raise ConfigurationError("KEFU_WEBHOOK_SECRET is required with KEFU_WEBHOOK_URL")
+        channels.append(
+            notifiers.WebhookNotifier(
+                settings.webhook_url, settings.webhook_secret.get_secret_value()
+            )
+        )
+    return channels or [notifiers.LogNotifier()]
 
 
 def build_model(settings: Settings) -> ChatModel:

@@ -10,8 +10,13 @@ from kefu.models import Chunk, SearchHit, Session, StoredChunk, Turn
 from kefu.text import Language
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     import numpy as np
     import numpy.typing as npt
+
+
+    from kefu.tickets import FeedbackRecord, Ticket, TicketStatus, TurnRecord
 
     Vectors = npt.NDArray[np.float32]
 
@@ -229,3 +234,74 @@ class OrderSystem(Protocol):
     def find(self, order_id: str) -> Order | None:
         """The order, or None when there is no such order. Raises DependencyUnavailable."""
         ...
+
+
+class TicketConflict(Exception):
+    """Another request saved the ticket since it was read: read it again and redo the change."""
+
+
+class TicketStore(Protocol):
+    """Hand-over tickets (`kefu.tickets.Ticket`), kept until deleted: a ticket is the record of
+    a customer a human helped. Every method raises `DependencyUnavailable` when the store
+    cannot be reached."""
+
+    def create(self, ticket: Ticket) -> bool:
+        """Store a new ticket (its `version` 0) as version 1. Returns False, changing nothing,
+        when a ticket with its id exists already (a redelivered hand-over)."""
+        ...
+
+    def get(self, ticket_id: str) -> Ticket | None: ...
+
+    def save(self, ticket: Ticket) -> None:
+        """Store the ticket, whose `version` is the one read, as `version + 1`. Raises
+        `TicketConflict` when the stored version moved on in between."""
+        ...
+
+    def by_status(
+        self,
+        status: TicketStatus,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int | None = None,
+    ) -> list[Ticket]:
+        """The tickets in `status` created in [since, until), oldest first."""
+        ...
+
+    def by_session(self, session_id: str) -> list[Ticket]:
+        """The session's tickets, oldest first."""
+        ...
+
+
+class HandoverQueue(Protocol):
+    """The escalation queue (SQS in AWS, a SQLite-backed queue locally)."""
+
+    def send(self, body: str) -> None:
+        """Queue one message. Raises `DependencyUnavailable` when the queue did not take it."""
+        ...
+
+
+class Notifier(Protocol):
+    """Tells the helpdesk about a ticket (SNS, a signed webhook, the log)."""
+
+    name: str
+
+    def notify(self, ticket: Ticket) -> None:
+        """Raises `DependencyUnavailable` when the channel did not take the notice after its
+        own retries."""
+        ...
+
+
+class Insights(Protocol):
+    """What the improvement loop reads: a record per turn and per rating. Writes raise
+    `DependencyUnavailable`; the chat turn logs and goes on."""
+
+    def record_turn(self, record: TurnRecord) -> None: ...
+
+    def record_feedback(self, record: FeedbackRecord) -> None: ...
+
+    def turns(self, since: datetime, until: datetime) -> list[TurnRecord]:
+        """The turns recorded at [since, until), oldest first."""
+        ...
+
+    def feedback(self, since: datetime, until: datetime) -> list[FeedbackRecord]: ...

@@ -84,6 +84,53 @@ class Settings(BaseSettings):
     sagemaker_embedding_batch_size: int = Field(default=32, gt=0)
     sagemaker_query_prefix: str = Field(default="", description='"query: " for e5 models.')
     sagemaker_passage_prefix: str = Field(default="", description='"passage: " for e5 models.')
+    # --- hand-over to humans (kefu.handover) -----------------------------------------------
+    tickets: Literal["sqlite", "dynamodb"] = "sqlite"
+    tickets_table: str | None = None
+    queue: Literal["local", "sqs"] = Field(
+        default="local", description="The escalation queue: SQLite-backed locally, or SQS."
+    )
+    escalation_queue_url: str | None = None
+    insights: Literal["sqlite", "dynamodb", "none"] = Field(
+        default="sqlite", description="Where turn and rating records for the reports go."
+    )
+    insights_table: str | None = None
+    idempotency_table: str | None = Field(
+        default=None, description="The escalation function's Powertools idempotency table."
+    )
+    notify_topic_arn: str | None = Field(
+        default=None, description="The SNS topic told of every new ticket."
+    )
+    webhook_url: str | None = Field(
+        default=None, description="A helpdesk webhook told of every new ticket (local runs)."
+    )
+    webhook_secret: SecretStr | None = Field(
+        default=None, description="The webhook's HMAC-SHA256 signing secret (local runs)."
+    )
+    webhook_secret_name: str | None = Field(
+        default=None,
+        description='A Secrets Manager secret holding {"url": ..., "secret": ...} for the webhook.',
+    )
+    agent_auth: Literal["api_key", "iam"] = Field(
+        default="api_key",
+        description="How agent routes are authorised: API Gateway's IAM auth, or an agent key.",
+    )
+    agent_api_key: SecretStr | None = Field(
+        default=None, description="The agents' key (X-Agent-Key) when agent_auth is api_key."
+    )
+    handover_after_failures: int = Field(
+        default=2, ge=1, le=10, description="Consecutive declined or unsure turns to hand over."
+    )
+    low_confidence: float = Field(
+        default=0.35, ge=0.0, le=1.0, description="An answer below this confidence is unsure."
+    )
+    sweep_after_seconds: int = Field(
+        default=300, gt=0, description="A pending ticket this old is queued again by the sweeper."
+    )
+    export_bucket: str | None = Field(
+        default=None, description="The S3 bucket that receives the monthly training export."
+    )
+
     cors_allow_origins: list[str] = Field(
         default=["*"], min_length=1, description="Origins the web chat may call from (JSON list)."
     )
@@ -140,3 +187,15 @@ class Settings(BaseSettings):
     @property
     def sessions_path(self) -> Path:
         return self.data_dir / "sessions.sqlite3"
+
+    @property
+    def tickets_path(self) -> Path:
+        return self.data_dir / "tickets.sqlite3"
+
+    @property
+    def queue_path(self) -> Path:
+        return self.data_dir / "escalation-queue.sqlite3"
+
+    @property
+    def insights_path(self) -> Path:
+        return self.data_dir / "insights.sqlite3"

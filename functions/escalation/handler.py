@@ -1,0 +1,1 @@
+"""The escalation Lambda (being written): `lambda_handler` for SQS batches, `sweep` for the schedule."""

@@ -1,0 +1,1 @@
+"""The export Lambda (being written): `lambda_handler` for the monthly schedule."""
