@@ -7,6 +7,7 @@ parameters, so no construct ever asks which stage it is in.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -116,6 +117,21 @@ class StageConfig(BaseModel):
     # The ingest queue hides a message for six times this (AWS's advice for SQS event sources).
     ingest_timeout_seconds: int = Field(default=300, ge=30, le=900)
 
+    # Hand-over to a human: after this many consecutive declined or unsure turns the chat opens
+    # a ticket, which the escalation function completes and announces to the helpdesk (SNS,
+    # and the enterprise's webhook when its Secrets Manager secret, {"url", "secret"}, is named).
+    handover_after_failures: int = Field(default=2, ge=1, le=10)
+    webhook_secret_name: str | None = Field(default=None, pattern=_SECRET_NAME_PATTERN)
+    # The escalation queue hides a message for six times this; after this many deliveries a
+    # hand-over goes to the dead-letter queue (and raises the alarm).
+    escalation_timeout_seconds: int = Field(default=60, ge=10, le=900)
+    escalation_max_receive_count: int = Field(default=3, ge=1, le=10)
+    # How often the sweeper re-queues tickets stuck in `pending`.
+    sweep_every_minutes: int = Field(default=5, ge=1, le=60)
+    # When closed hand-overs are exported as training data, with the knowledge-gap report: an
+    # EventBridge schedule expression (monthly by default: 03:00 UTC on the 1st).
+    export_schedule: str = "cron(0 3 1 * ? *)"
+
     # The OpenSearch Service domain behind hybrid retrieval. The t2 and t3.small types cannot
     # encrypt at rest, which the domain always does.
     opensearch_instance_type: str = Field(
@@ -147,6 +163,16 @@ class StageConfig(BaseModel):
                 f"{instance_type} cannot encrypt data at rest: pick t3.medium or larger"
             )
         return instance_type
+
+    @field_validator("export_schedule")
+    @classmethod
+    def _schedule_expression(cls, expression: str) -> str:
+        if not re.fullmatch(r"(cron|rate)\(\S.*\S\)", expression):
+            raise ValueError(
+                f"export_schedule must be an EventBridge schedule expression, 'cron(...)' or "
+                f"'rate(...)', not {expression!r}"
+            )
+        return expression
 
     @field_validator("orders_url")
     @classmethod

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import sys
 import warnings
 from pathlib import Path
@@ -32,9 +33,12 @@ def main(argv: list[str] | None = None) -> int:
     # A health check publishes no metric; Powertools warns about that on every such request.
     warnings.filterwarnings("ignore", message="No application metrics to publish")
 
+    agent_key = _agent_key()
+
     from kb_ingest import SAMPLE_KB_PATHS
     from kb_ingest.pipeline import ingest
     from kefu.bootstrap import get_chat_service, get_embedder, get_index, get_settings
+    from local.escalation_worker import EscalationWorker
     from local.server import make_server
 
     settings = get_settings()
@@ -51,18 +55,46 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(report.summary(), flush=True)
 
+    # Hand-overs queued by the chat turns are completed here, as the escalation Lambda does.
+    from kefu.adapters.queues import SqliteQueue
+
+    worker = EscalationWorker(
+        SqliteQueue(settings.queue_path, visibility_timeout=5.0),
+        sweep_seconds=min(60.0, settings.sweep_after_seconds),
+    ).start()
     server = make_server(args.host, args.port)
     port = server.server_address[1]
     print(
-        f"Kefu is serving on http://{args.host}:{port}  (chat page at /, API under /v1)", flush=True
+        f"Kefu is serving on http://{args.host}:{port}  (chat page at /, API under /v1)\n"
+        f"Agent desk at http://{args.host}:{port}/agent  (agent key: {agent_key})",
+        flush=True,
     )
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
+        worker.stop()
         server.server_close()
     return 0
+
+
+def _agent_key() -> str:
+    """The agents' key: KEFU_AGENT_API_KEY, else one kept in the data folder across runs."""
+    from kefu.settings import Settings
+
+    settings = Settings()
+    if settings.agent_api_key is not None:
+        return settings.agent_api_key.get_secret_value()
+    folder = settings.data_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "agent-key"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(18))
+        path.chmod(0o600)
+    key = path.read_text().strip()
+    os.environ["KEFU_AGENT_API_KEY"] = key
+    return key
 
 
 if __name__ == "__main__":

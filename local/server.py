@@ -16,6 +16,13 @@ from urllib.parse import parse_qs, urlsplit
 
 WEB_ROOT = Path(__file__).parent / "web"
 MAX_BODY_BYTES = 64 * 1024
+# The pages served as they are: the customer's chat, and the agents' desk.
+PAGES = {
+    "/": "index.html",
+    "/index.html": "index.html",
+    "/agent": "agent.html",
+    "/agent.html": "agent.html",
+}
 
 
 class LocalContext:
@@ -76,10 +83,9 @@ class KefuRequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def do_GET(self) -> None:
-        if urlsplit(self.path).path in ("/", "/index.html"):
-            self._send(
-                HTTPStatus.OK, (WEB_ROOT / "index.html").read_bytes(), "text/html; charset=utf-8"
-            )
+        page = PAGES.get(urlsplit(self.path).path)
+        if page:
+            self._send(HTTPStatus.OK, (WEB_ROOT / page).read_bytes(), "text/html; charset=utf-8")
             return
         self._proxy()
 

@@ -33,9 +33,15 @@ class LambdaContext:
 
 def reset_composition_root() -> None:
     """Forget the cached settings and service graph, so the next call reads the environment."""
-    from kefu.bootstrap import get_chat_service, get_embedder, get_index, get_settings
+    from kefu.bootstrap import (
+        get_chat_service,
+        get_desk,
+        get_embedder,
+        get_index,
+        get_settings,
+    )
 
-    for cached in (get_settings, get_embedder, get_index, get_chat_service):
+    for cached in (get_settings, get_embedder, get_index, get_chat_service, get_desk):
         cached.cache_clear()
 
 

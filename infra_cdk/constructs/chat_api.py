@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from aws_cdk import Acknowledgment, Duration, RemovalPolicy, Validations
+from aws_cdk import Acknowledgment, Duration, RemovalPolicy, Stack, Validations
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_secretsmanager as secretsmanager
@@ -26,8 +27,23 @@ from infra_cdk.constructs.service_function import LogLevel, ServiceFunction
 
 CHAT_SERVICE_NAME = "kefu-chat"
 API_VERSION_PATH = "v1"
-# What a browser may send on a cross-origin call: JSON bodies and the API key.
-CORS_ALLOW_HEADERS = ["Content-Type", "X-Api-Key"]
+# What a browser may send on a cross-origin call: JSON bodies, the API key, and an agent's
+# SigV4 signature.
+CORS_ALLOW_HEADERS = [
+    "Content-Type",
+    "X-Api-Key",
+    "Authorization",
+    "X-Amz-Date",
+    "X-Amz-Security-Token",
+    "X-Amz-Content-Sha256",
+]
+# The helpdesk's routes: authorised by IAM (SigV4), for the enterprise's agents.
+AGENT_ROUTES = (
+    ("GET", ("tickets",)),
+    ("GET", ("tickets", "{ticket_id}")),
+    ("POST", ("tickets", "{ticket_id}", "reply")),
+    ("POST", ("tickets", "{ticket_id}", "close")),
+)
 
 # What writes the answers (kefu's KEFU_MODEL).
 ChatModel = Literal["bedrock", "anthropic", "extractive"]
@@ -51,15 +67,19 @@ class OrderApi:
 
 
 class ChatApi(Construct):
-    """`POST /v1/chat`, `GET /v1/health` and `GET /v1/openapi.json`, all served by the chat Lambda.
+    """The customers' routes (`POST /v1/chat`, `POST /v1/feedback`,
+    `GET /v1/sessions/{session_id}/messages`, `GET /v1/health`, `GET /v1/openapi.json`) and the
+    agents' (`/v1/tickets...`), all served by the chat Lambda.
 
     The function answers with `chat_model` (Claude on Bedrock, Claude through Anthropic's API, or
     quotes of the knowledge base), may look orders up in the enterprise's order API, and keeps
     conversations in the sessions table (granted by the stack). It may read the secrets holding
     the API keys it is given and invoke the Bedrock models it uses, nothing more.
 
-    Callers present an API key (usage plan with throttling); the stage throttles everyone, logs
-    access as JSON, and traces with X-Ray.
+    Customers present an API key (usage plan with throttling); agents sign their calls (IAM
+    authorization), allowed by the managed policy `agent_policy` that the enterprise attaches to
+    its agents' role or group. The stage throttles everyone, logs access as JSON, and traces
+    with X-Ray.
     """
 
     def __init__(
@@ -77,6 +97,7 @@ class ChatApi(Construct):
         anthropic: AnthropicApi | None,
         orders: OrderApi | None,
         memory_tokens: int,
+        handover_after_failures: int,
         thresholds: dict[str, float],
         memory_mb: int,
         timeout: Duration,
@@ -107,6 +128,9 @@ class ChatApi(Construct):
                 "KEFU_SESSIONS": "dynamodb",
                 "KEFU_SESSIONS_TABLE": sessions_table.table_name,
                 "KEFU_MEMORY_TOKENS": str(memory_tokens),
+                "KEFU_HANDOVER_AFTER_FAILURES": str(handover_after_failures),
+                # API Gateway authorises the agent routes (IAM): the function trusts the caller.
+                "KEFU_AGENT_AUTH": "iam",
                 "KEFU_BEDROCK_EMBEDDING_MODEL_ID": bedrock_embedding_model_id,
                 **_answer_model_environment(chat_model, bedrock_model_id, anthropic),
                 **_order_api_environment(orders),
@@ -183,12 +207,25 @@ class ChatApi(Construct):
                 max_age=Duration.hours(1),
             ),
         )
-        methods = [
+        customer_methods = [
             version.add_resource("chat").add_method(
                 "POST", integration, api_key_required=api_key_required
             ),
+            version.add_resource("feedback").add_method(
+                "POST", integration, api_key_required=api_key_required
+            ),
+            version.add_resource("sessions")
+            .add_resource("{session_id}")
+            .add_resource("messages")
+            .add_method("GET", integration, api_key_required=api_key_required),
             version.add_resource("health").add_method("GET", integration),
             version.add_resource("openapi.json").add_method("GET", integration),
+        ]
+        agent_methods = [
+            version.resource_for_path("/".join(path)).add_method(
+                http_method, integration, authorization_type=apigw.AuthorizationType.IAM
+            )
+            for http_method, path in AGENT_ROUTES
         ]
         self._add_cors_to_gateway_errors(cors_allow_origins)
 
@@ -199,9 +236,23 @@ class ChatApi(Construct):
                 burst_limit=throttling_burst_limit,
             )
 
+        self.agent_policy = iam.ManagedPolicy(
+            self,
+            "AgentPolicy",
+            description=f"Lets Kefu's helpdesk agents ({stage_name}) list, read, answer and close "
+            "hand-over tickets; attach it to the agents' role or group",
+            statements=[
+                iam.PolicyStatement(
+                    actions=["execute-api:Invoke"],
+                    resources=[method.method_arn for method in agent_methods],
+                )
+            ],
+        )
+
         # The stack publishes the URL under a stable output name; drop the L2's hashed duplicate.
         self.api.node.try_remove_child("Endpoint")
-        self._acknowledge_public_api(methods)
+        self._acknowledge_public_api(customer_methods)
+        self._acknowledge_agent_api(agent_methods)
 
     def _allow_bedrock(
         self, chat: ServiceFunction, *, model_id: str | None, embedding_model_id: str
@@ -265,6 +316,36 @@ class ChatApi(Construct):
         )
         plan.add_api_key(self.api_key)
 
+    def _acknowledge_agent_api(self, methods: Sequence[apigw.Method]) -> None:
+        for method in methods:
+            Validations.of(method).acknowledge(
+                Acknowledgment(
+                    id="AwsSolutions-COG4",
+                    reason="Agents are the enterprise's IAM principals, not Cognito users: the "
+                    "agent routes take SigV4-signed calls allowed by the agent policy.",
+                )
+            )
+        # Path parameters are '*' in a method's ARN: the agent may act on any ticket.
+        stack = Stack.of(self)
+        cfn_api = self.api.node.default_child
+        cfn_stage = self.api.deployment_stage.node.default_child
+        assert isinstance(cfn_api, apigw.CfnRestApi)
+        assert isinstance(cfn_stage, apigw.CfnStage)
+        api, stage = stack.get_logical_id(cfn_api), stack.get_logical_id(cfn_stage)
+        for http_method, path in AGENT_ROUTES:
+            if not any(part.startswith("{") for part in path):
+                continue
+            route = "/".join("*" if part.startswith("{") else part for part in path)
+            Validations.of(self.agent_policy).acknowledge(
+                Acknowledgment(
+                    id="AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:execute-api:"
+                    f"<AWS::Region>:<AWS::AccountId>:<{api}>/<{stage}>/{http_method}/"
+                    f"{API_VERSION_PATH}/{route}]",
+                    reason="The ticket id is a path parameter: an agent may read, answer and "
+                    "close any ticket, through this one method of this API's stage only.",
+                )
+            )
+
     def _acknowledge_public_api(self, methods: Sequence[apigw.Method]) -> None:
         for method in methods:
             Validations.of(method).acknowledge(
@@ -272,7 +353,8 @@ class ChatApi(Construct):
                     id="AwsSolutions-APIG4",
                     reason="A public customer-service chat: anonymous customers use it from the "
                     "web page, so there is no user to authorize. Chat clients are identified by "
-                    "API key and usage plan; health and the OpenAPI document are public.",
+                    "API key and usage plan; health and the OpenAPI document are public. (The "
+                    "agents' routes are authorized by IAM.)",
                 ),
                 Acknowledgment(
                     id="AwsSolutions-COG4",

@@ -5,19 +5,29 @@ from __future__ import annotations
 from typing import Any
 
 from aws_cdk import CfnOutput, Duration, Environment, RemovalPolicy, Stack, Tags
+from aws_cdk import aws_events as events
 from constructs import Construct
 
-from infra_cdk.assets import CHAT_FUNCTION_DIR, INGEST_FUNCTION_DIR, SHARED_LAYER_DIR
+from infra_cdk.assets import (
+    CHAT_FUNCTION_DIR,
+    ESCALATION_FUNCTION_DIR,
+    EXPORT_FUNCTION_DIR,
+    INGEST_FUNCTION_DIR,
+    SHARED_LAYER_DIR,
+)
 from infra_cdk.config import StageConfig
 from infra_cdk.constructs.chat_api import AnthropicApi, ChatApi, OrderApi
+from infra_cdk.constructs.escalation import Escalation
+from infra_cdk.constructs.improvement import Improvement
 from infra_cdk.constructs.knowledge_base import KnowledgeBase
 from infra_cdk.constructs.session_store import SessionStore
 from infra_cdk.constructs.shared_layer import SharedLayer
 
 
 class KefuServiceStack(Stack):
-    """The chat API, its function and the sessions it keeps, and the knowledge base it answers
-    from (bucket, ingest pipeline, OpenSearch index), for one stage."""
+    """The chat API, its function and the sessions it keeps, the knowledge base it answers from
+    (bucket, ingest pipeline, OpenSearch index), the hand-over to the helpdesk (tickets, queue,
+    notifications) and the monthly export of what hand-overs teach, for one stage."""
 
     def __init__(
         self, scope: Construct, construct_id: str, *, config: StageConfig, **kwargs: Any
@@ -64,6 +74,7 @@ class KefuServiceStack(Stack):
                 else None
             ),
             memory_tokens=config.memory_tokens,
+            handover_after_failures=config.handover_after_failures,
             thresholds={
                 name: value
                 for name, value in (
@@ -86,6 +97,36 @@ class KefuServiceStack(Stack):
             create_cloudwatch_role=config.api_gateway_cloudwatch_role,
         )
         sessions.grant_read_write(chat.function)
+
+        escalation = Escalation(
+            self,
+            "Escalation",
+            code_dir=ESCALATION_FUNCTION_DIR,
+            layer=layer.layer,
+            sessions_table=sessions.table,
+            webhook_secret_name=config.webhook_secret_name,
+            timeout=Duration.seconds(config.escalation_timeout_seconds),
+            max_receive_count=config.escalation_max_receive_count,
+            sweep_every=Duration.minutes(config.sweep_every_minutes),
+            log_level=config.log_level,
+            log_retention=config.log_retention,
+            removal_policy=removal_policy,
+        )
+        escalation.grant_handover(chat.function)
+
+        improvement = Improvement(
+            self,
+            "Improvement",
+            code_dir=EXPORT_FUNCTION_DIR,
+            layer=layer.layer,
+            tickets_table=escalation.tickets_table,
+            export_schedule=events.Schedule.expression(config.export_schedule),
+            alarm_topic=escalation.alarm_topic,
+            log_level=config.log_level,
+            log_retention=config.log_retention,
+            removal_policy=removal_policy,
+        )
+        improvement.grant_record(chat.function)
 
         knowledge = KnowledgeBase(
             self,
@@ -114,6 +155,36 @@ class KefuServiceStack(Stack):
             "KnowledgeBucketName",
             value=knowledge.bucket.bucket_name,
             description="Upload knowledge files here (tenants/<tenant>/... for one tenant)",
+        )
+        CfnOutput(
+            self,
+            "AgentPolicyArn",
+            value=chat.agent_policy.managed_policy_arn,
+            description="Attach to the helpdesk agents' IAM role or group: the ticket routes",
+        )
+        CfnOutput(
+            self,
+            "HelpdeskTopicArn",
+            value=escalation.notify_topic.topic_arn,
+            description="Subscribe the helpdesk here: one message per hand-over ticket",
+        )
+        CfnOutput(
+            self,
+            "EscalationQueueUrl",
+            value=escalation.queue.queue_url,
+            description="Hand-overs waiting for the escalation function",
+        )
+        CfnOutput(
+            self,
+            "AlarmTopicArn",
+            value=escalation.alarm_topic.topic_arn,
+            description="Subscribe operations here: hand-overs failing or waiting, exports failing",
+        )
+        CfnOutput(
+            self,
+            "TrainingBucketName",
+            value=improvement.bucket.bucket_name,
+            description="Monthly exports of closed hand-overs (JSONL) and knowledge-gap reports",
         )
         if chat.api_key is not None:
             CfnOutput(

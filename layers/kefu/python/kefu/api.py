@@ -10,19 +10,33 @@ from typing import Annotated, Any
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, CORSConfig, Response
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
-from aws_lambda_powertools.event_handler.openapi.params import Body
+from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.shared.json_encoder import Encoder
 
 from kefu import __version__
-from kefu.bootstrap import get_chat_service, get_settings
-from kefu.errors import ConfigurationError, DependencyUnavailable, IndexNotReady
+from kefu.agent_api import router as agent_router
+from kefu.bootstrap import get_chat_service, get_desk, get_settings
+from kefu.errors import (
+    AgentForbidden,
+    AgentUnauthorised,
+    ConfigurationError,
+    DependencyUnavailable,
+    IndexNotReady,
+    SessionNotFound,
+    TicketClosed,
+    TicketNotFound,
+)
 from kefu.models import (
     MAX_MESSAGE_CHARS,
+    SESSION_ID_PATTERN,
     ChatRequest,
     ChatResponse,
     ErrorResponse,
+    FeedbackRequest,
+    FeedbackResponse,
     HealthResponse,
+    SessionMessages,
 )
 from kefu.observability import logger, metrics
 
@@ -34,6 +48,8 @@ app = APIGatewayRestResolver(
     serializer=partial(json.dumps, separators=(",", ":"), ensure_ascii=False, cls=Encoder),
 )
 
+app.include_router(agent_router)
+
 _ERROR_BODY = {"application/json": {"model": ErrorResponse}}
 _ERRORS: dict[int, Any] = {
     400: {"description": "The body is not valid JSON", "content": _ERROR_BODY},
@@ -41,6 +57,7 @@ _ERRORS: dict[int, Any] = {
     422: {"description": "The body does not match the schema", "content": _ERROR_BODY},
     503: {"description": "A dependency is unavailable; retry", "content": _ERROR_BODY},
 }
+_NOT_FOUND: dict[int, Any] = {404: {"description": "No such conversation", "content": _ERROR_BODY}}
 
 
 def _error(status: HTTPStatus, code: str, message: str) -> Response[Any]:
@@ -61,6 +78,33 @@ def chat(request: Annotated[ChatRequest, Body(embed=False)]) -> ChatResponse:
     metrics.add_dimension(name="outcome", value=response.outcome)
     metrics.add_metric(name="ChatTurns", unit=MetricUnit.Count, value=1)
     return response
+
+
+@app.post(
+    "/v1/feedback",
+    summary="Rate the conversation (or one answer); below 3 hands it to a human",
+    responses={200: {"description": "The rating was recorded"}, **_ERRORS, **_NOT_FOUND},
+)
+def feedback(request: Annotated[FeedbackRequest, Body(embed=False)]) -> FeedbackResponse:
+    return get_chat_service().feedback(request)
+
+
+@app.get(
+    "/v1/sessions/<session_id>/messages",
+    summary="The hand-over thread: what the customer and human agents wrote",
+    responses={200: {"description": "The messages"}, **_ERRORS, **_NOT_FOUND},
+)
+def session_messages(
+    session_id: Annotated[str, Path(pattern=SESSION_ID_PATTERN)],
+    after: Annotated[
+        str | None,
+        Query(pattern=r"^[A-Za-z0-9_-]{1,80}$", description="Only messages after this one."),
+    ] = None,
+) -> SessionMessages:
+    from kefu.threads import session_messages as thread
+
+    service = get_chat_service()
+    return thread(service.sessions, get_desk(), session_id, after=after)
 
 
 @app.get("/v1/health", summary="Liveness check")
@@ -101,6 +145,35 @@ def not_found(_: NotFoundError) -> Response[Any]:
     return _error(
         HTTPStatus.NOT_FOUND, "not_found", f"No route for {event.http_method} {event.path}."
     )
+
+
+@app.exception_handler(SessionNotFound)
+def session_not_found(exc: SessionNotFound) -> Response[Any]:
+    return _error(
+        HTTPStatus.NOT_FOUND, "session_not_found", "No conversation has this id (or it expired)."
+    )
+
+
+@app.exception_handler(TicketNotFound)
+def ticket_not_found(exc: TicketNotFound) -> Response[Any]:
+    return _error(HTTPStatus.NOT_FOUND, "ticket_not_found", f"No ticket has the id {exc}.")
+
+
+@app.exception_handler(TicketClosed)
+def ticket_closed(exc: TicketClosed) -> Response[Any]:
+    return _error(
+        HTTPStatus.CONFLICT, "ticket_closed", "The ticket is closed; it takes no replies."
+    )
+
+
+@app.exception_handler(AgentUnauthorised)
+def agent_unauthorised(exc: AgentUnauthorised) -> Response[Any]:
+    return _error(HTTPStatus.UNAUTHORIZED, "unauthorised", str(exc))
+
+
+@app.exception_handler(AgentForbidden)
+def agent_forbidden(exc: AgentForbidden) -> Response[Any]:
+    return _error(HTTPStatus.FORBIDDEN, "forbidden", str(exc))
 
 
 @app.exception_handler(IndexNotReady)

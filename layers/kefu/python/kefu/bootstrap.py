@@ -9,6 +9,7 @@ from functools import lru_cache
 from kefu.chat import ChatService
 from kefu.decision import resolve_thresholds
 from kefu.errors import ConfigurationError, DependencyUnavailable
+from kefu.handover import HandoverDesk
 from kefu.ports import (
     ChatModel,
     Embedder,
@@ -268,14 +269,31 @@ def build_chat_service(
     index = index or build_index(settings)
     model = build_model(settings)
     summarizer = model if isinstance(model, ConversationModel) else None
+    sessions = build_sessions(settings)
     return ChatService(
         retriever=build_retriever(settings, embedder=embedder, index=index),
         model=model,
-        sessions=build_sessions(settings),
+        sessions=sessions,
         orders=build_orders(settings),
         tenant=settings.tenant,
         memory=Memory(MemoryPolicy(budget_tokens=settings.memory_tokens), summarizer),
         mask_patterns=[re.compile(pattern) for pattern in settings.mask_patterns],
+        desk=build_desk(settings, sessions=sessions),
+        insights=build_insights(settings),
+        handover_after_failures=settings.handover_after_failures,
+        low_confidence=settings.low_confidence,
+    )
+
+
+def build_desk(settings: Settings, *, sessions: SessionStore | None = None) -> HandoverDesk:
+    """The hand-over desk: tickets, the escalation queue and the sessions they come from."""
+    from kefu.handover import HandoverDesk
+
+    return HandoverDesk(
+        tickets=build_tickets(settings),
+        queue=build_queue(settings),
+        sessions=sessions or build_sessions(settings),
+        tenant=settings.tenant,
     )
 
 
@@ -298,3 +316,9 @@ def get_index() -> KnowledgeIndex:
 @lru_cache(maxsize=1)
 def get_chat_service() -> ChatService:
     return build_chat_service(get_settings(), embedder=get_embedder(), index=get_index())
+
+
+@lru_cache(maxsize=1)
+def get_desk() -> HandoverDesk:
+    """The desk agents and the escalation function use: no embedder, index or model."""
+    return build_desk(get_settings())

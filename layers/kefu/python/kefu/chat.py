@@ -9,17 +9,29 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from kefu.decision import confidence
-from kefu.errors import DependencyUnavailable
+from kefu.errors import DependencyUnavailable, SessionNotFound
 from kefu.follow_up import follow_up_of
+from kefu.handover import HandoverDesk, complaint_kind
 from kefu.masking import mask_personal_data, mask_unless_given
 from kefu.memory import Memory, carried_intent, carried_slots
-from kefu.models import ChatRequest, ChatResponse, Outcome, SearchHit, Session, Source, Turn
-from kefu.observability import logger
+from kefu.models import (
+    ChatRequest,
+    ChatResponse,
+    FeedbackRequest,
+    FeedbackResponse,
+    Handover,
+    Outcome,
+    SearchHit,
+    Session,
+    Source,
+    Turn,
+)
+from kefu.observability import MetricUnit, emit, logger
 from kefu.order_tools import (
     INTENTS,
     NOT_FOUND,
@@ -33,6 +45,7 @@ from kefu.ports import (
     AnswerContext,
     ChatModel,
     ConversationModel,
+    Insights,
     ModelAnswer,
     OrderSystem,
     SessionConflict,
@@ -41,15 +54,20 @@ from kefu.ports import (
 from kefu.replies import (
     AI_DISCLOSURE,
     DECLINE,
+    HANDED_OVER,
     HANDOVER,
+    HUMAN_WILL_REPLY,
     MODEL_DOWN,
+    MODEL_DOWN_HANDED_OVER,
     RETRIEVAL_DOWN,
+    STILL_NOT_FOUND,
     asks_for_human,
 )
 from kefu.retrieval import Retriever
 from kefu.return_flow import ASK_ORDER, product_of, return_step, slots_in, wants_return
 from kefu.small_talk import APOLOGY, HUMAN_OFFER, REPLIES, SmallTalk, small_talk, sounds_upset
 from kefu.text import Language, detect_language
+from kefu.tickets import FeedbackRecord, Trigger, TurnRecord
 
 if TYPE_CHECKING:
     from kefu.ports import Vectors
@@ -75,11 +93,23 @@ def new_id() -> str:
 
 @dataclass(slots=True)
 class _Answer:
-    """What answering a message produced: the response (its intent the turn's own) and the
-    slots it established beyond those the message gave."""
+    """What answering a message produced: the response (its intent the turn's own), the
+    slots it established beyond those the message gave, and whether the model failed with
+    nothing to answer instead."""
 
     response: ChatResponse
     slots: dict[str, str] = field(default_factory=dict)
+    model_failed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _HandoverState:
+    """What a turn changes of the session's hand-over state: the consecutive failures after
+    it, the ticket it opened (None: none), and whether it escalated the session."""
+
+    failures: int
+    ticket_id: str | None = None
+    escalated: bool = False
 
 
 class ChatService:
@@ -96,6 +126,10 @@ class ChatService:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         memory: Memory | None = None,
         mask_patterns: Sequence[re.Pattern[str]] = (),
+        desk: HandoverDesk | None = None,
+        insights: Insights | None = None,
+        handover_after_failures: int = 2,
+        low_confidence: float = 0.35,
     ) -> None:
         self.retriever = retriever
         self.model = model
@@ -107,6 +141,11 @@ class ChatService:
         self.conversational = model if isinstance(model, ConversationModel) else None
         self.memory = memory or Memory(summarizer=self.conversational)
         self.mask_patterns = tuple(mask_patterns)
+        # Without a desk a hand-over is only said (no ticket, no human sees it).
+        self.desk = desk
+        self.insights = insights
+        self.handover_after_failures = handover_after_failures
+        self.low_confidence = low_confidence
 
     def handle(self, request: ChatRequest) -> ChatResponse:
         started = time.monotonic()
@@ -123,11 +162,39 @@ class ChatService:
         # What is stored, logged or sent to a model: contact details and identity numbers
         # masked. Retrieval and the order lookup read the message as it came, in memory only.
         masked = mask_personal_data(request.message, language=language, extra=self.mask_patterns)
+        if session.handed_over and session.ticket_id and self.desk is not None:
+            with_human = self._with_human(session, masked, language)
+            if with_human is not None:
+                self._remember(
+                    session,
+                    _turn(with_human, masked, language, self.clock()),
+                    established={},
+                    state=_HandoverState(failures=0),
+                )
+                self._record(session, with_human, started, masked)
+                return with_human
+            session = replace(session, handed_over=False, ticket_id="")  # its ticket is gone
         # Slots are read from the masked text: a card or identity number is no order number.
         found = slots_in(masked)
 
         answered = self._respond(session, message, masked, language, found, chatter, prefetched)
         response = answered.response
+        failures = self._failures_after(session, response)
+        trigger = _trigger_of(message, answered, failures >= self.handover_after_failures)
+        opened = None
+        if trigger is not None:
+            response = _handing_over(response, trigger, language)
+            if self.desk is not None:
+                opened = self.desk.open(
+                    session_id=session_id, trigger=trigger, language=language, message=masked
+                )
+                response = response.model_copy(
+                    update={
+                        "handover": Handover(
+                            trigger=trigger, ticket_id=opened.ticket_id, status="pending"
+                        )
+                    }
+                )
         established = {**found, **answered.slots}
         intent, slots = _carried(session, response.intent, established)
         update: dict[str, object] = {"intent": intent or response.intent, "slots": slots}
@@ -135,19 +202,23 @@ class ChatService:
             update["answer"] = f"{AI_DISCLOSURE[language]}\n\n{response.answer}"
         response = response.model_copy(update=update)
 
-        turn = Turn(
-            turn_id=response.turn_id,
-            message=masked,
-            answer=response.answer,
-            language=language,
-            outcome=response.outcome,
-            # The turn's own intent: what a follow-up continues.
-            intent=answered.response.intent,
-            at=self.clock(),
-            sources=tuple(source.id for source in response.sources),
-        )
+        # The turn's own intent: what a follow-up continues.
+        turn = _turn(response, masked, language, self.clock(), intent=answered.response.intent)
         use_model = time.monotonic() - started < SUMMARY_WITHIN_SECONDS
-        self._remember(session, turn, established=established, use_model=use_model)
+        state = _HandoverState(
+            failures=0 if trigger else failures,
+            ticket_id=opened.ticket_id if opened else None,
+            escalated=trigger is not None,
+        )
+        self._remember(session, turn, established=established, use_model=use_model, state=state)
+        if opened is not None and self.desk is not None:
+            # Queued once the session holds the turn: the escalation function reads it there.
+            self.desk.dispatch(opened, masked)
+        if trigger is not None:
+            emit("HandOvers", trigger=trigger)
+            if not session.escalated:
+                emit("SessionsEscalated")
+        self._record(session, response, started, masked, trigger=trigger)
         logger.info(
             "chat turn",
             extra={
@@ -158,9 +229,167 @@ class ChatService:
                 "language": language,
                 "confidence": response.confidence,
                 "model": response.model,
+                "handover": trigger,
             },
         )
         return response
+
+    # --- hand-over ----------------------------------------------------------------------
+
+    def _with_human(self, session: Session, masked: str, language: Language) -> ChatResponse | None:
+        """While a human has the conversation the bot only passes messages on: the message
+        joins the ticket's thread. None when the ticket is closed or gone (the bot answers)."""
+        assert self.desk is not None
+        try:
+            ticket = self.desk.add_customer_message(session.ticket_id, masked)
+        except DependencyUnavailable:
+            # The turn is still stored with the session, so the agent's transcript keeps it.
+            logger.exception("ticket store unavailable; the message waits in the session")
+            response = _reply(
+                session.session_id,
+                language,
+                HUMAN_WILL_REPLY[language],
+                "human_agent",
+                "handed_over",
+            )
+            return response
+        if ticket is None or ticket.status == "closed":
+            return None
+        response = _reply(
+            session.session_id, language, HUMAN_WILL_REPLY[language], "human_agent", "handed_over"
+        )
+        handover = Handover(
+            trigger=ticket.trigger, ticket_id=ticket.ticket_id, status=ticket.status
+        )
+        return response.model_copy(update={"handover": handover})
+
+    def _failures_after(self, session: Session, response: ChatResponse) -> int:
+        """The consecutive declined or unsure answers after this one. Small talk neither
+        counts nor breaks the run."""
+        if response.intent in ("small_talk", "human_agent"):
+            return session.failures
+        unsure = response.outcome == "answered" and response.confidence < self.low_confidence
+        return session.failures + 1 if response.outcome == "declined" or unsure else 0
+
+    def feedback(self, request: FeedbackRequest) -> FeedbackResponse:
+        """Record a rating; one below 3 hands the conversation to a human."""
+        session = self.sessions.get(request.session_id)
+        if session is None:
+            raise SessionNotFound(request.session_id)
+        language: Language = session.turns[-1].language if session.turns else "zh"
+        comment = (
+            mask_personal_data(request.comment, language=language, extra=self.mask_patterns)
+            if request.comment
+            else ""
+        )
+        now = self.clock()
+        if self.insights is not None:
+            try:
+                self.insights.record_feedback(
+                    FeedbackRecord(
+                        session_id=session.session_id,
+                        at=now,
+                        tenant=self.tenant,
+                        rating=request.rating,
+                        turn_id=request.turn_id or "",
+                        comment=comment,
+                    )
+                )
+            except DependencyUnavailable:
+                logger.exception(
+                    "insights unavailable; rating not recorded",
+                    extra={"session_id": session.session_id, "rating": request.rating},
+                )
+        emit("Ratings", request.rating, unit=MetricUnit.Count)
+        emit("RatingsGiven")
+        if request.rating >= 4:
+            emit("RatingsSatisfied")
+        if request.rating >= 3:
+            return FeedbackResponse(session_id=session.session_id, rating=request.rating)
+        if not session.escalated:
+            emit("SessionsEscalated")
+        handover = self._escalate_rated(session, comment, language)
+        return FeedbackResponse(
+            session_id=session.session_id, rating=request.rating, handover=handover
+        )
+
+    def _escalate_rated(
+        self, session: Session, comment: str, language: Language
+    ) -> Handover | None:
+        """A rating below 3: the session goes to a human, unless one has it already."""
+        if session.handed_over and session.ticket_id and self.desk is not None:
+            ticket = self.desk.tickets.get(session.ticket_id)
+            if ticket is not None and ticket.status != "closed":
+                return Handover(
+                    trigger=ticket.trigger, ticket_id=ticket.ticket_id, status=ticket.status
+                )
+        opened = (
+            self.desk.open(
+                session_id=session.session_id,
+                trigger="low_rating",
+                language=language,
+                message=comment,
+            )
+            if self.desk is not None
+            else None
+        )
+        for _ in range(SAVE_ATTEMPTS):
+            changed = replace(
+                session,
+                handed_over=opened is not None or session.handed_over,
+                ticket_id=opened.ticket_id if opened else session.ticket_id,
+                escalated=True,
+            )
+            try:
+                self.sessions.save(changed)
+                break
+            except SessionConflict:
+                session = self._load(session.session_id)
+            except DependencyUnavailable:
+                logger.exception("session store unavailable; the ticket still has the rating")
+                break
+        emit("HandOvers", trigger="low_rating")
+        if opened is None or self.desk is None:
+            return None
+        self.desk.dispatch(opened, comment)
+        return Handover(trigger="low_rating", ticket_id=opened.ticket_id, status="pending")
+
+    def _record(
+        self,
+        session: Session,
+        response: ChatResponse,
+        started: float,
+        masked: str,
+        *,
+        trigger: Trigger | None = None,
+    ) -> None:
+        """The turn's record for the reports, and its metrics. Never fails the turn."""
+        latency_ms = (time.monotonic() - started) * 1000
+        first_turn = session.turn_count == 0 and not session.turns
+        emit("ResponseTime", latency_ms, unit=MetricUnit.Milliseconds)
+        if first_turn:
+            emit("SessionsStarted")
+        if self.insights is None:
+            return
+        declined = response.outcome == "declined"
+        record = TurnRecord(
+            session_id=response.session_id,
+            turn_id=response.turn_id,
+            at=self.clock(),
+            tenant=self.tenant,
+            language=response.language,
+            outcome=response.outcome,
+            intent=response.intent,
+            latency_ms=round(latency_ms, 1),
+            first_turn=first_turn,
+            handover_trigger=trigger or "",
+            question=masked if declined else "",
+            category=session.intent if declined else "",
+        )
+        try:
+            self.insights.record_turn(record)
+        except DependencyUnavailable:
+            logger.exception("insights unavailable; turn not recorded")
 
     # --- memory -------------------------------------------------------------------------
 
@@ -179,12 +408,16 @@ class ChatService:
         *,
         established: Mapping[str, str],
         use_model: bool = True,
+        state: _HandoverState,
     ) -> None:
         """Save the session with `turn`; on a conflict, read it again and apply the turn (its
-        intent and the slots it `established`) to what the other request saved."""
-        handed_over = session.handed_over or turn.outcome == "handed_over"
+        intent, the slots it `established` and its hand-over `state`) to what the other
+        request saved (an agent may have closed the ticket meanwhile)."""
         intent, slots = _carried(session, turn.intent, established)
         for _ in range(SAVE_ATTEMPTS):
+            handed_over = bool(state.ticket_id) or session.handed_over
+            if self.desk is None and turn.outcome == "handed_over":
+                handed_over = True
             updated = self.memory.remember(
                 session,
                 turn,
@@ -192,6 +425,12 @@ class ChatService:
                 slots=slots,
                 handed_over=handed_over,
                 use_model=use_model,
+            )
+            updated = replace(
+                updated,
+                ticket_id=state.ticket_id or session.ticket_id,
+                failures=state.failures,
+                escalated=session.escalated or state.escalated,
             )
             try:
                 self.sessions.save(updated)
@@ -201,7 +440,6 @@ class ChatService:
                 session = self._load(session.session_id)
                 if any(stored.turn_id == turn.turn_id for stored in session.turns):
                     return  # a save that timed out had landed, and its retry conflicted
-                handed_over = handed_over or session.handed_over
                 intent, slots = _carried(session, turn.intent, established)
                 use_model = False  # the summary of a retry is not worth another model call
             except DependencyUnavailable:
@@ -218,7 +456,7 @@ class ChatService:
                 "outcome": turn.outcome,
                 "intent": intent,
                 "slots": slots,
-                "handed_over": handed_over,
+                "ticket_id": state.ticket_id or session.ticket_id,
                 "at": turn.at.isoformat(),
             },
         )
@@ -291,7 +529,8 @@ class ChatService:
 
     @staticmethod
     def _upset_aware(answered: _Answer, message: str, language: Language) -> _Answer:
-        if sounds_upset(message):
+        # A complaint proper or a legal threat is handed over (`_handing_over` apologises).
+        if sounds_upset(message) and complaint_kind(message) is None:
             answered.response = _offering_a_human(answered.response, language)
         return answered
 
@@ -464,8 +703,10 @@ class ChatService:
             if decision.kind == "faq":
                 logger.exception("chat model unavailable; answering with the FAQ entry")
                 return _Answer(faq_answer)
-            logger.exception("chat model unavailable; declining with a hand-over offer")
-            return _Answer(_declined(sid, language, MODEL_DOWN, decision.confidence))
+            logger.exception("chat model unavailable; handing over")
+            return _Answer(
+                _declined(sid, language, MODEL_DOWN, decision.confidence), model_failed=True
+            )
         # Contact details the model wrote that neither the customer nor a source gave.
         told = [json.dumps(r, ensure_ascii=False) for r in tools.results] if tools else []
         given = [message, *(hit.chunk.text for hit in decision.hits), *told]
@@ -487,6 +728,57 @@ class ChatService:
                 intent=(used or decision.hits)[0].chunk.category or "general",
             )
         )
+
+
+def _turn(
+    response: ChatResponse,
+    masked: str,
+    language: Language,
+    at: datetime,
+    *,
+    intent: str | None = None,
+) -> Turn:
+    return Turn(
+        turn_id=response.turn_id,
+        message=masked,
+        answer=response.answer,
+        language=language,
+        outcome=response.outcome,
+        intent=response.intent if intent is None else intent,
+        at=at,
+        sources=tuple(source.id for source in response.sources),
+    )
+
+
+def _trigger_of(message: str, answered: _Answer, failed_repeatedly: bool) -> Trigger | None:
+    """Why this turn hands the conversation to a human, if it does."""
+    if answered.response.intent == "human_agent" and answered.response.outcome == "handed_over":
+        return "customer_request"
+    if complaint_kind(message) is not None:
+        return "complaint"
+    if answered.model_failed:
+        return "model_failure"
+    if failed_repeatedly:
+        return "repeated_failure"
+    return None
+
+
+def _handing_over(response: ChatResponse, trigger: Trigger, language: Language) -> ChatResponse:
+    """The turn's answer when it hands over: what the bot could say, and that a human will
+    reply here."""
+    if trigger == "customer_request":
+        answer = response.answer
+    elif trigger == "complaint":
+        answer = f"{APOLOGY[language]}{HANDED_OVER[language]}"
+        if response.outcome == "answered" and response.intent != "small_talk":
+            answer = f"{answer}\n\n{response.answer}"
+    elif trigger == "model_failure":
+        answer = MODEL_DOWN_HANDED_OVER[language]
+    elif response.outcome == "declined":
+        answer = STILL_NOT_FOUND[language]
+    else:
+        answer = f"{response.answer}\n\n{HANDED_OVER[language]}"
+    return response.model_copy(update={"answer": answer, "outcome": "handed_over"})
 
 
 def _carried(

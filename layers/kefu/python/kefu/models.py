@@ -47,6 +47,16 @@ class Source(BaseModel):
     score: float
 
 
+class Handover(BaseModel):
+    """A conversation handed to a human: why, and the ticket a human answers it on."""
+
+    trigger: Literal[
+        "customer_request", "low_rating", "repeated_failure", "complaint", "model_failure"
+    ]
+    ticket_id: str
+    status: Literal["pending", "open", "closed"]
+
+
 class ChatResponse(BaseModel):
     session_id: str
     turn_id: str
@@ -62,6 +72,86 @@ class ChatResponse(BaseModel):
         description="What the conversation has established for its intent: order_id, "
         "product, reason.",
     )
+    handover: Handover | None = Field(
+        default=None, description="Set when the conversation is with a human (and why)."
+    )
+
+
+class FeedbackRequest(BaseModel):
+    """A customer's rating of the conversation, or of one answer in it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    session_id: str = Field(pattern=SESSION_ID_PATTERN, description="The rated conversation.")
+    turn_id: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9_-]{8,64}$", description="The rated answer, if one."
+    )
+    rating: int = Field(ge=1, le=5, description="1 (poor) to 5 (excellent); below 3 hands over.")
+    comment: str | None = Field(default=None, max_length=MAX_MESSAGE_CHARS)
+
+
+class FeedbackResponse(BaseModel):
+    session_id: str
+    rating: int
+    handover: Handover | None = None
+
+
+class ThreadMessage(BaseModel):
+    """A message of a hand-over's thread: the customer's, or an agent's reply."""
+
+    message_id: str
+    author: Literal["customer", "bot", "agent"]
+    text: str
+    at: datetime
+    agent: str = ""
+
+
+class SessionMessages(BaseModel):
+    """What a customer reads while (and after) a human handles the conversation."""
+
+    session_id: str
+    handed_over: bool
+    handover: Handover | None = Field(
+        default=None, description="The conversation's latest hand-over, if any."
+    )
+    messages: list[ThreadMessage]
+
+
+class TicketSummary(BaseModel):
+    ticket_id: str
+    session_id: str
+    status: Literal["pending", "open", "closed"]
+    trigger: str
+    priority: Literal["normal", "high", "urgent"]
+    language: Language
+    intent: str
+    created_at: datetime
+    updated_at: datetime
+    last_message: str = ""
+
+
+class TicketList(BaseModel):
+    tickets: list[TicketSummary]
+
+
+class TicketView(TicketSummary):
+    """Everything an agent needs: the masked conversation before the hand-over, its summary,
+    what the customer was doing, the sources the bot used, and the thread since."""
+
+    summary: str
+    slots: dict[str, str]
+    sources: list[str]
+    transcript: list[ThreadMessage]
+    messages: list[ThreadMessage]
+    notified: list[str]
+    closed_at: datetime | None = None
+
+
+class AgentReply(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    text: Message = Field(description="The agent's reply to the customer.")
+    agent: str = Field(default="", max_length=64, description="Who is answering.")
 
 
 class HealthResponse(BaseModel):
@@ -172,3 +262,9 @@ class Session:
     slots: dict[str, str] = field(default_factory=dict)
     version: int = 0
     turn_count: int = 0
+    # Hand-over: the open ticket while a human has the conversation, the consecutive declined
+    # or unsure answers, and whether the session ever went to a human or was rated below 3
+    # (it is then not resolved at first contact).
+    ticket_id: str = ""
+    failures: int = 0
+    escalated: bool = False

@@ -15,7 +15,6 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
-
     from kefu.tickets import FeedbackRecord, Ticket, TicketStatus, TurnRecord
 
     Vectors = npt.NDArray[np.float32]
@@ -276,8 +275,9 @@ class TicketStore(Protocol):
 class HandoverQueue(Protocol):
     """The escalation queue (SQS in AWS, a SQLite-backed queue locally)."""
 
-    def send(self, body: str) -> None:
-        """Queue one message. Raises `DependencyUnavailable` when the queue did not take it."""
+    def send(self, body: str) -> str | None:
+        """Queue one message (returning its id, if the queue gives one). Raises
+        `DependencyUnavailable` when the queue did not take it."""
         ...
 
 

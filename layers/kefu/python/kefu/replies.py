@@ -23,10 +23,28 @@ HANDOVER: dict[Language, str] = {
     "day, and they will see this conversation, so you won't need to repeat yourself.",
 }
 
+HANDED_OVER: dict[Language, str] = {
+    "zh": "我已将对话转给人工客服，客服会在这里回复您（服务时间每天 9:00–22:00），无需重复描述问题。",
+    "en": "I've passed this conversation to a human colleague, who will reply here (agents are "
+    "available 9:00–22:00 every day); you won't need to repeat yourself.",
+}
+STILL_NOT_FOUND: dict[Language, str] = {
+    "zh": "抱歉，这个问题我仍然无法可靠地回答。" + HANDED_OVER["zh"],
+    "en": "Sorry, I still can't find a reliable answer to that. " + HANDED_OVER["en"],
+}
+HUMAN_WILL_REPLY: dict[Language, str] = {
+    "zh": "已收到，您的消息已转给人工客服，客服会在这里尽快回复您。",
+    "en": "Got it: your message is with the human agent, who will reply here shortly.",
+}
+
 MODEL_DOWN: dict[Language, str] = {
     "zh": "抱歉，我暂时无法回答这个问题。请稍后再试，或回复“转人工”由人工客服为您处理。",
     "en": "Sorry, I can't answer that right now. Please try again shortly, or ask for a human "
     "agent.",
+}
+MODEL_DOWN_HANDED_OVER: dict[Language, str] = {
+    "zh": "抱歉，我暂时无法回答这个问题。" + HANDED_OVER["zh"],
+    "en": "Sorry, I can't answer that right now. " + HANDED_OVER["en"],
 }
 RETRIEVAL_DOWN: dict[Language, str] = {
     "zh": "抱歉，系统暂时无法查询知识库。请稍后再试，或回复“转人工”由人工客服为您处理。",

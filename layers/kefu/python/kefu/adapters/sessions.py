@@ -52,6 +52,9 @@ def session_body(session: Session) -> dict[str, Any]:
         "slots": dict(session.slots),
         "handed_over": session.handed_over,
         "turn_count": session.turn_count,
+        "ticket_id": session.ticket_id,
+        "failures": session.failures,
+        "escalated": session.escalated,
     }
 
 
@@ -65,6 +68,9 @@ def session_from_body(session_id: str, version: int, body: dict[str, Any]) -> Se
         slots={str(k): str(v) for k, v in dict(body.get("slots") or {}).items()},
         version=version,
         turn_count=int(body.get("turn_count", len(body.get("turns", ())))),
+        ticket_id=str(body.get("ticket_id", "")),
+        failures=int(body.get("failures", 0)),
+        escalated=bool(body.get("escalated", False)),
     )
 
 

@@ -1,0 +1,326 @@
+"""Hand-over to humans in the chat turn: the triggers, the ticket written before it is queued,
+the bot standing aside while a human answers, and the way back to the bot."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from kefu.adapters.extractive import ExtractiveModel
+from kefu.adapters.sessions import SqliteSessionStore
+from kefu.adapters.tickets import SqliteTicketStore
+from kefu.chat import ChatService
+from kefu.errors import DependencyUnavailable, SessionNotFound, TicketClosed
+from kefu.handover import HandoverDesk, complaint_kind
+from kefu.models import ChatRequest, FeedbackRequest
+from kefu.ports import AnswerContext, ModelAnswer
+from kefu.replies import HUMAN_WILL_REPLY
+from kefu.tickets import HandoverMessage, Ticket
+
+
+@dataclass
+class Queue:
+    """An escalation queue that fails its first `failures` sends."""
+
+    failures: int = 0
+    sent: list[str] = field(default_factory=list)
+
+    def send(self, body: str) -> str:
+        if self.failures:
+            self.failures -= 1
+            raise DependencyUnavailable("queue down")
+        self.sent.append(body)
+        return str(len(self.sent))
+
+
+@dataclass
+class Channel:
+    name: str
+    down: bool = False
+    told: list[str] = field(default_factory=list)
+
+    def notify(self, ticket: Ticket) -> None:
+        if self.down:
+            raise DependencyUnavailable(f"{self.name} down")
+        self.told.append(ticket.ticket_id)
+
+
+class BrokenModel:
+    name = "broken"
+
+    def answer(self, context: AnswerContext) -> ModelAnswer:
+        raise DependencyUnavailable("model throttled")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def queue() -> Queue:
+    return Queue()
+
+
+@pytest.fixture
+def desk(queue: Queue) -> HandoverDesk:
+    return HandoverDesk(
+        tickets=SqliteTicketStore(":memory:"),
+        queue=queue,
+        sessions=SqliteSessionStore(":memory:"),
+        pause=lambda _: None,
+    )
+
+
+def service(retriever: Any, desk: HandoverDesk, **kwargs: Any) -> ChatService:
+    return ChatService(
+        retriever=retriever,
+        model=kwargs.pop("model", ExtractiveModel()),
+        sessions=desk.sessions,
+        desk=desk,
+        **kwargs,
+    )
+
+
+def ask(chat: ChatService, message: str, session_id: str | None = None) -> Any:
+    return chat.handle(ChatRequest(message=message, session_id=session_id))
+
+
+def test_asking_for_a_human_writes_a_ticket_then_queues_it(
+    retriever: Any, desk: HandoverDesk, queue: Queue
+) -> None:
+    chat = service(retriever, desk)
+    reply = ask(chat, "转人工")
+    assert reply.outcome == "handed_over"
+    assert reply.handover is not None
+    assert reply.handover.trigger == "customer_request"
+    ticket = desk.tickets.get(reply.handover.ticket_id)
+    assert ticket is not None
+    assert ticket.status == "pending"
+    assert [json.loads(body)["ticket_id"] for body in queue.sent] == [ticket.ticket_id]
+    session = desk.sessions.get(reply.session_id)
+    assert session is not None
+    assert session.handed_over
+    assert session.ticket_id == ticket.ticket_id
+
+
+def test_while_a_human_has_the_conversation_the_bot_passes_messages_on(
+    retriever: Any, desk: HandoverDesk
+) -> None:
+    chat = service(retriever, desk)
+    first = ask(chat, "I want to talk to a real person")
+    # A question the bot could answer: the human has the conversation now.
+    reply = ask(chat, "How long does a refund take? My phone is 13812345678", first.session_id)
+    assert reply.outcome == "handed_over"
+    assert reply.answer == HUMAN_WILL_REPLY["en"]
+    assert reply.sources == []
+    ticket = desk.tickets.get(first.handover.ticket_id)
+    assert ticket is not None
+    assert [m.author for m in ticket.messages] == ["customer"]
+    assert "13812345678" not in ticket.messages[0].text
+    assert "refund" in ticket.messages[0].text
+
+
+def test_closing_the_ticket_gives_the_conversation_back_to_the_bot(
+    retriever: Any, desk: HandoverDesk
+) -> None:
+    chat = service(retriever, desk)
+    first = ask(chat, "转人工")
+    ticket_id = first.handover.ticket_id
+    desk.reply(ticket_id, "您好，我来帮您处理。", "Li")
+    desk.close(ticket_id)
+    with pytest.raises(TicketClosed):
+        desk.reply(ticket_id, "one more thing")
+    reply = ask(chat, "How long does a refund take?", first.session_id)
+    assert reply.outcome == "answered"
+    assert reply.handover is None
+    assert reply.sources[0].id == "refund-01-en"
+
+
+def test_two_declined_turns_in_a_row_hand_over(retriever: Any, desk: HandoverDesk) -> None:
+    chat = service(retriever, desk)
+    first = ask(chat, "Write me a poem about the sea")
+    assert first.outcome == "declined"
+    assert first.handover is None
+    ask(chat, "thanks", first.session_id)  # small talk neither counts nor breaks the run
+    second = ask(chat, "What is the capital of Peru?", first.session_id)
+    assert second.outcome == "handed_over"
+    assert second.handover.trigger == "repeated_failure"
+
+
+def test_an_answer_in_between_breaks_the_run(retriever: Any, desk: HandoverDesk) -> None:
+    chat = service(retriever, desk)
+    first = ask(chat, "Write me a poem about the sea")
+    ask(chat, "How long does a refund take?", first.session_id)
+    third = ask(chat, "What is the capital of Peru?", first.session_id)
+    assert third.outcome == "declined"
+
+
+def test_the_number_of_failures_is_configurable(retriever: Any, desk: HandoverDesk) -> None:
+    chat = service(retriever, desk, handover_after_failures=1)
+    reply = ask(chat, "Write me a poem about the sea")
+    assert reply.handover.trigger == "repeated_failure"
+
+
+@pytest.mark.parametrize(
+    ("message", "priority"),
+    [
+        ("我要投诉你们的快递", "high"),
+        ("I want to make a complaint about my delivery", "high"),
+        ("再不退款我就去消协起诉你们", "urgent"),
+        ("I'll see you in small claims court if this is not refunded", "urgent"),
+    ],
+)
+def test_a_complaint_or_a_legal_threat_hands_over_with_its_priority(
+    retriever: Any, desk: HandoverDesk, message: str, priority: str
+) -> None:
+    reply = ask(service(retriever, desk), message)
+    assert reply.outcome == "handed_over"
+    assert reply.handover.trigger == "complaint"
+    ticket = desk.tickets.get(reply.handover.ticket_id)
+    assert ticket is not None
+    assert ticket.priority == priority
+
+
+def test_frustration_alone_is_offered_a_human_not_handed_over(
+    retriever: Any, desk: HandoverDesk
+) -> None:
+    assert complaint_kind("this is ridiculous, how long does a refund take") is None
+    reply = ask(service(retriever, desk), "this is ridiculous, how long does a refund take")
+    assert reply.outcome == "answered"
+    assert reply.handover is None
+
+
+def test_a_model_failure_with_no_fallback_hands_over(retriever: Any, desk: HandoverDesk) -> None:
+    chat = service(retriever, desk, model=BrokenModel())
+    # A passage, not an FAQ entry, answers this: only the model could have written it.
+    reply = ask(chat, "Which damage is not covered by the warranty?")
+    assert reply.outcome == "handed_over"
+    assert reply.handover.trigger == "model_failure"
+
+
+def test_a_rating_below_3_hands_over_and_a_good_one_does_not(
+    retriever: Any, desk: HandoverDesk
+) -> None:
+    chat = service(retriever, desk)
+    first = ask(chat, "How long does a refund take?")
+    good = chat.feedback(FeedbackRequest(session_id=first.session_id, rating=5))
+    assert good.handover is None
+    bad = chat.feedback(
+        FeedbackRequest(
+            session_id=first.session_id,
+            turn_id=first.turn_id,
+            rating=2,
+            comment="not helpful, call me on 13812345678",
+        )
+    )
+    assert bad.handover is not None
+    assert bad.handover.trigger == "low_rating"
+    ticket = desk.tickets.get(bad.handover.ticket_id)
+    assert ticket is not None
+    assert ticket.priority == "high"
+    session = desk.sessions.get(first.session_id)
+    assert session is not None
+    assert session.handed_over
+    assert session.escalated
+
+
+def test_rating_an_unknown_session_is_refused(retriever: Any, desk: HandoverDesk) -> None:
+    with pytest.raises(SessionNotFound):
+        service(retriever, desk).feedback(FeedbackRequest(session_id="no-such-session", rating=1))
+
+
+def test_a_queue_that_stays_down_leaves_the_ticket_to_the_sweeper(
+    retriever: Any, desk: HandoverDesk, queue: Queue
+) -> None:
+    queue.failures = 3
+    reply = ask(service(retriever, desk), "转人工")
+    ticket = desk.tickets.get(reply.handover.ticket_id)
+    assert ticket is not None
+    assert ticket.needs_sweep
+    assert queue.sent == []
+    assert desk.sweep(older_than=timedelta(minutes=5)) == [ticket.ticket_id]
+    swept = desk.tickets.get(ticket.ticket_id)
+    assert swept is not None
+    assert not swept.needs_sweep
+    assert len(queue.sent) == 1
+
+
+def test_a_send_that_fails_once_is_retried(
+    retriever: Any, desk: HandoverDesk, queue: Queue
+) -> None:
+    queue.failures = 2
+    reply = ask(service(retriever, desk), "转人工")
+    ticket = desk.tickets.get(reply.handover.ticket_id)
+    assert ticket is not None
+    assert not ticket.needs_sweep
+    assert len(queue.sent) == 1
+
+
+def test_the_sweeper_leaves_recent_and_completed_tickets_alone(
+    retriever: Any, desk: HandoverDesk, queue: Queue
+) -> None:
+    reply = ask(service(retriever, desk), "转人工")
+    assert desk.sweep(older_than=timedelta(minutes=5)) == []
+    desk.complete(HandoverMessage.model_validate_json(queue.sent[0]))
+    assert desk.sweep(older_than=timedelta(seconds=0)) == []
+    assert desk.tickets.get(reply.handover.ticket_id).status == "open"
+
+
+def test_completing_fills_the_ticket_from_the_session_once(
+    retriever: Any, desk: HandoverDesk, queue: Queue
+) -> None:
+    chat = service(retriever, desk)
+    first = ask(chat, "How long does a refund take? my email is li@example.com")
+    handed = ask(chat, "转人工", first.session_id)
+    message = HandoverMessage.model_validate_json(queue.sent[0])
+    ticket = desk.complete(message)
+    again = desk.complete(message)
+    assert ticket.status == "open"
+    assert again.version == ticket.version
+    assert [m.author for m in ticket.transcript] == ["customer", "bot", "customer", "bot"]
+    assert "li@example.com" not in json.dumps([m.text for m in ticket.transcript])
+    assert ticket.sources[0] == "refund-01-en"
+    assert ticket.intent == "refunds"
+    assert ticket.ticket_id == handed.handover.ticket_id
+
+
+def test_a_ticket_the_store_could_not_write_is_written_from_the_queue(
+    desk: HandoverDesk,
+) -> None:
+    message = HandoverMessage(
+        ticket_id="t" * 32,
+        session_id="s" * 32,
+        trigger="customer_request",
+        language="en",
+        created_at=datetime(2026, 12, 7, tzinfo=UTC),
+        message="I want a human",
+    )
+    ticket = desk.complete(message)
+    assert ticket.status == "open"
+    assert [m.text for m in ticket.transcript] == ["I want a human"]
+    assert len(desk.tickets.by_status("open")) == 1
+
+
+def test_each_channel_is_told_once_and_a_failed_one_again(
+    retriever: Any, desk: HandoverDesk, queue: Queue
+) -> None:
+    ask(service(retriever, desk), "转人工")
+    ticket = desk.complete(HandoverMessage.model_validate_json(queue.sent[0]))
+    sns, webhook = Channel("sns"), Channel("webhook", down=True)
+    with pytest.raises(DependencyUnavailable):
+        desk.announce(ticket, [sns, webhook])
+    webhook.down = False
+    stored = desk.tickets.get(ticket.ticket_id)
+    assert stored is not None
+    desk.announce(stored, [sns, webhook])
+    assert sns.told == [ticket.ticket_id]
+    assert webhook.told == [ticket.ticket_id]
+    assert desk.tickets.get(ticket.ticket_id).notified == ["sns", "webhook"]
