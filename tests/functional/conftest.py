@@ -48,6 +48,8 @@ def invoke(configured: Path) -> Invoke:
         *,
         raw: str | None = None,
         headers: dict[str, str] | None = None,
+        query: dict[str, str] | None = None,
+        identity: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         event = copy.deepcopy(EVENT)
         event["httpMethod"] = method
@@ -58,6 +60,14 @@ def invoke(configured: Path) -> Invoke:
         if headers is not None:
             event["headers"] = headers
             event["multiValueHeaders"] = {k: [v] for k, v in headers.items()}
+        if query is not None:
+            event["queryStringParameters"] = query
+            event["multiValueQueryStringParameters"] = {k: [v] for k, v in query.items()}
+        if identity is not None:
+            event["requestContext"]["identity"] = {
+                **event["requestContext"]["identity"],
+                **identity,
+            }
         return lambda_handler(event, LambdaContext())
 
     return call

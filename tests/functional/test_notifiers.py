@@ -102,7 +102,9 @@ def receiver() -> Iterator[Callable[..., Receiver]]:
                 pass
 
         server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        # A short poll interval: `shutdown` waits for the loop to look.
+        serve = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
+        serve.start()
         servers.append(server)
         state.url = f"http://127.0.0.1:{server.server_address[1]}/kefu/tickets"
         return state

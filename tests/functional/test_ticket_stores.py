@@ -26,7 +26,9 @@ AT = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 TABLE = "kefu-tickets"
 
 
-def ticket(number: int, *, session: str = "session-1", minutes: float = 0, **changes: Any) -> Ticket:
+def ticket(
+    number: int, *, session: str = "session-1", minutes: float = 0, **changes: Any
+) -> Ticket:
     created = AT + timedelta(minutes=minutes)
     return replace(
         Ticket(
@@ -166,12 +168,19 @@ def test_tickets_by_status_are_oldest_first_within_the_window(store: TicketStore
     store.create(ticket(5, minutes=20, status="open"))
 
     # Then each status lists its own tickets, oldest first
-    assert ids(store.by_status("pending")) == ["ticket-0001", "ticket-0002", "ticket-0003", "ticket-0004"]
+    assert ids(store.by_status("pending")) == [
+        "ticket-0001",
+        "ticket-0002",
+        "ticket-0003",
+        "ticket-0004",
+    ]
     assert ids(store.by_status("open")) == ["ticket-0005"]
     assert store.by_status("closed") == []
 
     # And a window [since, until) includes its start and excludes its end
-    window = store.by_status("pending", since=AT + timedelta(minutes=15.5), until=AT + timedelta(minutes=45))
+    window = store.by_status(
+        "pending", since=AT + timedelta(minutes=15.5), until=AT + timedelta(minutes=45)
+    )
     assert ids(window) == ["ticket-0002", "ticket-0003"]
     assert ids(store.by_status("pending", since=AT + timedelta(minutes=30))) == [
         "ticket-0003",

@@ -30,14 +30,23 @@ def under(logical_id: str) -> dict[str, Any]:
 
 def knowledge_bucket_id(stage: SynthesizedStage) -> str:
     return stage.only_logical_id(
-        "AWS::S3::Bucket", Match.object_like({"VersioningConfiguration": Match.any_value()})
+        "AWS::S3::Bucket",
+        Match.object_like(
+            {"LoggingConfiguration": Match.object_like({"LogFilePrefix": "knowledge-bucket/"})}
+        ),
     )
 
 
 def ingest_queue_id(stage: SynthesizedStage) -> str:
-    return stage.only_logical_id(
-        "AWS::SQS::Queue", Match.object_like({"RedrivePolicy": Match.any_value()})
-    )
+    """The queue the ingest function consumes (the escalation has a redriven queue too)."""
+    mapping = stage.resources[
+        stage.only_logical_id(
+            "AWS::Lambda::EventSourceMapping",
+            Match.object_like({"FunctionName": {"Ref": stage.function_id(INGEST_SERVICE)}}),
+        )
+    ]
+    queue_id: str = mapping["Properties"]["EventSourceArn"]["Fn::GetAtt"][0]
+    return queue_id
 
 
 def dead_letter_queue_id(stage: SynthesizedStage) -> str:
@@ -198,8 +207,16 @@ def test_both_functions_find_the_index_and_the_ingest_function_its_table(
     url = {
         "Fn::Join": ["", ["https://", {"Fn::GetAtt": [domain_id(each_stage), "DomainEndpoint"]}]]
     }
+    # The ingest key encrypts the ingest queue and the ingest idempotency table.
+    ingest_key = each_stage.resources[ingest_queue_id(each_stage)]["Properties"]["KmsMasterKeyId"]
     table_id = each_stage.only_logical_id(
-        "AWS::DynamoDB::Table", {"KeySchema": [{"AttributeName": "id", "KeyType": "HASH"}]}
+        "AWS::DynamoDB::Table",
+        Match.object_like(
+            {
+                "KeySchema": [{"AttributeName": "id", "KeyType": "HASH"}],
+                "SSESpecification": Match.object_like({"KMSMasterKeyId": ingest_key}),
+            }
+        ),
     )
     index = {
         "KEFU_INDEX": "opensearch",

@@ -86,7 +86,9 @@ class FeedbackRequest(BaseModel):
     turn_id: str | None = Field(
         default=None, pattern=r"^[A-Za-z0-9_-]{8,64}$", description="The rated answer, if one."
     )
-    rating: int = Field(ge=1, le=5, description="1 (poor) to 5 (excellent); below 3 hands over.")
+    rating: int = Field(
+        ge=1, le=5, strict=True, description="1 (poor) to 5 (excellent); below 3 hands over."
+    )
     comment: str | None = Field(default=None, max_length=MAX_MESSAGE_CHARS)
 
 
