@@ -312,6 +312,8 @@ class Escalation(Construct):
         sessions_table.grant_read_data(escalation.role)
         self.idempotency_table.grant_read_write_data(escalation.role)
         self.notify_topic.grant_publish(escalation.role)
+        # Publishing to an encrypted topic needs its key, which grant_publish does not give.
+        self.key.grant(escalation.role, "kms:GenerateDataKey", "kms:Decrypt")
         if webhook_secret_name is not None:
             # Imported by name: the secret is the enterprise's, created and rotated outside.
             secretsmanager.Secret.from_secret_name_v2(

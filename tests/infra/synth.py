@@ -25,6 +25,9 @@ from infra_cdk.config import StageConfig, stage_config_from_context
 CHAT_SERVICE = "kefu-chat"
 INGEST_SERVICE = "kefu-ingest"
 HEAD_UPGRADE_SERVICE = "kefu-head-upgrade"
+ESCALATION_SERVICE = "kefu-escalation"
+SWEEPER_SERVICE = "kefu-sweeper"
+EXPORT_SERVICE = "kefu-export"
 # How an environment-agnostic template spells the stack's partition, region and account.
 PARTITION = {"Ref": "AWS::Partition"}
 REGION = {"Ref": "AWS::Region"}
