@@ -258,8 +258,9 @@ class Escalation(Construct):
             environment: Mapping[str, str],
             function_timeout: Duration,
         ) -> ServiceFunction:
-            """A function of the escalation asset (uploaded once for both); neither records
-            insights (`KEFU_INSIGHTS=none`), both find the tickets."""
+            """A function of the escalation asset (uploaded once for both). Both build the
+            hand-over desk, which names the tickets, the queue and the sessions (each is granted
+            only what it uses of them); neither records insights (`KEFU_INSIGHTS=none`)."""
             return ServiceFunction(
                 self,
                 construct_id,
@@ -269,8 +270,9 @@ class Escalation(Construct):
                 handler=handler,
                 layers=[layer],
                 environment={
-                    "KEFU_TICKETS": "dynamodb",
-                    "KEFU_TICKETS_TABLE": self.tickets_table.table_name,
+                    **self.handover_environment,
+                    "KEFU_SESSIONS": "dynamodb",
+                    "KEFU_SESSIONS_TABLE": sessions_table.table_name,
                     "KEFU_INSIGHTS": "none",
                     **environment,
                 },
@@ -287,8 +289,6 @@ class Escalation(Construct):
             description="Kefu escalation: completes hand-over tickets and tells the helpdesk",
             handler="handler.lambda_handler",
             environment={
-                "KEFU_SESSIONS": "dynamodb",
-                "KEFU_SESSIONS_TABLE": sessions_table.table_name,
                 "KEFU_IDEMPOTENCY_TABLE": self.idempotency_table.table_name,
                 "KEFU_NOTIFY_TOPIC_ARN": self.notify_topic.topic_arn,
                 **(
@@ -308,6 +308,7 @@ class Escalation(Construct):
                 report_batch_item_failures=True,
             )
         )
+        # Completing a ticket reads its session; it never queues (the sweeper does).
         self.tickets_table.grant_read_write_data(escalation.role)
         sessions_table.grant_read_data(escalation.role)
         self.idempotency_table.grant_read_write_data(escalation.role)
@@ -331,13 +332,12 @@ class Escalation(Construct):
             description="Kefu sweeper: queues again the hand-over tickets stuck in pending",
             handler="handler.sweep",
             environment={
-                "KEFU_QUEUE": "sqs",
-                "KEFU_ESCALATION_QUEUE_URL": self.queue.queue_url,
                 "KEFU_SWEEP_AFTER_SECONDS": str(int(self.sweep_after.to_seconds())),
             },
             function_timeout=SWEEPER_TIMEOUT,
         )
         self.sweeper_function = sweeper.function
+        # Sweeping reads no session: tickets and the queue only.
         self.tickets_table.grant_read_write_data(sweeper.role)
         self.queue.grant_send_messages(sweeper.role)
         self._acknowledge_tickets_grant(sweeper.role, function="sweeper")

@@ -3,6 +3,8 @@
     chat Lambda ─► insights table (turns, ratings)
     schedule (cron) ─► export Lambda ─► closed tickets + insights
         ─► training bucket: chat-format JSONL (training data) and the knowledge-gap report
+
+The export only adds objects to the bucket; what answers customers never reads it.
 """
 
 from __future__ import annotations
@@ -130,7 +132,9 @@ class Improvement(Construct):
         if function.role is None:
             raise ValueError("grant_record needs a function with an execution role")
         self.insights_table.grant_write_data(function)
-        acknowledge_key_wildcards(function.role, granted_by="DynamoDB's grant on the insights table")
+        acknowledge_key_wildcards(
+            function.role, granted_by="DynamoDB's grant on the insights table"
+        )
         if isinstance(function, lambda_.Function):
             for name, value in self.insights_environment.items():
                 function.add_environment(name, value)

@@ -42,6 +42,7 @@ def test_a_question_gets_the_full_response_shape(invoke: Invoke) -> None:
         "outcome",
         "model",
         "slots",
+        "handover",
     }
     assert reply["outcome"] == "answered"
     assert reply["sources"][0]["id"] == "refund-01-en"

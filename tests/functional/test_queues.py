@@ -130,7 +130,7 @@ def test_a_message_received_too_often_goes_to_the_dead_letters(
     queue.delete(good.receipt_handle)
 
     # When the poison message is received max_receives (3) times and never deleted
-    counts = []
+    counts: list[int] = []
     for _ in range(3):
         counts.extend(m.receive_count for m in queue.receive())
         clock.advance(30)

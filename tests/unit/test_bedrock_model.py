@@ -212,11 +212,11 @@ class _FailingModel:
         raise DependencyUnavailable("Bedrock Converse failed: ThrottlingException")
 
 
-def test_a_failing_model_declines_with_a_human_offered_and_keeps_the_turn(retriever: Any) -> None:
+def test_a_failing_model_with_no_fallback_hands_over_and_keeps_the_turn(retriever: Any) -> None:
     from kefu.adapters.sessions import SqliteSessionStore
     from kefu.chat import ChatService
     from kefu.models import ChatRequest
-    from kefu.replies import MODEL_DOWN
+    from kefu.replies import MODEL_DOWN_HANDED_OVER
 
     sessions = SqliteSessionStore(":memory:")
     service = ChatService(retriever=retriever, model=_FailingModel(), sessions=sessions)
@@ -226,9 +226,9 @@ def test_a_failing_model_declines_with_a_human_offered_and_keeps_the_turn(retrie
         ChatRequest(message="Is damage from water or drops covered under warranty?")
     )
 
-    assert reply.outcome == "declined"
+    assert reply.outcome == "handed_over"
     assert reply.model == "rules"
-    assert reply.answer.endswith(MODEL_DOWN["en"])
+    assert reply.answer.endswith(MODEL_DOWN_HANDED_OVER["en"])
     stored = sessions.get(reply.session_id)
     assert stored is not None
     assert stored.turns[0].message == "Is damage from water or drops covered under warranty?"

@@ -147,9 +147,9 @@ def test_an_upset_customer_is_answered_and_offered_a_human_at_once(
 def test_an_upset_customer_whose_question_is_declined_gets_an_apology_and_the_human_offer(
     chat_service: ChatService,
 ) -> None:
-    reply = ask(chat_service, "你们太垃圾了，我要投诉！")
+    reply = ask(chat_service, "你们太垃圾了，气死我了！")
 
-    # A complaint is not told that the knowledge base has no answer: it is offered a person.
+    # An angry customer is not told that the knowledge base has no answer: it is offered a person.
     assert reply.outcome == "declined"
     assert reply.answer.endswith(f"{APOLOGY['zh']}{HUMAN_OFFER['zh']}")
     assert DECLINE["zh"] not in reply.answer
