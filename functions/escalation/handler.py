@@ -51,7 +51,7 @@ IDEMPOTENCY = IdempotencyConfig(
 class HandoverRecord(SqsRecordModel):
     """An SQS record whose body is a hand-over message."""
 
-    body: Json[HandoverMessage]  # type: ignore[assignment]
+    body: Json[HandoverMessage]
 
 
 @lru_cache(maxsize=1)
