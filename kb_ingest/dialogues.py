@@ -264,7 +264,11 @@ def local_chat_service(settings: Settings) -> Iterator[ChatHandler]:
     """The chat service `make run` serves (sample KB, sample order book), in a temporary data
     dir that is removed afterwards."""
     with tempfile.TemporaryDirectory(prefix="kefu-dialogues-") as data_dir:
-        settings = settings.model_copy(update={"data_dir": Path(data_dir), "orders": "sample"})
+        # The dialogues score the bot's answers turn by turn: a hand-over after two misses in a
+        # row would leave the rest of a dialogue to a human, so only the other triggers apply.
+        settings = settings.model_copy(
+            update={"data_dir": Path(data_dir), "orders": "sample", "handover_after_failures": 10}
+        )
         embedder = build_embedder(settings)
         index = build_index(settings)
         ingest(SAMPLE_KB_PATHS, index=index, embedder=embedder, tenant=settings.tenant, prune=True)

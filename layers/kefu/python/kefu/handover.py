@@ -141,7 +141,12 @@ class HandoverDesk:
                 if attempt + 1 < SEND_ATTEMPTS:
                     self.pause(SEND_PAUSE_SECONDS * 2**attempt)
         else:
-            self._update(ticket.ticket_id, lambda t: replace(t, needs_sweep=True), missing_ok=True)
+            try:
+                self._update(
+                    ticket.ticket_id, lambda t: replace(t, needs_sweep=True), missing_ok=True
+                )
+            except DependencyUnavailable:
+                pass  # the store is down too: the log below is the hand-over's last record
             logger.error(
                 "escalation queue unavailable; the ticket waits for the sweeper",
                 extra={"ticket_id": ticket.ticket_id, "handover": body},
