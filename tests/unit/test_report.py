@@ -61,7 +61,8 @@ def test_no_data_gives_no_shares_and_no_verdicts() -> None:
 
 def test_first_contact_resolution_excludes_hand_overs_and_low_ratings() -> None:
     # Given four sessions: one answered, one handed over at a customer's request, one whose
-    # turn is marked handed over without a trigger, and one answered but rated 2
+    # turn is marked handed over without a trigger (a human already had it), and one answered
+    # but rated 2
     turns = [
         turn("resolved", 0),
         turn("resolved", 1),
@@ -79,7 +80,8 @@ def test_first_contact_resolution_excludes_hand_overs_and_low_ratings() -> None:
     assert report.turns == 6
     assert report.resolved_sessions == 1
     assert report.first_contact_resolution == 0.25
-    assert report.handovers == (("customer_request", 1), ("unspecified", 1))
+    # and the hand-overs are counted by what started them: the request and the low rating
+    assert report.handovers == (("customer_request", 1), ("low_rating", 1))
 
 
 def test_a_rating_of_three_does_not_unresolve_a_session() -> None:

@@ -9,6 +9,7 @@ answer on the ticket; closing it returns the session to the bot.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 import uuid
@@ -141,12 +142,11 @@ class HandoverDesk:
                 if attempt + 1 < SEND_ATTEMPTS:
                     self.pause(SEND_PAUSE_SECONDS * 2**attempt)
         else:
-            try:
+            # If the store is down too, the log below is the hand-over's last record.
+            with contextlib.suppress(DependencyUnavailable):
                 self._update(
                     ticket.ticket_id, lambda t: replace(t, needs_sweep=True), missing_ok=True
                 )
-            except DependencyUnavailable:
-                pass  # the store is down too: the log below is the hand-over's last record
             logger.error(
                 "escalation queue unavailable; the ticket waits for the sweeper",
                 extra={"ticket_id": ticket.ticket_id, "handover": body},

@@ -36,7 +36,6 @@ SATISFACTION_TARGET = 0.90
 LOW_RATING = 3
 SATISFIED = 4
 HANDED_OVER = "handed_over"
-UNSPECIFIED_TRIGGER = "unspecified"
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +98,8 @@ def compute_report(
     turns = list(turns)
     feedback = list(feedback)
     sessions = {turn.session_id for turn in turns}
+    # A turn carries its trigger when it hands over; the turns after it, while a human has
+    # the conversation, are marked handed over without one.
     handed_over = {
         turn.session_id for turn in turns if turn.handover_trigger or turn.outcome == HANDED_OVER
     }
@@ -107,11 +108,10 @@ def compute_report(
 
     latencies = sorted(turn.latency_ms for turn in turns)
     satisfied = sum(1 for record in feedback if record.rating >= SATISFIED)
-    triggers = Counter(
-        turn.handover_trigger or UNSPECIFIED_TRIGGER
-        for turn in turns
-        if turn.handover_trigger or turn.outcome == HANDED_OVER
-    )
+    triggers = Counter(turn.handover_trigger for turn in turns if turn.handover_trigger)
+    # A rating below 3 hands over a session that no human has yet.
+    triggers["low_rating"] += len(low_rated - handed_over)
+    triggers = +triggers  # drop the zero count
     return Report(
         sessions=len(sessions),
         turns=len(turns),
