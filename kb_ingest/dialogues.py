@@ -15,8 +15,10 @@ from an empty session store.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import sys
 import tempfile
 import time
@@ -25,6 +27,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol, get_args
+from unittest.mock import patch
 
 from kb_ingest import SAMPLE_KB_PATHS
 from kb_ingest.pipeline import ingest
@@ -260,14 +263,18 @@ def render(report: DialogueReport) -> str:
 
 
 @contextmanager
-def local_chat_service(settings: Settings) -> Iterator[ChatHandler]:
-    """The chat service `make run` serves (sample KB, sample order book), in a temporary data
-    dir that is removed afterwards."""
-    with tempfile.TemporaryDirectory(prefix="kefu-dialogues-") as data_dir:
+def local_chat_service(settings: Settings, data_dir: Path | None = None) -> Iterator[ChatHandler]:
+    """The chat service `make run` serves (sample KB, sample order book), in `data_dir`, or in a
+    temporary data dir that is removed afterwards."""
+    with contextlib.ExitStack() as stack:
+        if data_dir is None:
+            temporary = tempfile.TemporaryDirectory(prefix="kefu-dialogues-")
+            data_dir = Path(stack.enter_context(temporary))
+        data_dir.mkdir(parents=True, exist_ok=True)
         # The dialogues score the bot's answers turn by turn: a hand-over after two misses in a
         # row would leave the rest of a dialogue to a human, so only the other triggers apply.
         settings = settings.model_copy(
-            update={"data_dir": Path(data_dir), "orders": "sample", "handover_after_failures": 10}
+            update={"data_dir": data_dir, "orders": "sample", "handover_after_failures": 10}
         )
         embedder = build_embedder(settings)
         index = build_index(settings)
@@ -275,21 +282,25 @@ def local_chat_service(settings: Settings) -> Iterator[ChatHandler]:
         yield build_chat_service(settings, embedder=embedder, index=index)
 
 
-def report_dialogues(path: Path, settings: Settings, *, as_json: bool) -> str:
+def report_dialogues(
+    path: Path, settings: Settings, *, as_json: bool, data_dir: Path | None = None
+) -> str:
     """The CLI's `--dialogues`: every dialogue of `path` through the local chat service, the
-    report as text or one JSON object; how long indexing and the dialogues took goes to stderr."""
+    report as text or one JSON object; how long indexing and the dialogues took goes to stderr.
+    With `data_dir` the sessions, tickets and turn records stay there (for `kefu.report`)."""
     from kefu.observability import logger
 
     dialogues = load_dialogues(path)
-    # The service logs every turn to stdout, where the report goes.
+    # The service logs every turn, and writes its metrics (EMF), to stdout, where the report goes.
     level = logger.log_level
     logger.setLevel(logging.WARNING)
     try:
-        started = time.perf_counter()
-        with local_chat_service(settings) as service:
-            indexed = time.perf_counter()
-            report = summarise([run_dialogue(service, dialogue) for dialogue in dialogues])
-            done = time.perf_counter()
+        with patch.dict(os.environ, {"POWERTOOLS_METRICS_DISABLED": "true"}):
+            started = time.perf_counter()
+            with local_chat_service(settings, data_dir) as service:
+                indexed = time.perf_counter()
+                report = summarise([run_dialogue(service, dialogue) for dialogue in dialogues])
+                done = time.perf_counter()
     finally:
         logger.setLevel(level)
     print(

@@ -4,6 +4,7 @@ python -m kb_ingest.evaluate --kb KB.jsonl --queries Q.jsonl [--calibrate DEV.js
 python -m kb_ingest.evaluate --sample [--calibrate-sample]   # the bundled sample KB
 python -m kb_ingest.evaluate --datasets ../shared/datasets   # every dataset folder in there
 python -m kb_ingest.evaluate --dialogues FILE [--json]   # whole conversations (kb_ingest.dialogues)
+... [--keep DIR]    # with --dialogues: the sessions and records stay in DIR (for kefu.report)
 ... [--no-head]     # ranked and accepted by similarity alone, as without a trained FAQ head
 ... [--nearest-training]   # the FAQ head trained as a large KB's is (nearest entries only)
 ... [--tune-encoder]   # e5 tuned on each KB but the sample's first (kb_ingest.tuning; cached)
@@ -357,6 +358,13 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         help="multi-turn dialogues (JSONL) through the local chat service on the sample KB",
     )
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        metavar="DIR",
+        help="with --dialogues: keep the sessions, tickets and turn records in DIR "
+        "(then KEFU_DATA_DIR=DIR python -m kefu.report)",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
 
@@ -381,9 +389,11 @@ def main(argv: list[str] | None = None) -> int:
             "tune_encoder",
         )
         if any(getattr(args, name) for name in retrieval_only):
-            parser.error("--dialogues takes only --embedder, --e5-model and --json")
-        print(report_dialogues(args.dialogues, settings, as_json=args.json))
+            parser.error("--dialogues takes only --embedder, --e5-model, --keep and --json")
+        print(report_dialogues(args.dialogues, settings, as_json=args.json, data_dir=args.keep))
         return 0
+    if args.keep:
+        parser.error("--keep goes with --dialogues")
     reports = _run(args, settings)
     if not reports:
         parser.error("give --sample, --datasets, or --kb and --queries")

@@ -90,6 +90,10 @@ class EscalationWorker:
         self._thread = threading.Thread(target=self._run, name="kefu-escalation", daemon=True)
 
     def start(self) -> EscalationWorker:
+        # Imported here, on the starting thread: two threads importing the same package at once
+        # can each see the other's half-initialised module.
+        import functions.escalation.handler  # noqa: F401
+
         self._thread.start()
         return self
 

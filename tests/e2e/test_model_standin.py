@@ -102,7 +102,7 @@ def test_a_passage_question_is_answered_by_claude_from_the_retrieved_knowledge(
 
 
 @pytest.mark.parametrize("status", [500, 429])
-def test_a_failing_model_api_gets_a_decline_that_offers_a_human(
+def test_a_failing_model_api_hands_the_question_to_a_human(
     claude: ClaudeStack, standin: ModelStandIn, status: int
 ) -> None:
     standin.fail_with(status)  # every call, retries included
@@ -112,7 +112,10 @@ def test_a_failing_model_api_gets_a_decline_that_offers_a_human(
     )
 
     assert code == 200, reply
-    assert reply["outcome"] == "declined"
+    # No fallback model answers: the question goes to a human, and the reply says why
+    assert reply["outcome"] == "handed_over"
+    assert reply["handover"]["trigger"] == "model_failure"
+    assert reply["handover"]["ticket_id"]
     assert reply["model"] != "claude"
     assert "human agent" in reply["answer"]
     assert standin.requests  # the model was asked: the decline is the model's failure's

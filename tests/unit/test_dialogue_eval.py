@@ -175,9 +175,12 @@ def test_the_json_report_is_one_object_with_the_figures_and_each_wrong_turn(
 def test_the_cli_runs_the_dialogues_through_the_local_service(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    kept: list[Path | None] = []
+
     @contextmanager
-    def canned_service(settings: Any) -> Iterator[_CannedChat]:
+    def canned_service(settings: Any, data_dir: Path | None = None) -> Iterator[_CannedChat]:
         assert settings.embedder == "hashing"  # the CLI's settings reach the service
+        kept.append(data_dir)
         yield _CannedChat(CANNED)
 
     monkeypatch.setattr(dl, "local_chat_service", canned_service)
@@ -186,8 +189,17 @@ def test_the_cli_runs_the_dialogues_through_the_local_service(
     out = capsys.readouterr()
     assert json.loads(out.out)["dialogues"]["right"] == 1
     assert "7 turns" in out.err
+    assert (
+        ev.main(
+            ["--dialogues", str(path), "--embedder", "hashing", "--keep", str(tmp_path / "kept")]
+        )
+        == 0
+    )
+    assert kept == [None, tmp_path / "kept"]
     with pytest.raises(SystemExit):
         ev.main(["--dialogues", str(path), "--sample"])
+    with pytest.raises(SystemExit):
+        ev.main(["--sample", "--keep", str(tmp_path / "kept")])
 
 
 def test_a_turn_with_an_unknown_outcome_is_refused(tmp_path: Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from aws_lambda_powertools.metrics.exceptions import SchemaValidationError
@@ -18,14 +20,13 @@ def emit(
     """One CloudWatch metric (EMF) with its own dimensions, written at once: the service's
     business metrics (hand-overs by trigger, ratings, response time) never take on the
     dimensions another metric of the same invocation added."""
-    if is_metrics_disabled():
+    # Without a namespace (a CLI run, a test) there is nowhere to put a metric.
+    if is_metrics_disabled() or not os.environ.get("POWERTOOLS_METRICS_NAMESPACE"):
         return
     try:
         with single_metric(name=name, unit=unit, value=value) as metric:
             for key, dimension in dimensions.items():
                 metric.add_dimension(name=key, value=dimension)
-    except SchemaValidationError:
-        # No namespace configured: a metric is never worth failing a turn for.
-        logger.warning(
-            "metric not emitted: no POWERTOOLS_METRICS_NAMESPACE", extra={"metric": name}
-        )
+    except SchemaValidationError as exc:
+        # A metric is never worth failing a turn for.
+        logger.warning("metric not emitted", extra={"metric": name, "reason": str(exc)})
