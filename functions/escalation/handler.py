@@ -1,8 +1,10 @@
 """The escalation Lambda: hand-overs in, through SQS; tickets completed and the helpdesk told.
 
-Each SQS message names a ticket the chat function wrote (`kefu.tickets.HandoverMessage`). The
-handler completes it from the session (the masked transcript, summary, intent, slots, sources)
-and tells every helpdesk channel (SNS, the signed webhook). A record that fails fails alone: a
+Each SQS message names a ticket the chat function wrote (`kefu.tickets.HandoverMessage`), or
+carries a message the customer wrote to a human that the ticket store could not take at once
+(appended here; redelivered until the ticket exists). The handler completes a hand-over from
+the session (the masked transcript, summary, intent, slots, sources) and tells every helpdesk
+channel (SNS, the signed webhook). A record that fails fails alone: a
 malformed message or a channel that stays down is reported back to SQS, which redelivers it
 until maxReceiveCount moves it to the DLQ; the ticket stays stored and visible to agents.
 Redeliveries of a hand-over already announced are skipped by idempotency records (DynamoDB) and,
@@ -40,9 +42,9 @@ from kefu.observability import emit, logger, metrics, tracer
 from kefu.ports import Notifier
 from kefu.tickets import HandoverMessage
 
-# One hand-over: redeliveries of its message carry the same ticket id.
+# One hand-over, or one forwarded customer message: redeliveries carry the same key.
 IDEMPOTENCY = IdempotencyConfig(
-    event_key_jmespath="ticket_id",
+    event_key_jmespath="[kind, ticket_id, turn_id]",
     raise_on_no_idempotency_key=True,
     expires_after_seconds=24 * 60 * 60,
 )
@@ -60,8 +62,12 @@ def _notifiers() -> list[Notifier]:
 
 
 def escalate(handover: HandoverMessage) -> dict[str, Any]:
-    """Complete the hand-over's ticket and tell the helpdesk; raises when a channel failed."""
+    """Complete the hand-over's ticket and tell the helpdesk; raises when a channel failed.
+    A customer's message forwarded while a human has the conversation joins the ticket."""
     desk = get_desk()
+    if handover.kind == "message":
+        ticket = desk.deliver(handover)
+        return {"ticket_id": ticket.ticket_id, "status": ticket.status, "delivered": True}
     ticket = desk.complete(handover)
     ticket = desk.announce(ticket, _notifiers())
     logger.info(

@@ -176,6 +176,9 @@ def test_the_number_of_failures_is_configurable(retriever: Any, desk: HandoverDe
         ("I want to make a complaint about my delivery", "high"),
         ("再不退款我就去消协起诉你们", "urgent"),
         ("I'll see you in small claims court if this is not refunded", "urgent"),
+        ("Refund me or I will take you to court", "urgent"),
+        ("I'm going to file a chargeback with my bank", "urgent"),
+        ("I will sue you", "urgent"),
     ],
 )
 def test_a_complaint_or_a_legal_threat_hands_over_with_its_priority(
@@ -187,6 +190,20 @@ def test_a_complaint_or_a_legal_threat_hands_over_with_its_priority(
     ticket = desk.tickets.get(reply.handover.ticket_id)
     assert ticket is not None
     assert ticket.priority == priority
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "Can I use these shoes on a tennis court?",
+        "Does the pressure regulator fit the X200?",
+        "How do I avoid a chargeback when I pay by card?",
+        "My name is Sue, where is my order?",
+        "怎么申请退款？",
+    ],
+)
+def test_the_law_s_words_outside_a_threat_are_not_a_complaint(message: str) -> None:
+    assert complaint_kind(message) is None
 
 
 def test_frustration_alone_is_offered_a_human_not_handed_over(
@@ -324,3 +341,138 @@ def test_each_channel_is_told_once_and_a_failed_one_again(
     assert sns.told == [ticket.ticket_id]
     assert webhook.told == [ticket.ticket_id]
     assert desk.tickets.get(ticket.ticket_id).notified == ["sns", "webhook"]
+
+
+class FlakyTickets(SqliteTicketStore):
+    """A ticket store whose reads and writes fail while `down`."""
+
+    down = False
+
+    def get(self, ticket_id: str) -> Ticket | None:
+        if self.down:
+            raise DependencyUnavailable("tickets down")
+        return super().get(ticket_id)
+
+    def create(self, ticket: Ticket) -> bool:
+        if self.down:
+            raise DependencyUnavailable("tickets down")
+        return super().create(ticket)
+
+
+@pytest.fixture
+def flaky_desk(queue: Queue) -> HandoverDesk:
+    return HandoverDesk(
+        tickets=FlakyTickets(":memory:"),
+        queue=queue,
+        sessions=SqliteSessionStore(":memory:"),
+        pause=lambda _: None,
+    )
+
+
+def test_a_message_the_ticket_store_cannot_take_goes_by_the_queue_and_joins_the_ticket(
+    retriever: Any, flaky_desk: HandoverDesk, queue: Queue
+) -> None:
+    # Given a conversation a human has
+    chat = service(retriever, flaky_desk)
+    first = ask(chat, "I want to talk to a real person")
+    flaky_desk.complete(HandoverMessage.model_validate_json(queue.sent[0]))
+
+    # When the customer writes while the ticket store is down
+    assert isinstance(flaky_desk.tickets, FlakyTickets)
+    flaky_desk.tickets.down = True
+    reply = ask(chat, "Are you there? Order 20231105-8812", first.session_id)
+
+    # Then the customer is still told a human will reply, and the message is queued
+    assert reply.outcome == "handed_over"
+    assert reply.answer == HUMAN_WILL_REPLY["en"]
+    forwarded = HandoverMessage.model_validate_json(queue.sent[-1])
+    assert (forwarded.kind, forwarded.turn_id) == ("message", reply.turn_id)
+
+    # and once the store is back the escalation function appends it, once however often
+    # the queue delivers it
+    flaky_desk.tickets.down = False
+    flaky_desk.deliver(forwarded)
+    ticket = flaky_desk.deliver(forwarded)
+    assert [m.text for m in ticket.messages] == ["Are you there? Order 20231105-8812"]
+    assert ticket.messages[0].message_id == f"{reply.turn_id}-q"
+    # and the session still belongs to the human
+    session = flaky_desk.sessions.get(first.session_id)
+    assert session is not None
+    assert session.handed_over
+
+
+def test_a_message_before_the_ticket_is_written_waits_for_it(
+    retriever: Any, flaky_desk: HandoverDesk, queue: Queue
+) -> None:
+    # Given a hand-over whose ticket the store could not write (the queue carries it)
+    assert isinstance(flaky_desk.tickets, FlakyTickets)
+    flaky_desk.tickets.down = True
+    chat = service(retriever, flaky_desk)
+    first = ask(chat, "转人工")
+    flaky_desk.tickets.down = False
+    assert flaky_desk.tickets.get(first.handover.ticket_id) is None
+
+    # When the customer writes again before the escalation function has run
+    reply = ask(chat, "还在吗？", first.session_id)
+
+    # Then the bot does not take the conversation back: the message is queued
+    assert reply.outcome == "handed_over"
+    handover, forwarded = (HandoverMessage.model_validate_json(b) for b in queue.sent)
+    assert forwarded.kind == "message"
+    # and delivering it first fails, so the queue brings it back after the hand-over
+    with pytest.raises(DependencyUnavailable):
+        flaky_desk.deliver(forwarded)
+    flaky_desk.complete(handover)
+    ticket = flaky_desk.deliver(forwarded)
+    assert [m.text for m in ticket.messages] == ["还在吗？"]
+    session = flaky_desk.sessions.get(first.session_id)
+    assert session is not None
+    assert session.ticket_id == first.handover.ticket_id
+
+
+def test_a_closed_ticket_takes_no_more_messages(retriever: Any, desk: HandoverDesk) -> None:
+    chat = service(retriever, desk)
+    first = ask(chat, "转人工")
+    desk.close(first.handover.ticket_id)
+    ticket = desk.add_customer_message(first.handover.ticket_id, "one more thing", "m-1")
+    assert ticket is not None
+    assert ticket.status == "closed"
+    assert ticket.messages == []
+
+
+def test_a_forwarded_message_must_name_its_turn() -> None:
+    with pytest.raises(ValueError, match="turn id"):
+        HandoverMessage(
+            kind="message",
+            ticket_id="t" * 32,
+            session_id="s" * 32,
+            language="en",
+            created_at=datetime(2026, 12, 7, tzinfo=UTC),
+            message="hi",
+        )
+    with pytest.raises(ValueError, match="trigger"):
+        HandoverMessage(
+            ticket_id="t" * 32,
+            session_id="s" * 32,
+            language="en",
+            created_at=datetime(2026, 12, 7, tzinfo=UTC),
+        )
+
+
+def test_a_low_rating_while_a_human_has_it_joins_that_ticket(
+    retriever: Any, desk: HandoverDesk
+) -> None:
+    chat = service(retriever, desk)
+    first = ask(chat, "转人工")
+    rated = chat.feedback(
+        FeedbackRequest(session_id=first.session_id, rating=1, comment="太慢了 13812345678")
+    )
+    # The same ticket, no second one, and the agent sees the rating and its masked comment
+    assert rated.handover is not None
+    assert rated.handover.ticket_id == first.handover.ticket_id
+    assert len(desk.tickets.by_status("pending")) == 1
+    ticket = desk.tickets.get(first.handover.ticket_id)
+    assert ticket is not None
+    assert [m.text[:5] for m in ticket.messages] == ["[1/5]"]
+    assert "太慢了" in ticket.messages[0].text
+    assert "13812345678" not in ticket.messages[0].text

@@ -173,7 +173,7 @@ class ChatService:
                 )
                 self._record(session, with_human, started, masked)
                 return with_human
-            session = replace(session, handed_over=False, ticket_id="")  # its ticket is gone
+            session = replace(session, handed_over=False, ticket_id="")  # its ticket is closed
         # Slots are read from the masked text: a card or identity number is no order number.
         found = slots_in(masked)
 
@@ -238,26 +238,32 @@ class ChatService:
 
     def _with_human(self, session: Session, masked: str, language: Language) -> ChatResponse | None:
         """While a human has the conversation the bot only passes messages on: the message
-        joins the ticket's thread. None when the ticket is closed or gone (the bot answers)."""
+        joins the ticket's thread. None when the ticket is closed (the bot answers again)."""
         assert self.desk is not None
-        try:
-            ticket = self.desk.add_customer_message(session.ticket_id, masked)
-        except DependencyUnavailable:
-            # The turn is still stored with the session, so the agent's transcript keeps it.
-            logger.exception("ticket store unavailable; the message waits in the session")
-            response = _reply(
-                session.session_id,
-                language,
-                HUMAN_WILL_REPLY[language],
-                "human_agent",
-                "handed_over",
-            )
-            return response
-        if ticket is None or ticket.status == "closed":
-            return None
         response = _reply(
             session.session_id, language, HUMAN_WILL_REPLY[language], "human_agent", "handed_over"
         )
+        try:
+            ticket = self.desk.add_customer_message(
+                session.ticket_id, masked, message_id=f"{response.turn_id}-q"
+            )
+        except DependencyUnavailable:
+            logger.exception("ticket store unavailable; the message goes by the queue")
+            ticket = None
+        if ticket is None:
+            # The store failed, or the ticket is not written yet (its store had failed at the
+            # hand-over): the queue carries the message to the escalation function, which
+            # appends it once the ticket exists. The turn is kept in the session as well.
+            self.desk.forward(
+                ticket_id=session.ticket_id,
+                session_id=session.session_id,
+                turn_id=response.turn_id,
+                text=masked,
+                language=language,
+            )
+            return response
+        if ticket.status == "closed":
+            return None
         handover = Handover(
             trigger=ticket.trigger, ticket_id=ticket.ticket_id, status=ticket.status
         )
@@ -308,17 +314,26 @@ class ChatService:
             return FeedbackResponse(session_id=session.session_id, rating=request.rating)
         if not session.escalated:
             emit("SessionsEscalated")
-        handover = self._escalate_rated(session, comment, language)
+        handover = self._escalate_rated(session, comment, language, request.rating)
         return FeedbackResponse(
             session_id=session.session_id, rating=request.rating, handover=handover
         )
 
     def _escalate_rated(
-        self, session: Session, comment: str, language: Language
+        self, session: Session, comment: str, language: Language, rating: int
     ) -> Handover | None:
-        """A rating below 3: the session goes to a human, unless one has it already."""
+        """A rating below 3: the session goes to a human, unless one has it already (then the
+        rating and its comment join that ticket's thread)."""
         if session.handed_over and session.ticket_id and self.desk is not None:
-            ticket = self.desk.tickets.get(session.ticket_id)
+            rated = f"[{rating}/5] {comment}".strip()
+            try:
+                ticket = self.desk.add_customer_message(
+                    session.ticket_id, rated, message_id=f"rating-{new_id()}"
+                )
+            except DependencyUnavailable:
+                # The rating is recorded; the human has the conversation already.
+                logger.exception("ticket store unavailable; the rating stays off the ticket")
+                return None
             if ticket is not None and ticket.status != "closed":
                 return Handover(
                     trigger=ticket.trigger, ticket_id=ticket.ticket_id, status=ticket.status

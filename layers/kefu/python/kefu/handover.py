@@ -41,10 +41,19 @@ from kefu.tickets import (
 # A complaint made as such, or a threat of legal action: a human takes over at once. Mere
 # frustration ("太慢了", "this is ridiculous") gets an apology and the offer of a human.
 _COMPLAINT = re.compile(r"投诉|举报|\b(complain|complaint|complaints|complaining)\b", re.IGNORECASE)
+# Words that name the law only in a threat are matched in one: "take you to court", not "a
+# tennis court"; "file a chargeback", not "how do I avoid a chargeback".
 _LEGAL = re.compile(
     r"律师|起诉|法院|诉讼|告你们|消协|消费者协会|12315|市场监管|工商局|仲裁|报警|"
-    r"\b(lawyer|attorney|solicitor|sue|suing|lawsuit|legal action|court|small claims|"
-    r"ombudsman|trading standards|regulator|chargeback)\b",
+    r"\b(lawyer|attorney|solicitor|suing|lawsuit|legal action|small claims|ombudsman|"
+    r"trading standards)\b|"
+    r"\b(sue|sued)\s+(you|your|them|this|the company)\b|"
+    r"\b(will|gonna|going to|i'll|i'd|shall|to)\s+sue\b|"
+    r"\b(see|take|taking|drag)\s+(you|you guys|this|it|them)\s+(in|to)\s+court\b|"
+    r"\b(report|reporting)\s+(you|you guys|this|it|them|your company)\s+to\s+the\s+"
+    r"(regulator|authorities|police|ftc|bbb)\b|"
+    r"\b(file|filing|raise|raising|open|opening|do|doing|start|starting|make|making)\s+a\s+"
+    r"chargeback\b",
     re.IGNORECASE,
 )
 # How many times a hand-over is offered to the queue before the sweeper is left to it.
@@ -134,38 +143,94 @@ class HandoverDesk:
             created_at=ticket.created_at,
             message=message[:4000],
         ).model_dump_json()
+        if self._send(body):
+            return True
+        # If the store is down too, the log below is the hand-over's last record.
+        with contextlib.suppress(DependencyUnavailable):
+            self._update(ticket.ticket_id, lambda t: replace(t, needs_sweep=True), missing_ok=True)
+        logger.error(
+            "escalation queue unavailable; the ticket waits for the sweeper",
+            extra={"ticket_id": ticket.ticket_id, "handover": body},
+        )
+        return False
+
+    def forward(
+        self, *, ticket_id: str, session_id: str, turn_id: str, text: str, language: Language
+    ) -> bool:
+        """Queue what the customer wrote to a human when the ticket could not take it at once
+        (its store failed, or the ticket is not written yet): the escalation function appends
+        it. Returns whether the queue took it; if not, the log keeps it, and the session too."""
+        body = HandoverMessage(
+            kind="message",
+            ticket_id=ticket_id,
+            session_id=session_id,
+            turn_id=turn_id,
+            tenant=self.tenant,
+            language=language,
+            created_at=self.clock(),
+            message=text[:4000],
+        ).model_dump_json()
+        if self._send(body):
+            return True
+        logger.error(
+            "escalation queue unavailable; the customer's message is kept in the session only",
+            extra={"ticket_id": ticket_id, "handover": body},
+        )
+        return False
+
+    def _send(self, body: str) -> bool:
         for attempt in range(SEND_ATTEMPTS):
             try:
                 self.queue.send(body)
-                break
+                return True
             except DependencyUnavailable:
                 if attempt + 1 < SEND_ATTEMPTS:
                     self.pause(SEND_PAUSE_SECONDS * 2**attempt)
-        else:
-            # If the store is down too, the log below is the hand-over's last record.
-            with contextlib.suppress(DependencyUnavailable):
-                self._update(
-                    ticket.ticket_id, lambda t: replace(t, needs_sweep=True), missing_ok=True
-                )
-            logger.error(
-                "escalation queue unavailable; the ticket waits for the sweeper",
-                extra={"ticket_id": ticket.ticket_id, "handover": body},
-            )
-            return False
-        return True
+        return False
 
-    def add_customer_message(self, ticket_id: str, text: str) -> Ticket | None:
-        """Append what the customer wrote while a human has the conversation."""
+    def add_customer_message(
+        self, ticket_id: str, text: str, message_id: str = ""
+    ) -> Ticket | None:
+        """Append what the customer wrote while a human has the conversation; once only for a
+        given `message_id`. A closed ticket takes nothing more: it is returned unchanged (the
+        bot has the conversation again). None when there is no such ticket."""
         now = self.clock()
-        return self._update(
-            ticket_id, lambda t: with_message(t, _message("customer", text, now), now)
-        )
+        message = _message("customer", text, now)
+        if message_id:
+            message = replace(message, message_id=message_id)
+
+        def appended(ticket: Ticket) -> Ticket:
+            if ticket.status == "closed" or any(
+                known.message_id == message.message_id for known in ticket.messages
+            ):
+                return ticket
+            return with_message(ticket, message, now)
+
+        return self._update(ticket_id, appended)
 
     # --- the escalation function --------------------------------------------------------
+
+    def deliver(self, forwarded: HandoverMessage) -> Ticket:
+        """Append a customer's message the chat function forwarded (idempotent). Raises
+        `DependencyUnavailable` while the ticket is not written yet, so the queue redelivers it
+        after the hand-over's own message has written it."""
+        ticket = self.add_customer_message(
+            forwarded.ticket_id, forwarded.message, message_id=f"{forwarded.turn_id}-q"
+        )
+        if ticket is None:
+            raise DependencyUnavailable(f"ticket {forwarded.ticket_id} is not written yet")
+        if ticket.status == "closed":
+            logger.warning(
+                "a forwarded message reached a closed ticket",
+                extra={"ticket_id": ticket.ticket_id, "turn_id": forwarded.turn_id},
+            )
+        return ticket
 
     def complete(self, handover: HandoverMessage) -> Ticket:
         """Fill the ticket in from the session (writing it first if the chat function could
         not): idempotent, a redelivered message changes nothing more."""
+        if handover.kind != "handover":
+            raise ValueError("complete() takes a hand-over; deliver() a forwarded message")
         ticket = self.tickets.get(handover.ticket_id)
         if ticket is None:
             created = _ticket_from_message(handover)
@@ -305,6 +370,7 @@ def _message(author: str, text: str, at: datetime, agent: str = "") -> TicketMes
 
 
 def _ticket_from_message(handover: HandoverMessage) -> Ticket:
+    assert handover.trigger is not None  # validated: a hand-over names its trigger
     created = handover.created_at
     return Ticket(
         ticket_id=handover.ticket_id,

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from kefu.text import Language
 
@@ -163,10 +163,22 @@ class HandoverMessage(BaseModel):
     ticket_id: str = Field(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
     session_id: str = Field(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
     tenant: str = "default"
-    trigger: Trigger
+    trigger: Trigger | None = None  # a hand-over's; a later message needs none
     language: Language
     created_at: datetime
     message: str = Field(default="", max_length=4000, description="The masked message.")
+    # `handover` opens the ticket; `message` carries what the customer wrote while a human had
+    # the conversation and the ticket store could not take it at once (`turn_id` names it).
+    kind: Literal["handover", "message"] = "handover"
+    turn_id: str = Field(default="", max_length=64, pattern=r"^[A-Za-z0-9_-]*$")
+
+    @model_validator(mode="after")
+    def _complete(self) -> HandoverMessage:
+        if self.kind == "handover" and self.trigger is None:
+            raise ValueError("a hand-over names its trigger")
+        if self.kind == "message" and not (self.turn_id and self.message):
+            raise ValueError("a customer message carries its turn id and text")
+        return self
 
 
 @dataclass(frozen=True, slots=True)
