@@ -17,7 +17,9 @@ message that was lost).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from datetime import timedelta
 from functools import lru_cache
 from typing import Any
@@ -38,6 +40,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import Json
 
 from kefu.bootstrap import build_notifiers, get_desk, get_settings
+from kefu.errors import DependencyUnavailable
 from kefu.observability import emit, logger, metrics, tracer
 from kefu.ports import Notifier
 from kefu.tickets import HandoverMessage
@@ -56,9 +59,35 @@ class HandoverRecord(SqsRecordModel):
     body: Json[HandoverMessage]
 
 
-@lru_cache(maxsize=1)
-def _notifiers() -> list[Notifier]:
-    return build_notifiers(get_settings())
+# The channels are built again after this long: a rotated webhook secret is picked up (the
+# secret itself is cached as long by Powertools' parameters utility).
+NOTIFIERS_MAX_AGE_SECONDS = 300.0
+# What one record may take at worst: a webhook's four attempts of 5 s and their pauses (23.5 s)
+# and the SNS publish. A record that would start with less left in the invocation is handed
+# back to SQS instead, so a webhook that hangs never times out the whole batch.
+RECORD_BUDGET_MS = 30_000
+
+_invocation: ContextVar[LambdaContext | None] = ContextVar("escalation_invocation", default=None)
+
+
+class _Channels:
+    """The helpdesk channels, built on first use and again once `max_age` seconds old."""
+
+    def __init__(self, max_age: float) -> None:
+        self.max_age = max_age
+        self._built: tuple[float, list[Notifier]] | None = None
+
+    def __call__(self) -> list[Notifier]:
+        now = time.monotonic()
+        if self._built is None or now - self._built[0] > self.max_age:
+            self._built = (now, build_notifiers(get_settings()))
+        return self._built[1]
+
+    def cache_clear(self) -> None:
+        self._built = None
+
+
+_notifiers = _Channels(NOTIFIERS_MAX_AGE_SECONDS)
 
 
 def escalate(handover: HandoverMessage) -> dict[str, Any]:
@@ -102,6 +131,11 @@ def _escalate_once() -> Callable[..., dict[str, Any]]:
 
 @tracer.capture_method
 def record_handler(record: HandoverRecord) -> dict[str, Any]:
+    context = _invocation.get()
+    if context is not None and context.get_remaining_time_in_millis() < RECORD_BUDGET_MS:
+        # Reported failed at once, and redelivered: better than the whole batch timing out.
+        emit("EscalationDeferred")
+        raise DependencyUnavailable("too little time left in this invocation")
     try:
         return _escalate_once()(handover=record.body)
     except Exception:
@@ -122,9 +156,13 @@ processor = BatchProcessor(
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     IDEMPOTENCY.register_lambda_context(context)
-    return process_partial_response(
-        event=event, record_handler=record_handler, processor=processor, context=context
-    )
+    token = _invocation.set(context)
+    try:
+        return process_partial_response(
+            event=event, record_handler=record_handler, processor=processor, context=context
+        )
+    finally:
+        _invocation.reset(token)
 
 
 @logger.inject_lambda_context(clear_state=True)

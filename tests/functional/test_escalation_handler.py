@@ -31,6 +31,7 @@ class Receiver:
     """A helpdesk webhook: records each delivery whose signature verifies; `down` answers 503."""
 
     url: str = ""
+    secret: str = SECRET
     down: bool = False
     deliveries: list[dict[str, Any]] = field(default_factory=list)
     forged: int = 0
@@ -46,7 +47,10 @@ def receiver() -> Iterator[Receiver]:
             if state.down:
                 self.send_response(503)
             elif verify(
-                SECRET, self.headers["X-Kefu-Timestamp"], body, self.headers["X-Kefu-Signature"]
+                state.secret,
+                self.headers["X-Kefu-Timestamp"],
+                body,
+                self.headers["X-Kefu-Signature"],
             ):
                 state.deliveries.append(json.loads(body))
                 self.send_response(204)
@@ -196,10 +200,21 @@ def event(messages: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def run(records: dict[str, Any]) -> list[str]:
+class ShortContext(LambdaContext):
+    """An invocation with `left_ms` left."""
+
+    def __init__(self, left_ms: int) -> None:
+        super().__init__("kefu-escalation")
+        self.left_ms = left_ms
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.left_ms
+
+
+def run(records: dict[str, Any], context: LambdaContext | None = None) -> list[str]:
     from functions.escalation.handler import lambda_handler
 
-    response = lambda_handler(records, LambdaContext("kefu-escalation"))
+    response = lambda_handler(records, context or LambdaContext("kefu-escalation"))
     return [item["itemIdentifier"] for item in response["batchItemFailures"]]
 
 
@@ -308,3 +323,113 @@ def test_a_hand_over_message_round_trips() -> None:
         created_at=datetime(2026, 12, 7, tzinfo=UTC),
     )
     assert HandoverMessage.model_validate_json(message.model_dump_json()) == message
+
+
+def test_idempotency_records_keep_a_redelivery_from_telling_the_helpdesk_again(
+    cloud: Cloud, receiver: Receiver
+) -> None:
+    # Given a hand-over whose ticket the chat function could not write (the message carries it)
+    message = HandoverMessage(
+        ticket_id="ticket-written-late",
+        session_id="session-0003",
+        trigger="complaint",
+        language="en",
+        created_at=datetime(2026, 12, 7, 9, 0, tzinfo=UTC),
+        message="I want to make a complaint",
+    )
+    cloud.sqs.send_message(QueueUrl=cloud.queue_url, MessageBody=message.model_dump_json())
+    records = event(receive(cloud))
+    assert run(records) == []
+    # the escalation is recorded as done
+    [record] = cloud.dynamodb.scan(TableName="idempotency")["Items"]
+    assert record["status"]["S"] == "COMPLETED"
+
+    # When the ticket forgets it told the webhook (only the idempotency record remembers)
+    from dataclasses import replace
+
+    from kefu.bootstrap import get_desk
+
+    desk = get_desk()
+    desk.tickets.save(replace(ticket("ticket-written-late"), notified=["sns"]))
+    assert run(records) == []
+
+    # Then the redelivery told nobody again
+    assert [d["ticket_id"] for d in receiver.deliveries] == ["ticket-written-late"]
+    assert ticket("ticket-written-late").priority == "high"
+
+
+def test_a_forwarded_customer_message_joins_its_ticket_once(
+    cloud: Cloud, receiver: Receiver
+) -> None:
+    from kefu.bootstrap import get_desk
+
+    desk = get_desk()
+    ticket_id = hand_over("session-0004")
+    # The customer writes while the ticket store could not take it: the chat function queues it
+    assert desk.forward(
+        ticket_id=ticket_id,
+        session_id="session-0004",
+        turn_id="turn-2",
+        text="还在吗？",
+        language="zh",
+    )
+    messages = receive(cloud)
+    forwarded = [m for m in messages if '"kind":"message"' in m["Body"]]
+    handed_over = [m for m in messages if m not in forwarded]
+    assert (len(forwarded), len(handed_over)) == (1, 1)
+    # Delivered before the hand-over has completed the ticket, it joins it all the same
+    assert run(event(forwarded)) == []
+    assert run(event(handed_over)) == []
+    assert run(event(forwarded)) == []  # and again: at least once
+    stored = ticket(ticket_id)
+    assert [m.text for m in stored.messages] == ["还在吗？"]
+    assert stored.status == "open"
+    assert len(receiver.deliveries) == 1  # a forwarded message tells the helpdesk nothing new
+
+
+def test_records_are_handed_back_when_the_invocation_runs_short(
+    cloud: Cloud, receiver: Receiver
+) -> None:
+    from functions.escalation.handler import RECORD_BUDGET_MS
+
+    ticket_id = hand_over("session-0005")
+    records = event(receive(cloud))
+    failed = run(records, ShortContext(RECORD_BUDGET_MS - 1))
+    assert failed == [records["Records"][0]["messageId"]]
+    assert ticket(ticket_id).status == "pending"  # untouched, redelivered later
+    assert receiver.deliveries == []
+    assert run(records, ShortContext(RECORD_BUDGET_MS + 60_000)) == []
+    assert ticket(ticket_id).status == "open"
+
+
+def test_the_worst_webhook_record_fits_the_budget() -> None:
+    from functions.escalation.handler import RECORD_BUDGET_MS
+    from kefu.adapters.notifiers import MAX_BACKOFF, WebhookNotifier
+
+    webhook = WebhookNotifier("https://helpdesk.example/kefu", "s")
+    attempts, timeout, backoff = webhook._attempts, webhook._timeout, webhook._backoff
+    pauses = sum(min(backoff * 2**n, MAX_BACKOFF) for n in range(attempts - 1))
+    assert (attempts * timeout + pauses) * 1000 < RECORD_BUDGET_MS
+
+
+def test_a_rotated_webhook_secret_is_picked_up(
+    cloud: Cloud, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from functions.escalation import handler
+
+    hand_over("session-0006")
+    assert run(event(receive(cloud))) == []
+    # The secret is rotated: the receiver checks the new one
+    boto3.client("secretsmanager", region_name="us-east-1").put_secret_value(
+        SecretId="kefu/webhook",
+        SecretString=json.dumps({"url": receiver.url, "secret": "whsec-rotated"}),
+    )
+    receiver.secret = "whsec-rotated"
+    # Once the channels and the cached secret are older than their age limit
+    later = handler.time.monotonic() + handler.NOTIFIERS_MAX_AGE_SECONDS + 1
+    monkeypatch.setattr(handler.time, "monotonic", lambda: later)
+    parameters.clear_caches()  # Powertools' own max_age has run out too
+    hand_over("session-0007")
+    assert run(event(receive(cloud))) == []
+    assert len(receiver.deliveries) == 2
+    assert receiver.forged == 0
