@@ -248,19 +248,27 @@ def test_deployment_patterns_are_masked_too() -> None:
         pytest.param([], id="no thread after the hand-over"),
         pytest.param([message("customer", "还在吗？", 2)], id="the customer spoke last"),
         pytest.param(
-            [message("agent", "您好", 2), message("customer", "谢谢", 3)],
-            id="the customer thanked last",
-        ),
-        pytest.param(
             [message("customer", "喂？", 2), message("agent", "   ", 3)],
             id="an empty agent reply",
         ),
     ],
 )
-def test_a_conversation_not_ending_with_an_agent_reply_is_dropped(
+def test_a_conversation_with_no_agent_reply_is_dropped(
     messages: list[TicketMessage],
 ) -> None:
     assert training_examples([ticket(messages=messages)]) == []
+
+
+def test_what_the_customer_wrote_after_the_last_reply_is_left_out() -> None:
+    thanked = ticket(
+        messages=[
+            message("customer", "转人工", 2),
+            message("agent", "退款已在处理中。", 3, agent="li"),
+            message("customer", "好的谢谢", 4),
+        ]
+    )
+    [example] = training_examples([thanked])
+    assert example["messages"][-1] == {"role": "assistant", "content": "退款已在处理中。"}
 
 
 def test_an_agent_reply_with_no_customer_message_before_it_is_dropped() -> None:
@@ -372,12 +380,15 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def test_export_month_writes_the_months_examples_and_gaps(tmp_path: Path) -> None:
-    # Given closed tickets in November and in October, an open one, and declined turns
+    # Given tickets closed in November (one opened in October), one closed in October, one
+    # opened in November and closed in December, an open one, and declined turns
     store = MemoryTicketStore(
         [
             ticket("tk-nov00001"),
             ticket("tk-nov00002", messages=[message("customer", "在吗", 2)]),  # no agent reply
-            ticket("tk-oct00001", created_at=datetime(2026, 10, 31, 23, 0, tzinfo=UTC)),
+            ticket("tk-oct00001", created_at=datetime(2026, 10, 31, 23, 30, tzinfo=UTC)),
+            ticket("tk-oct00002", created_at=datetime(2026, 10, 30, 9, 0, tzinfo=UTC)),
+            ticket("tk-dec00001", created_at=datetime(2026, 11, 30, 23, 30, tzinfo=UTC)),
             ticket("tk-open0001", status="open"),
         ]
     )
@@ -393,13 +404,14 @@ def test_export_month_writes_the_months_examples_and_gaps(tmp_path: Path) -> Non
         tickets=store, insights=insights, sink=DirectorySink(tmp_path), start=NOVEMBER, end=DECEMBER
     )
 
-    # Then November's answered ticket is the one example, and its gaps are reported
-    assert summary.tickets == 2
-    assert summary.examples == 1
+    # Then the tickets closed in November are exported, those answered as examples, and the
+    # month's gaps are reported
+    assert summary.tickets == 3
+    assert summary.examples == 2
     assert summary.training_key == "training/2026-11/handovers.jsonl"
     assert summary.gaps_key == "reports/2026-11/knowledge-gaps.json"
-    [example] = _read_jsonl(tmp_path / "training" / "2026-11" / "handovers.jsonl")
-    assert example["metadata"]["ticket_id"] == "tk-nov00001"
+    examples = _read_jsonl(tmp_path / "training" / "2026-11" / "handovers.jsonl")
+    assert sorted(e["metadata"]["ticket_id"] for e in examples) == ["tk-nov00001", "tk-oct00001"]
     raw = (tmp_path / "training" / "2026-11" / "handovers.jsonl").read_text(encoding="utf-8")
     assert "退款已在处理中" in raw  # UTF-8, not \u escapes
     gaps = json.loads((tmp_path / "reports" / "2026-11" / "knowledge-gaps.json").read_text())

@@ -44,6 +44,8 @@ SYSTEM_PROMPT = (
 ROLES = {"customer": "user", "bot": "assistant", "agent": "assistant"}
 UNCATEGORISED = "uncategorised"
 QUESTIONS_PER_CATEGORY = 20
+# How long a hand-over may stay open and still be exported in the month it is closed.
+OPEN_FOR_AT_MOST = timedelta(days=92)
 _MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 _SPACE = re.compile(r"\s+")
 
@@ -51,15 +53,19 @@ _SPACE = re.compile(r"\s+")
 def training_examples(
     tickets: Iterable[Ticket], *, extra: Sequence[re.Pattern[str]] = ()
 ) -> list[dict[str, Any]]:
-    """One chat-format example per closed ticket that ends with an agent's reply, every text
-    masked (also by the deployment's `extra` patterns)."""
+    """One chat-format example per closed ticket an agent replied on, up to the agent's last
+    reply, every text masked (also by the deployment's `extra` patterns)."""
     examples = []
     for ticket in tickets:
         if ticket.status != "closed":
             continue
         thread = [m for m in (*ticket.transcript, *ticket.messages) if m.text.strip()]
-        if not thread or thread[-1].author != "agent":
+        # It ends with the agent's last reply: what the customer wrote after it ("谢谢")
+        # has no answer to learn from.
+        last_reply = max((n for n, m in enumerate(thread) if m.author == "agent"), default=None)
+        if last_reply is None:
             continue
+        thread = thread[: last_reply + 1]
         turns: list[dict[str, str]] = []
         for message in thread:
             role = ROLES[message.author]
@@ -219,11 +225,17 @@ def export_month(
     end: datetime,
     extra: Sequence[re.Pattern[str]] = (),
 ) -> ExportSummary:
-    """Write the training examples of the closed tickets created in [start, end) and, with an
+    """Write the training examples of the tickets closed in [start, end) and, with an
     insights store, the knowledge-gap report of the turns in it. Raises
     `DependencyUnavailable` when a store or the sink fails."""
     month = start.strftime("%Y-%m")
-    closed = tickets.by_status("closed", since=start, until=end)
+    # The store finds tickets by when they were created: those closed in the month were
+    # created before its end, at most `OPEN_FOR_AT_MOST` before its start.
+    closed = [
+        ticket
+        for ticket in tickets.by_status("closed", since=start - OPEN_FOR_AT_MOST, until=end)
+        if ticket.closed_at is not None and start <= ticket.closed_at < end
+    ]
     examples = training_examples(closed, extra=extra)
     training_key = f"training/{month}/handovers.jsonl"
     lines = "".join(json.dumps(example, ensure_ascii=False) + "\n" for example in examples)
