@@ -476,3 +476,27 @@ def test_a_low_rating_while_a_human_has_it_joins_that_ticket(
     assert [m.text[:5] for m in ticket.messages] == ["[1/5]"]
     assert "太慢了" in ticket.messages[0].text
     assert "13812345678" not in ticket.messages[0].text
+
+
+def test_each_turn_is_recorded_and_a_declined_question_with_its_nearest_category(
+    retriever: Any, desk: HandoverDesk
+) -> None:
+    from kefu.adapters.insights import SqliteInsights
+
+    insights = SqliteInsights(":memory:")
+    chat = service(retriever, desk, insights=insights)
+    answered = ask(chat, "How long does a refund take?")
+    # a conversation's first question, so no conversation topic to fall back on
+    declined = ask(chat, "Can my refund be paid in bitcoin?")
+    assert declined.outcome == "declined"
+    handed = ask(chat, "转人工", answered.session_id)
+
+    since = datetime(2000, 1, 1, tzinfo=UTC)
+    records = insights.turns(since, datetime.now(UTC) + timedelta(days=1))
+    by_turn = {record.turn_id: record for record in records}
+    assert set(by_turn) == {answered.turn_id, declined.turn_id, handed.turn_id}
+    assert by_turn[answered.turn_id].first_turn
+    assert by_turn[answered.turn_id].question == ""  # an answered question is not kept
+    gap = by_turn[declined.turn_id]
+    assert (gap.question, gap.category) == ("Can my refund be paid in bitcoin?", "refunds")
+    assert by_turn[handed.turn_id].handover_trigger == "customer_request"

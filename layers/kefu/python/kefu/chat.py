@@ -100,6 +100,8 @@ class _Answer:
     response: ChatResponse
     slots: dict[str, str] = field(default_factory=dict)
     model_failed: bool = False
+    # For a declined question: the KB category it came nearest to (the knowledge-gap report).
+    category: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,7 +220,9 @@ class ChatService:
             emit("HandOvers", trigger=trigger)
             if not session.escalated:
                 emit("SessionsEscalated")
-        self._record(session, response, started, masked, trigger=trigger)
+        self._record(
+            session, response, started, masked, trigger=trigger, category=answered.category
+        )
         logger.info(
             "chat turn",
             extra={
@@ -377,8 +381,11 @@ class ChatService:
         masked: str,
         *,
         trigger: Trigger | None = None,
+        category: str = "",
     ) -> None:
-        """The turn's record for the reports, and its metrics. Never fails the turn."""
+        """The turn's record for the reports, and its metrics. Never fails the turn. A
+        declined question is kept (masked) with `category`, the KB category it came nearest
+        to, or the conversation's."""
         latency_ms = (time.monotonic() - started) * 1000
         first_turn = session.turn_count == 0 and not session.turns
         emit("ResponseTime", latency_ms, unit=MetricUnit.Milliseconds)
@@ -399,7 +406,7 @@ class ChatService:
             first_turn=first_turn,
             handover_trigger=trigger or "",
             question=masked if declined else "",
-            category=session.intent if declined else "",
+            category=(category or session.intent) if declined else "",
         )
         try:
             self.insights.record_turn(record)
@@ -679,6 +686,7 @@ class ChatService:
             return _Answer(_declined(sid, language, RETRIEVAL_DOWN))
 
         if decision.kind == "decline":
+            nearest = (hit.chunk.category for hit in decision.hits if hit.chunk.category)
             return _Answer(
                 _reply(
                     sid,
@@ -688,7 +696,8 @@ class ChatService:
                     "declined",
                     "rules",
                     decision.confidence,
-                )
+                ),
+                category=next(nearest, topic or ""),
             )
         faq_answer = _grounded(
             sid,
