@@ -140,6 +140,23 @@ def test_agent_routes_without_the_agent_key_get_401(
     assert body(response)["error"]["code"] == "unauthorised"
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "payload", "query"),
+    [
+        ("POST", "/v1/tickets/abcdefgh12/reply", {"text": 1}, None),
+        ("POST", "/v1/tickets/x/reply", "{not json", None),
+        ("GET", "/v1/tickets", None, {"status": "lost"}),
+        ("GET", "/v1/tickets/x", None, None),
+    ],
+)
+def test_an_unauthorised_caller_with_bad_input_gets_401_not_the_schema(
+    invoke: Invoke, method: str, path: str, payload: Any, query: dict[str, str] | None
+) -> None:
+    response = invoke(method, path, body=payload, query=query)
+    assert response["statusCode"] == 401
+    assert body(response)["error"]["code"] == "unauthorised"
+
+
 def test_with_iam_auth_an_unsigned_call_gets_403_and_a_signed_one_passes(
     invoke: Invoke, monkeypatch: pytest.MonkeyPatch
 ) -> None:

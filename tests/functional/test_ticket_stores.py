@@ -195,6 +195,12 @@ def test_tickets_by_status_are_oldest_first_within_the_window(store: TicketStore
         "ticket-0002"
     ]
 
+    # And newest first, a limit keeps the newest (what the agents' list shows)
+    assert ids(store.by_status("pending", limit=2, newest_first=True)) == [
+        "ticket-0004",
+        "ticket-0003",
+    ]
+
 
 def test_a_window_in_another_time_zone_means_the_same_instants(store: TicketStore) -> None:
     # Given tickets created a minute apart around midnight UTC

@@ -72,6 +72,7 @@ class MemoryTicketStore:
         since: datetime | None = None,
         until: datetime | None = None,
         limit: int | None = None,
+        newest_first: bool = False,
     ) -> list[Ticket]:
         found = sorted(
             (
@@ -82,6 +83,7 @@ class MemoryTicketStore:
                 and (until is None or t.created_at < until)
             ),
             key=lambda t: t.created_at,
+            reverse=newest_first,
         )
         return found[:limit] if limit is not None else found
 

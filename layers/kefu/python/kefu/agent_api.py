@@ -31,6 +31,10 @@ _AGENT_ERRORS: dict[int, Any] = {
 }
 
 
+# Where the agent routes are: every request to them needs an agent, however malformed.
+AGENT_PATHS = ("/v1/tickets",)
+
+
 def require_agent() -> str:
     """Who the calling agent is; raises when the caller is none."""
     settings = get_settings()
@@ -64,9 +68,8 @@ def list_tickets(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> TicketList:
     require_agent()
-    tickets = get_desk().tickets.by_status(status)
-    # The newest first for agents; the store gives them oldest first.
-    return TicketList(tickets=[ticket_summary(t) for t in reversed(tickets)][:limit])
+    tickets = get_desk().tickets.by_status(status, limit=limit, newest_first=True)
+    return TicketList(tickets=[ticket_summary(t) for t in tickets])
 
 
 @router.get(

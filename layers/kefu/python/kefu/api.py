@@ -15,6 +15,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.shared.json_encoder import Encoder
 
 from kefu import __version__
+from kefu.agent_api import AGENT_PATHS, require_agent
 from kefu.agent_api import router as agent_router
 from kefu.bootstrap import get_chat_service, get_desk, get_settings
 from kefu.errors import (
@@ -124,6 +125,15 @@ def openapi() -> Response[str]:
 
 @app.exception_handler(RequestValidationError)
 def invalid_request(exc: RequestValidationError) -> Response[Any]:
+    # The body is checked before a route runs: an agent route's caller is checked first, so
+    # an unauthorised caller learns nothing of the route's schema.
+    if app.current_event.path.startswith(AGENT_PATHS):
+        try:
+            require_agent()
+        except AgentUnauthorised as refused:
+            return agent_unauthorised(refused)
+        except AgentForbidden as refused:
+            return agent_forbidden(refused)
     content_type = app.current_event.headers.get("content-type", "") or ""
     if content_type and not content_type.lower().startswith("application/json"):
         return _error(

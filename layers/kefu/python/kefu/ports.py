@@ -263,8 +263,10 @@ class TicketStore(Protocol):
         since: datetime | None = None,
         until: datetime | None = None,
         limit: int | None = None,
+        newest_first: bool = False,
     ) -> list[Ticket]:
-        """The tickets in `status` created in [since, until), oldest first."""
+        """The tickets in `status` created in [since, until), oldest first (or newest first),
+        at most `limit` of them, read no further than that."""
         ...
 
     def by_session(self, session_id: str) -> list[Ticket]:

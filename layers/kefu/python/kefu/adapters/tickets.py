@@ -115,6 +115,7 @@ class SqliteTicketStore:
         since: datetime | None = None,
         until: datetime | None = None,
         limit: int | None = None,
+        newest_first: bool = False,
     ) -> list[Ticket]:
         where = "WHERE status = ?"
         params: list[Any] = [status]
@@ -124,7 +125,11 @@ class SqliteTicketStore:
         if until is not None:
             where += " AND created_at < ?"
             params.append(_created_key(until))
-        where += " ORDER BY created_at, ticket_id"
+        where += (
+            " ORDER BY created_at DESC, ticket_id DESC"
+            if newest_first
+            else " ORDER BY created_at, ticket_id"
+        )
         if limit is not None:
             where += " LIMIT ?"
             params.append(max(limit, 0))
@@ -219,6 +224,7 @@ class DynamoDBTicketStore:
         since: datetime | None = None,
         until: datetime | None = None,
         limit: int | None = None,
+        newest_first: bool = False,
     ) -> list[Ticket]:
         names = {"#p": "status"}  # a reserved word in expressions
         values: dict[str, Any] = {":p": {"S": status}}
@@ -237,7 +243,7 @@ class DynamoDBTicketStore:
         elif until is not None:
             condition += " AND created_at < :until"
             values[":until"] = {"S": _created_key(until)}
-        return self._query(STATUS_INDEX, condition, names, values, limit)
+        return self._query(STATUS_INDEX, condition, names, values, limit, forward=not newest_first)
 
     def by_session(self, session_id: str) -> list[Ticket]:
         return self._query(
@@ -251,6 +257,8 @@ class DynamoDBTicketStore:
         names: dict[str, str],
         values: dict[str, Any],
         limit: int | None,
+        *,
+        forward: bool = True,
     ) -> list[Ticket]:
         from botocore.exceptions import BotoCoreError, ClientError
 
@@ -260,7 +268,7 @@ class DynamoDBTicketStore:
             "IndexName": index,
             "KeyConditionExpression": condition,
             "ExpressionAttributeValues": values,
-            "ScanIndexForward": True,
+            "ScanIndexForward": forward,
         }
         if names:
             request["ExpressionAttributeNames"] = names
