@@ -500,3 +500,47 @@ def test_each_turn_is_recorded_and_a_declined_question_with_its_nearest_category
     gap = by_turn[declined.turn_id]
     assert (gap.question, gap.category) == ("Can my refund be paid in bitcoin?", "refunds")
     assert by_turn[handed.turn_id].handover_trigger == "customer_request"
+
+
+def test_two_messages_handing_over_at_once_make_one_ticket(
+    retriever: Any, desk: HandoverDesk, queue: Queue
+) -> None:
+    from kefu.models import Session
+
+    chat = service(retriever, desk)
+    first = ask(chat, "How long does a refund take?")
+    sessions = desk.sessions
+    racing: list[Any] = []
+    raced = False
+
+    class RacingSessions:
+        """Before the first save, another message of the session hands over and saves."""
+
+        def get(self, session_id: str) -> Session | None:
+            return sessions.get(session_id)
+
+        def save(self, session: Session) -> None:
+            nonlocal raced
+            if not raced:
+                raced = True
+                racing.append(ask(chat, "I want to make a complaint", first.session_id))
+            sessions.save(session)
+
+    chat.sessions = RacingSessions()  # type: ignore[assignment]
+    reply = ask(chat, "转人工", first.session_id)
+    [other] = racing
+
+    # Both are handed over, to the ticket that was saved first
+    assert other.handover.trigger == "complaint"
+    assert reply.handover.ticket_id == other.handover.ticket_id
+    kept = desk.tickets.get(other.handover.ticket_id)
+    assert kept is not None
+    assert [m.text for m in kept.messages] == ["转人工"]
+    # the other ticket was never queued, and is closed
+    queued = [HandoverMessage.model_validate_json(body).ticket_id for body in queue.sent]
+    assert queued == [kept.ticket_id]
+    assert len(desk.tickets.by_status("closed")) == 1
+    session = sessions.get(first.session_id)
+    assert session is not None
+    assert session.ticket_id == kept.ticket_id
+    assert len(session.turns) == 3

@@ -67,7 +67,7 @@ from kefu.retrieval import Retriever
 from kefu.return_flow import ASK_ORDER, product_of, return_step, slots_in, wants_return
 from kefu.small_talk import APOLOGY, HUMAN_OFFER, REPLIES, SmallTalk, small_talk, sounds_upset
 from kefu.text import Language, detect_language
-from kefu.tickets import FeedbackRecord, Trigger, TurnRecord
+from kefu.tickets import FeedbackRecord, Ticket, Trigger, TurnRecord
 
 if TYPE_CHECKING:
     from kefu.ports import Vectors
@@ -212,10 +212,11 @@ class ChatService:
             ticket_id=opened.ticket_id if opened else None,
             escalated=trigger is not None,
         )
-        self._remember(session, turn, established=established, use_model=use_model, state=state)
-        if opened is not None and self.desk is not None:
-            # Queued once the session holds the turn: the escalation function reads it there.
-            self.desk.dispatch(opened, masked)
+        kept = self._remember(
+            session, turn, established=established, use_model=use_model, state=state
+        )
+        if opened is not None:
+            response = self._queue_handover(opened, kept, masked, response)
         if trigger is not None:
             emit("HandOvers", trigger=trigger)
             if not session.escalated:
@@ -271,6 +272,22 @@ class ChatService:
         handover = Handover(
             trigger=ticket.trigger, ticket_id=ticket.ticket_id, status=ticket.status
         )
+        return response.model_copy(update={"handover": handover})
+
+    def _queue_handover(
+        self, opened: Ticket, kept: str | None, masked: str, response: ChatResponse
+    ) -> ChatResponse:
+        """Queue the ticket this turn opened, once the session holds the turn (the escalation
+        function reads it there); unless another message of the session handed over at the
+        same moment: its ticket, `kept`, has the conversation, and this message joins it."""
+        assert self.desk is not None
+        if not kept or kept == opened.ticket_id:
+            self.desk.dispatch(opened, masked)
+            return response
+        ticket = self.desk.merge(opened, into=kept, message=masked)
+        if ticket is None:
+            return response
+        handover = Handover(trigger=ticket.trigger, ticket_id=kept, status=ticket.status)
         return response.model_copy(update={"handover": handover})
 
     def _failures_after(self, session: Session, response: ChatResponse) -> int:
@@ -431,10 +448,12 @@ class ChatService:
         established: Mapping[str, str],
         use_model: bool = True,
         state: _HandoverState,
-    ) -> None:
+    ) -> str | None:
         """Save the session with `turn`; on a conflict, read it again and apply the turn (its
         intent, the slots it `established` and its hand-over `state`) to what the other
-        request saved (an agent may have closed the ticket meanwhile)."""
+        request saved (an agent may have closed the ticket meanwhile, or another message
+        handed over first: its ticket keeps the conversation). Returns the ticket the saved
+        session is with ("" for none), or None when it could not be saved."""
         intent, slots = _carried(session, turn.intent, established)
         for _ in range(SAVE_ATTEMPTS):
             handed_over = bool(state.ticket_id) or session.handed_over
@@ -456,12 +475,14 @@ class ChatService:
             )
             try:
                 self.sessions.save(updated)
-                return
+                return updated.ticket_id
             except SessionConflict:
                 # Another message of this session was answered meanwhile: add this turn to it.
                 session = self._load(session.session_id)
                 if any(stored.turn_id == turn.turn_id for stored in session.turns):
-                    return  # a save that timed out had landed, and its retry conflicted
+                    return session.ticket_id  # a save that timed out had landed
+                if state.ticket_id and session.handed_over and session.ticket_id:
+                    state = replace(state, ticket_id=None)  # the other hand-over came first
                 intent, slots = _carried(session, turn.intent, established)
                 use_model = False  # the summary of a retry is not worth another model call
             except DependencyUnavailable:
@@ -482,6 +503,7 @@ class ChatService:
                 "at": turn.at.isoformat(),
             },
         )
+        return None
 
     # --- answering ----------------------------------------------------------------------
 

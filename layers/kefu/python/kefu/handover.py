@@ -178,6 +178,28 @@ class HandoverDesk:
         )
         return False
 
+    def merge(self, duplicate: Ticket, *, into: str, message: str) -> Ticket | None:
+        """Two messages of one session handed over at once: `duplicate`, never queued, is
+        closed, and `message` joins the ticket that has the conversation, which is returned
+        (None when the store could not be reached: the session's turns still hold it)."""
+        now = self.clock()
+        try:
+            self._update(
+                duplicate.ticket_id,
+                lambda t: (
+                    t
+                    if t.status == "closed"
+                    else replace(t, status="closed", closed_at=now, updated_at=now)
+                ),
+            )
+            return self.add_customer_message(into, message, message_id=f"{duplicate.ticket_id}-q")
+        except DependencyUnavailable:
+            logger.exception(
+                "ticket store unavailable; a duplicate hand-over stays pending",
+                extra={"ticket_id": duplicate.ticket_id, "kept": into},
+            )
+            return None
+
     def _send(self, body: str) -> bool:
         for attempt in range(SEND_ATTEMPTS):
             try:
