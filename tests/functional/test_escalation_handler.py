@@ -433,3 +433,22 @@ def test_a_rotated_webhook_secret_is_picked_up(
     assert run(event(receive(cloud))) == []
     assert len(receiver.deliveries) == 2
     assert receiver.forged == 0
+
+
+def test_a_webhook_that_stays_down_sends_the_message_to_the_dlq_and_keeps_the_ticket(
+    cloud: Cloud, receiver: Receiver
+) -> None:
+    ticket_id = hand_over("session-0008")
+    receiver.down = True
+    for _ in range(MAX_RECEIVES):
+        messages = receive(cloud)
+        assert len(messages) == 1
+        assert run(event(messages)) == [messages[0]["MessageId"]]
+    # SQS moves it to the dead-letter queue after maxReceiveCount
+    assert receive(cloud) == []
+    [dead] = receive(cloud, cloud.dlq_url)
+    assert HandoverMessage.model_validate_json(dead["Body"]).ticket_id == ticket_id
+    stored = ticket(ticket_id)
+    assert stored.status == "open"  # stored, complete, and listed for agents
+    assert stored.notified == ["sns"]
+    assert receiver.deliveries == []
