@@ -124,7 +124,9 @@ class StageConfig(BaseModel):
     webhook_secret_name: str | None = Field(default=None, pattern=_SECRET_NAME_PATTERN)
     # The escalation queue hides a message for six times this; after this many deliveries a
     # hand-over goes to the dead-letter queue (and raises the alarm).
-    escalation_timeout_seconds: int = Field(default=60, ge=10, le=900)
+    # At least the escalation function's per-record budget (30 s, a webhook's worst case) and
+    # a margin: with less, every hand-over would be handed back untried.
+    escalation_timeout_seconds: int = Field(default=60, ge=45, le=900)
     escalation_max_receive_count: int = Field(default=3, ge=1, le=10)
     # How often the sweeper re-queues tickets stuck in `pending`.
     sweep_every_minutes: int = Field(default=5, ge=1, le=60)

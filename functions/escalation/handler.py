@@ -132,7 +132,12 @@ def _escalate_once() -> Callable[..., dict[str, Any]]:
 @tracer.capture_method
 def record_handler(record: HandoverRecord) -> dict[str, Any]:
     context = _invocation.get()
-    if context is not None and context.get_remaining_time_in_millis() < RECORD_BUDGET_MS:
+    # A forwarded message tells no channel: only a hand-over can take a webhook's worst case.
+    if (
+        record.body.kind == "handover"
+        and context is not None
+        and context.get_remaining_time_in_millis() < RECORD_BUDGET_MS
+    ):
         # Reported failed at once, and redelivered: better than the whole batch timing out.
         emit("EscalationDeferred")
         raise DependencyUnavailable("too little time left in this invocation")

@@ -76,6 +76,10 @@ def test_a_session_comes_back_with_every_field(store: SessionStore) -> None:
         intent="returns",
         slots={"order_id": "20231105-8812", "reason": "size"},
         turn_count=3,
+        ticket_id="a" * 32,
+        failures=1,
+        escalated=True,
+        handed_over_at=datetime(2026, 12, 7, 9, 30, 15, 123456, tzinfo=UTC),
     )
     stored = saved(store, session)
     assert stored == replace(session, version=1)

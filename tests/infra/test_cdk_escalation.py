@@ -732,6 +732,8 @@ def test_an_export_schedule_may_be_a_rate_or_a_cron_expression(schedule: str) ->
         ({"escalation_max_receive_count": 0}, "escalation_max_receive_count"),
         ({"sweep_every_minutes": 0}, "sweep_every_minutes"),
         ({"escalation_timeout_seconds": 901}, "escalation_timeout_seconds"),
+        # shorter than a record's budget: every hand-over would be handed back untried
+        ({"escalation_timeout_seconds": 30}, "escalation_timeout_seconds"),
     ],
 )
 def test_a_bad_hand_over_setting_is_refused_with_the_field_named(
@@ -742,3 +744,12 @@ def test_a_bad_hand_over_setting_is_refused_with_the_field_named(
 
     with pytest.raises(StageConfigError, match=complaint):
         stage_config_from_context(App(context=context))
+
+
+def test_the_smallest_escalation_timeout_leaves_a_record_its_budget() -> None:
+    from functions.escalation.handler import RECORD_BUDGET_MS
+    from infra_cdk.config import StageConfig
+
+    smallest = StageConfig.model_fields["escalation_timeout_seconds"].metadata
+    minimum = next(item.ge for item in smallest if hasattr(item, "ge"))
+    assert minimum * 1000 >= RECORD_BUDGET_MS + 10_000

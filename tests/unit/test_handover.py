@@ -199,6 +199,7 @@ def test_a_complaint_or_a_legal_threat_hands_over_with_its_priority(
         "Does the pressure regulator fit the X200?",
         "How do I avoid a chargeback when I pay by card?",
         "My name is Sue, where is my order?",
+        "order 202412315678, where is it?",
         "怎么申请退款？",
     ],
 )
@@ -424,7 +425,9 @@ def test_a_message_before_the_ticket_is_written_waits_for_it(
         flaky_desk.deliver(forwarded)
     flaky_desk.complete(handover)
     ticket = flaky_desk.deliver(forwarded)
+    # once: in the thread after the hand-over, not in the transcript before it too
     assert [m.text for m in ticket.messages] == ["还在吗？"]
+    assert [m.text for m in ticket.transcript if m.author == "customer"] == ["转人工"]
     session = flaky_desk.sessions.get(first.session_id)
     assert session is not None
     assert session.ticket_id == first.handover.ticket_id
@@ -544,3 +547,65 @@ def test_two_messages_handing_over_at_once_make_one_ticket(
     assert session is not None
     assert session.ticket_id == kept.ticket_id
     assert len(session.turns) == 3
+
+
+def test_a_message_while_the_ticket_is_pending_is_in_its_thread_once(
+    retriever: Any, desk: HandoverDesk, queue: Queue
+) -> None:
+    chat = service(retriever, desk)
+    first = ask(chat, "How long does a refund take?")
+    ask(chat, "转人工", first.session_id)
+    ask(chat, "我的订单号是 20231105-8812", first.session_id)  # before the escalation function ran
+    ticket = desk.complete(HandoverMessage.model_validate_json(queue.sent[0]))
+    customer = [m.text for m in ticket.transcript if m.author == "customer"]
+    assert customer == ["How long does a refund take?", "转人工"]
+    assert [m.text for m in ticket.messages] == ["我的订单号是 20231105-8812"]
+
+
+def test_a_hand_over_whose_ticket_was_never_written_gives_the_bot_back_after_an_hour(
+    retriever: Any, flaky_desk: HandoverDesk, queue: Queue
+) -> None:
+    # Given a hand-over that neither the ticket store nor the queue took
+    clock = Clock()
+    flaky_desk.clock = clock
+    chat = service(retriever, flaky_desk, clock=clock)
+    assert isinstance(flaky_desk.tickets, FlakyTickets)
+    flaky_desk.tickets.down = True
+    queue.failures = 3
+    first = ask(chat, "转人工")
+    flaky_desk.tickets.down = False
+
+    # Within the hour the customer's messages wait for the ticket
+    clock.now += timedelta(minutes=30)
+    waiting = ask(chat, "还在吗？", first.session_id)
+    assert waiting.outcome == "handed_over"
+
+    # After it, the bot answers again rather than leave the customer with no one
+    clock.now += timedelta(hours=1)
+    reply = ask(chat, "How long does a refund take?", first.session_id)
+    assert reply.outcome == "answered"
+    session = flaky_desk.sessions.get(first.session_id)
+    assert session is not None
+    assert not session.handed_over
+
+
+def test_a_merge_into_a_closed_ticket_leaves_the_new_hand_over_to_be_queued(
+    retriever: Any, desk: HandoverDesk
+) -> None:
+    chat = service(retriever, desk)
+    old = ask(chat, "转人工")
+    desk.close(old.handover.ticket_id)
+    new = desk.open(session_id=old.session_id, trigger="complaint", language="zh", message="投诉")
+    assert desk.merge(new, into=old.handover.ticket_id, message="投诉", turn_id="turn-9") is None
+    assert desk.tickets.get(new.ticket_id).status == "pending"  # not closed: it is the real one
+
+
+def test_a_low_rating_sent_twice_joins_the_ticket_once(retriever: Any, desk: HandoverDesk) -> None:
+    chat = service(retriever, desk)
+    first = ask(chat, "转人工")
+    rating = FeedbackRequest(session_id=first.session_id, turn_id=first.turn_id, rating=2)
+    chat.feedback(rating)
+    chat.feedback(rating)  # a client's retry
+    ticket = desk.tickets.get(first.handover.ticket_id)
+    assert ticket is not None
+    assert [m.text for m in ticket.messages] == ["[2/5]"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import time
@@ -10,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from kefu.decision import confidence
@@ -81,6 +82,9 @@ SAVE_ATTEMPTS = 3
 SUMMARY_WITHIN_SECONDS = 15.0
 # API Gateway gives a turn 29 s; the model's tool rounds must leave the rest of the turn time.
 TURN_SECONDS = 26.0
+# A hand-over's ticket not written by now never will be (the queued message that writes it when
+# the store failed is delivered within minutes; the sweeper runs every few): the bot takes over.
+TICKET_WRITTEN_WITHIN = timedelta(hours=1)
 # The running turn's deadline (per thread: the local server answers turns concurrently).
 _TURN_DEADLINE: ContextVar[float | None] = ContextVar("kefu_turn_deadline", default=None)
 # "Where is it now?", "我的快递到哪了": a question about the order the conversation is about.
@@ -175,7 +179,8 @@ class ChatService:
                 )
                 self._record(session, with_human, started, masked)
                 return with_human
-            session = replace(session, handed_over=False, ticket_id="")  # its ticket is closed
+            # Its ticket is closed (or was never written): the bot has the conversation again.
+            session = replace(session, handed_over=False, ticket_id="", handed_over_at=None)
         # Slots are read from the masked text: a card or identity number is no order number.
         found = slots_in(masked)
 
@@ -255,6 +260,20 @@ class ChatService:
         except DependencyUnavailable:
             logger.exception("ticket store unavailable; the message goes by the queue")
             ticket = None
+        else:
+            since = session.handed_over_at
+            if (
+                ticket is None
+                and since is not None
+                and self.clock() - since > TICKET_WRITTEN_WITHIN
+            ):
+                # Its store and the queue both failed at the hand-over: the ticket will never
+                # be written, and waiting for it would leave the customer with no one.
+                logger.error(
+                    "the hand-over's ticket was never written; the bot answers again",
+                    extra={"session_id": session.session_id, "ticket_id": session.ticket_id},
+                )
+                return None
         if ticket is None:
             # The store failed, or the ticket is not written yet (its store had failed at the
             # hand-over): the queue carries the message to the escalation function, which
@@ -281,14 +300,38 @@ class ChatService:
         function reads it there); unless another message of the session handed over at the
         same moment: its ticket, `kept`, has the conversation, and this message joins it."""
         assert self.desk is not None
-        if not kept or kept == opened.ticket_id:
-            self.desk.dispatch(opened, masked)
-            return response
-        ticket = self.desk.merge(opened, into=kept, message=masked)
-        if ticket is None:
-            return response
-        handover = Handover(trigger=ticket.trigger, ticket_id=kept, status=ticket.status)
-        return response.model_copy(update={"handover": handover})
+        if kept and kept != opened.ticket_id:
+            ticket = self.desk.merge(opened, into=kept, message=masked, turn_id=response.turn_id)
+            if ticket is not None:
+                handover = Handover(trigger=ticket.trigger, ticket_id=kept, status=ticket.status)
+                return response.model_copy(update={"handover": handover})
+            # That ticket is closed (or out of reach): this one takes the conversation.
+            self._attach(opened)
+        self.desk.dispatch(opened, masked)
+        return response
+
+    def _attach(self, ticket: Ticket) -> None:
+        """Point the session at `ticket`, the one a human now has it on."""
+        for _ in range(SAVE_ATTEMPTS):
+            try:
+                session = self._load(ticket.session_id)
+                self.sessions.save(
+                    replace(
+                        session,
+                        handed_over=True,
+                        ticket_id=ticket.ticket_id,
+                        handed_over_at=ticket.created_at,
+                    )
+                )
+                return
+            except SessionConflict:
+                continue
+            except DependencyUnavailable:
+                break
+        logger.error(
+            "the session could not be pointed at its ticket",
+            extra={"session_id": ticket.session_id, "ticket_id": ticket.ticket_id},
+        )
 
     def _failures_after(self, session: Session, response: ChatResponse) -> int:
         """The consecutive declined or unsure answers after this one. Small talk neither
@@ -335,30 +378,45 @@ class ChatService:
             return FeedbackResponse(session_id=session.session_id, rating=request.rating)
         if not session.escalated:
             emit("SessionsEscalated")
-        handover = self._escalate_rated(session, comment, language, request.rating)
+        handover = self._escalate_rated(session, comment, language, request)
         return FeedbackResponse(
             session_id=session.session_id, rating=request.rating, handover=handover
         )
 
     def _escalate_rated(
-        self, session: Session, comment: str, language: Language, rating: int
+        self, session: Session, comment: str, language: Language, request: FeedbackRequest
     ) -> Handover | None:
         """A rating below 3: the session goes to a human, unless one has it already (then the
-        rating and its comment join that ticket's thread)."""
+        rating and its comment join that ticket's thread, once however often it is sent)."""
         if session.handed_over and session.ticket_id and self.desk is not None:
-            rated = f"[{rating}/5] {comment}".strip()
+            rated = f"[{request.rating}/5] {comment}".strip()
+            sent = f"{request.turn_id}|{request.rating}|{comment}".encode()
+            key = f"rating-{hashlib.sha256(sent).hexdigest()[:24]}"
             try:
                 ticket = self.desk.add_customer_message(
-                    session.ticket_id, rated, message_id=f"rating-{new_id()}"
+                    session.ticket_id, rated, message_id=f"{key}-q"
                 )
+                unreachable = False
             except DependencyUnavailable:
-                # The rating is recorded; the human has the conversation already.
-                logger.exception("ticket store unavailable; the rating stays off the ticket")
-                return None
+                logger.exception("ticket store unavailable; the rating goes by the queue")
+                ticket, unreachable = None, True
             if ticket is not None and ticket.status != "closed":
                 return Handover(
                     trigger=ticket.trigger, ticket_id=ticket.ticket_id, status=ticket.status
                 )
+            since = session.handed_over_at
+            waited = self.clock() - since if since is not None else timedelta(0)
+            if ticket is None and (unreachable or waited <= TICKET_WRITTEN_WITHIN):
+                # The ticket is not written yet, or its store failed: as a customer's message
+                # would, the rating goes by the queue and joins the ticket once it exists.
+                self.desk.forward(
+                    ticket_id=session.ticket_id,
+                    session_id=session.session_id,
+                    turn_id=key,
+                    text=rated,
+                    language=language,
+                )
+                return None
         opened = (
             self.desk.open(
                 session_id=session.session_id,
@@ -374,6 +432,7 @@ class ChatService:
                 session,
                 handed_over=opened is not None or session.handed_over,
                 ticket_id=opened.ticket_id if opened else session.ticket_id,
+                handed_over_at=self.clock() if opened else session.handed_over_at,
                 escalated=True,
             )
             try:
@@ -470,6 +529,7 @@ class ChatService:
             updated = replace(
                 updated,
                 ticket_id=state.ticket_id or session.ticket_id,
+                handed_over_at=turn.at if state.ticket_id else session.handed_over_at,
                 failures=state.failures,
                 escalated=session.escalated or state.escalated,
             )

@@ -44,7 +44,7 @@ _COMPLAINT = re.compile(r"投诉|举报|\b(complain|complaint|complaints|complai
 # Words that name the law only in a threat are matched in one: "take you to court", not "a
 # tennis court"; "file a chargeback", not "how do I avoid a chargeback".
 _LEGAL = re.compile(
-    r"律师|起诉|法院|诉讼|告你们|消协|消费者协会|12315|市场监管|工商局|仲裁|报警|"
+    r"律师|起诉|法院|诉讼|告你们|消协|消费者协会|(?<!\d)12315(?!\d)|市场监管|工商局|仲裁|报警|"
     r"\b(lawyer|attorney|solicitor|suing|lawsuit|legal action|small claims|ombudsman|"
     r"trading standards)\b|"
     r"\b(sue|sued)\s+(you|your|them|this|the company)\b|"
@@ -178,12 +178,16 @@ class HandoverDesk:
         )
         return False
 
-    def merge(self, duplicate: Ticket, *, into: str, message: str) -> Ticket | None:
-        """Two messages of one session handed over at once: `duplicate`, never queued, is
-        closed, and `message` joins the ticket that has the conversation, which is returned
-        (None when the store could not be reached: the session's turns still hold it)."""
-        now = self.clock()
+    def merge(self, duplicate: Ticket, *, into: str, message: str, turn_id: str) -> Ticket | None:
+        """Two messages of one session handed over at once: `message` (of turn `turn_id`)
+        joins `into`, the ticket that has the conversation, which is returned, and `duplicate`,
+        never queued, is closed. None when `into` is closed or missing, or the store cannot be
+        reached: `duplicate` is then left as it is, for the caller to queue."""
         try:
+            kept = self.add_customer_message(into, message, message_id=f"{turn_id}-q")
+            if kept is None or kept.status == "closed":
+                return None
+            now = self.clock()
             self._update(
                 duplicate.ticket_id,
                 lambda t: (
@@ -192,13 +196,13 @@ class HandoverDesk:
                     else replace(t, status="closed", closed_at=now, updated_at=now)
                 ),
             )
-            return self.add_customer_message(into, message, message_id=f"{duplicate.ticket_id}-q")
         except DependencyUnavailable:
             logger.exception(
-                "ticket store unavailable; a duplicate hand-over stays pending",
+                "ticket store unavailable; the later hand-over is queued on its own",
                 extra={"ticket_id": duplicate.ticket_id, "kept": into},
             )
             return None
+        return kept
 
     def _send(self, body: str) -> bool:
         for attempt in range(SEND_ATTEMPTS):
@@ -223,7 +227,8 @@ class HandoverDesk:
 
         def appended(ticket: Ticket) -> Ticket:
             if ticket.status == "closed" or any(
-                known.message_id == message.message_id for known in ticket.messages
+                known.message_id == message.message_id
+                for known in (*ticket.transcript, *ticket.messages)
             ):
                 return ticket
             return with_message(ticket, message, now)
@@ -345,7 +350,11 @@ class HandoverDesk:
             if not session.handed_over and not session.ticket_id:
                 break
             try:
-                self.sessions.save(replace(session, handed_over=False, ticket_id="", failures=0))
+                self.sessions.save(
+                    replace(
+                        session, handed_over=False, ticket_id="", handed_over_at=None, failures=0
+                    )
+                )
                 break
             except SessionConflict:
                 continue
@@ -408,12 +417,27 @@ def _ticket_from_message(handover: HandoverMessage) -> Ticket:
 
 
 def _completed(ticket: Ticket, session: Session | None, message: str, now: datetime) -> Ticket:
-    """The ticket with what the agent needs from the session (whose turns are stored masked).
+    """The ticket with what the agent needs from the session (whose turns are stored masked):
+    the transcript is the conversation up to the hand-over; what the customer wrote after it
+    joins the thread, once (some of it may have been appended while the ticket was pending).
     `message`, the one that handed over, ends the transcript if the session lacks it (its save
     had failed)."""
     transcript: list[TicketMessage] = []
     sources: list[str] = []
     turns = session.turns if session is not None else []
+    cut = session.handed_over_at if session is not None else None
+    threaded = {known.message_id for known in ticket.messages}
+    after = [turn for turn in turns if cut is not None and turn.at > cut]
+    turns = [
+        turn
+        for turn in turns
+        if (cut is None or turn.at <= cut) and f"{turn.turn_id}-q" not in threaded
+    ]
+    late = [
+        TicketMessage(f"{turn.turn_id}-q", "customer", turn.message, turn.at)
+        for turn in after
+        if f"{turn.turn_id}-q" not in threaded
+    ]
     for turn in turns:
         transcript.append(TicketMessage(f"{turn.turn_id}-q", "customer", turn.message, turn.at))
         transcript.append(TicketMessage(f"{turn.turn_id}-a", "bot", turn.answer, turn.at))
@@ -429,6 +453,7 @@ def _completed(ticket: Ticket, session: Session | None, message: str, now: datet
         intent=session.intent if session else "",
         slots=dict(session.slots) if session else {},
         sources=sources,
+        messages=sorted([*ticket.messages, *late], key=lambda known: known.at),
         transcript=transcript,
         updated_at=now,
     )

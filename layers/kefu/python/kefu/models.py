@@ -270,3 +270,4 @@ class Session:
     ticket_id: str = ""
     failures: int = 0
     escalated: bool = False
+    handed_over_at: datetime | None = None  # when `ticket_id` was opened

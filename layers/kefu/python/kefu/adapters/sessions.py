@@ -55,6 +55,7 @@ def session_body(session: Session) -> dict[str, Any]:
         "ticket_id": session.ticket_id,
         "failures": session.failures,
         "escalated": session.escalated,
+        "handed_over_at": session.handed_over_at.isoformat() if session.handed_over_at else None,
     }
 
 
@@ -71,6 +72,11 @@ def session_from_body(session_id: str, version: int, body: dict[str, Any]) -> Se
         ticket_id=str(body.get("ticket_id", "")),
         failures=int(body.get("failures", 0)),
         escalated=bool(body.get("escalated", False)),
+        handed_over_at=(
+            datetime.fromisoformat(str(body["handed_over_at"]))
+            if body.get("handed_over_at")
+            else None
+        ),
     )
 
 
