@@ -11,6 +11,7 @@ from kefu.decision import resolve_thresholds
 from kefu.errors import ConfigurationError, DependencyUnavailable
 from kefu.handover import HandoverDesk
 from kefu.ports import (
+    AnswerCache,
     ChatModel,
     Embedder,
     HandoverQueue,
@@ -171,6 +172,22 @@ def build_insights(settings: Settings) -> Insights | None:
     return DynamoDBInsights(settings.insights_table)
 
 
+def build_answer_cache(settings: Settings) -> AnswerCache | None:
+    """Redis when a URL is given (or asked for), else an in-process LRU, or none."""
+    choice = settings.answer_cache
+    if choice == "none":
+        return None
+    if choice == "redis" or (choice == "auto" and settings.redis_url is not None):
+        if settings.redis_url is None:
+            raise ConfigurationError("KEFU_REDIS_URL is required with KEFU_ANSWER_CACHE=redis")
+        from kefu.adapters.cache import RedisAnswerCache
+
+        return RedisAnswerCache(settings.redis_url.get_secret_value())
+    from kefu.adapters.cache import MemoryAnswerCache
+
+    return MemoryAnswerCache(settings.answer_cache_entries)
+
+
 def build_notifiers(settings: Settings) -> list[Notifier]:
     """Every channel the helpdesk is told through; the log when none is configured."""
     from kefu.adapters import notifiers
@@ -280,6 +297,8 @@ def build_chat_service(
         mask_patterns=[re.compile(pattern) for pattern in settings.mask_patterns],
         desk=build_desk(settings, sessions=sessions),
         insights=build_insights(settings),
+        cache=build_answer_cache(settings),
+        cache_ttl_seconds=settings.answer_cache_ttl_seconds,
         handover_after_failures=settings.handover_after_failures,
         low_confidence=settings.low_confidence,
     )

@@ -14,6 +14,9 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
+from pydantic import ValidationError
+
+from kefu.answer_cache import CachedAnswer, cache_key, cacheable
 from kefu.decision import confidence
 from kefu.errors import DependencyUnavailable, SessionNotFound
 from kefu.follow_up import follow_up_of
@@ -43,6 +46,7 @@ from kefu.order_tools import (
     topic_of,
 )
 from kefu.ports import (
+    AnswerCache,
     AnswerContext,
     ChatModel,
     ConversationModel,
@@ -134,6 +138,8 @@ class ChatService:
         mask_patterns: Sequence[re.Pattern[str]] = (),
         desk: HandoverDesk | None = None,
         insights: Insights | None = None,
+        cache: AnswerCache | None = None,
+        cache_ttl_seconds: int = 3600,
         handover_after_failures: int = 2,
         low_confidence: float = 0.35,
     ) -> None:
@@ -150,6 +156,9 @@ class ChatService:
         # Without a desk a hand-over is only said (no ticket, no human sees it).
         self.desk = desk
         self.insights = insights
+        # Answers to questions that stand alone, for the next customer who asks them.
+        self.cache = cache
+        self.cache_ttl_seconds = cache_ttl_seconds
         self.handover_after_failures = handover_after_failures
         self.low_confidence = low_confidence
 
@@ -744,6 +753,9 @@ class ChatService:
         previous = follow_up.previous if follow_up else None
         if topic is None and wants_return(message):
             topic = "returns"  # a customer who wants to return something: how, first
+        key = self._cache_key(message, masked, language, topic)
+        if key is not None and (cached := self._cached(key, sid)) is not None:
+            return _Answer(cached)
         query = message
         if topic is not None and self.conversational is not None:
             try:
@@ -791,6 +803,7 @@ class ChatService:
         )
         # A confident FAQ entry is the answer, unless a follow-up needs the conversation.
         if decision.kind == "faq" and (topic is None or self.conversational is None):
+            self._keep(key, faq_answer)
             return _Answer(faq_answer)
         tools = self.tools.for_turn() if self.tools and self.conversational else None
         context = AnswerContext(
@@ -822,18 +835,66 @@ class ChatService:
             extra={"model": reply.model, "sources": reply.sources, "tools_used": reply.tools_used},
         )
         used = _used(reply, decision.hits)
-        return _Answer(
-            _grounded(
-                sid,
-                language,
-                answer,
-                reply.model,
-                used,
-                confidence=decision.confidence,
-                # A reply that names no source still answers within the best hit's topic.
-                intent=(used or decision.hits)[0].chunk.category or "general",
-            )
+        grounded = _grounded(
+            sid,
+            language,
+            answer,
+            reply.model,
+            used,
+            confidence=decision.confidence,
+            # A reply that names no source still answers within the best hit's topic.
+            intent=(used or decision.hits)[0].chunk.category or "general",
         )
+        if not (tools and tools.results):  # an answer built from order data is never kept
+            self._keep(key, grounded)
+        return _Answer(grounded)
+
+    # --- the answer cache ---------------------------------------------------------------
+
+    def _cache_key(
+        self, message: str, masked: str, language: Language, topic: str | None
+    ) -> str | None:
+        """The cache key of a question that stands alone (no follow-up, nothing masked, no
+        order number), at the KB's version; None when the answer may not come from the cache."""
+        if self.cache is None or topic is not None or masked != message:
+            return None
+        if ORDER_ID.search(message):
+            return None
+        version = self.retriever.kb_version(self.tenant)
+        if version is None:
+            return None
+        return cache_key(
+            tenant=self.tenant, language=language, kb_version=version, question=message
+        )
+
+    def _cached(self, key: str, session_id: str) -> ChatResponse | None:
+        assert self.cache is not None
+        try:
+            value = self.cache.get(key)
+        except DependencyUnavailable:
+            logger.warning("answer cache unavailable; answering without it", exc_info=True)
+            emit("AnswerCacheErrors")
+            return None
+        if value is None:
+            emit("AnswerCacheMisses")
+            return None
+        try:
+            cached = CachedAnswer.model_validate_json(value)
+        except ValidationError:
+            logger.warning("an unreadable cached answer is ignored", extra={"key": key})
+            return None
+        emit("AnswerCacheHits")
+        return cached.response(session_id=session_id, turn_id=new_id())
+
+    def _keep(self, key: str | None, response: ChatResponse) -> None:
+        if key is None or self.cache is None or not cacheable(response):
+            return
+        try:
+            value = CachedAnswer.of(response).model_dump_json().encode("utf-8")
+            self.cache.put(key, value, self.cache_ttl_seconds)
+        except DependencyUnavailable:
+            logger.warning("answer cache unavailable; the answer is not kept", exc_info=True)
+            emit("AnswerCacheErrors")
 
 
 def _turn(

@@ -113,6 +113,19 @@ class SessionConflict(Exception):
     """Another request saved the session since it was read: read it again and redo the change."""
 
 
+class AnswerCache(Protocol):
+    """Answers kept for a while by key (`kefu.answer_cache`). Both methods raise
+    `DependencyUnavailable` when the cache fails or is slow; the turn then goes on without it."""
+
+    def get(self, key: str) -> bytes | None:
+        """The value stored under `key`, or None (never stored, or expired)."""
+        ...
+
+    def put(self, key: str, value: bytes, ttl_seconds: int) -> None:
+        """Store `value` under `key` for `ttl_seconds`."""
+        ...
+
+
 class SessionStore(Protocol):
     """Conversation memory: one bounded record per session (`kefu.memory` keeps it bounded)."""
 

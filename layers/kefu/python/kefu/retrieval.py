@@ -81,6 +81,13 @@ class Retriever:
         self._heads[tenant] = (now, version, head)
         return head
 
+    def kb_version(self, tenant: str) -> str | None:
+        """The KB's version as last read (asked at most every `head_refresh_seconds`, with the
+        head); None when it could not be read."""
+        self.head(tenant)
+        cached = self._heads.get(tenant)
+        return cached[1] if cached is not None else None
+
     def embed(self, question: str) -> Vectors:
         """The question's vector. Raises DependencyUnavailable."""
         return self.embedder.embed_queries([question])[0]

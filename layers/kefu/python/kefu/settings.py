@@ -131,6 +131,23 @@ class Settings(BaseSettings):
         default=None, description="The S3 bucket that receives the monthly training export."
     )
 
+    # --- the answer cache (kefu.answer_cache) -------------------------------------------
+    answer_cache: Literal["auto", "redis", "memory", "none"] = Field(
+        default="auto",
+        description="Where answers to frequent questions are kept: Redis, this process "
+        "(an LRU), or nowhere. auto: Redis when KEFU_REDIS_URL is set, else the LRU.",
+    )
+    redis_url: SecretStr | None = Field(
+        default=None,
+        description="redis:// or rediss://user:password@host:port/db (ElastiCache: TLS, AUTH).",
+    )
+    answer_cache_ttl_seconds: int = Field(
+        default=3600, ge=1, le=7 * 24 * 3600, description="How long a cached answer is served."
+    )
+    answer_cache_entries: int = Field(
+        default=10_000, ge=1, description="The in-process LRU's size, in answers."
+    )
+
     cors_allow_origins: list[str] = Field(
         default=["*"], min_length=1, description="Origins the web chat may call from (JSON list)."
     )
