@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -199,3 +200,29 @@ def test_the_lru_drops_the_least_recently_used_and_the_expired() -> None:
     assert cache.get("a") is None
     with pytest.raises(ValueError, match="at least 1"):
         MemoryAnswerCache(0)
+
+
+def test_a_question_asked_at_once_in_many_conversations_is_answered_once(
+    retriever: Any,
+) -> None:
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    release = threading.Event()
+
+    class SlowModel(CountingModel):
+        def answer(self, context: AnswerContext) -> ModelAnswer:
+            release.wait(5)  # the others arrive while the first is being answered
+            return super().answer(context)
+
+    model = SlowModel()
+    chat = service(retriever, MemoryAnswerCache(), model=model)
+    question = "Which damage is not covered by the warranty?"
+    with ThreadPoolExecutor(8) as pool:
+        asked = [pool.submit(ask, chat, question) for _ in range(8)]
+        time.sleep(0.3)  # all eight have asked; without the wait, each would be in the model
+        release.set()
+        replies = [future.result() for future in asked]
+    assert model.calls == 1
+    assert len({reply.session_id for reply in replies}) == 8
+    assert {reply.outcome for reply in replies} == {"answered"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -19,7 +20,7 @@ from pydantic import ValidationError
 from kefu.answer_cache import CachedAnswer, cache_key, cacheable
 from kefu.decision import confidence
 from kefu.errors import DependencyUnavailable, SessionNotFound
-from kefu.follow_up import follow_up_of
+from kefu.follow_up import FollowUp, follow_up_of
 from kefu.handover import HandoverDesk, complaint_kind
 from kefu.masking import mask_personal_data, mask_unless_given
 from kefu.memory import Memory, carried_intent, carried_slots
@@ -89,6 +90,8 @@ TURN_SECONDS = 26.0
 # A hand-over's ticket not written by now never will be (the queued message that writes it when
 # the store failed is delivered within minutes; the sweeper runs every few): the bot takes over.
 TICKET_WRITTEN_WITHIN = timedelta(hours=1)
+# How long a turn waits for the same question's answer from another conversation's turn.
+ASKED_AT_ONCE_WAIT_SECONDS = 10.0
 # The running turn's deadline (per thread: the local server answers turns concurrently).
 _TURN_DEADLINE: ContextVar[float | None] = ContextVar("kefu_turn_deadline", default=None)
 # "Where is it now?", "我的快递到哪了": a question about the order the conversation is about.
@@ -159,6 +162,9 @@ class ChatService:
         # Answers to questions that stand alone, for the next customer who asks them.
         self.cache = cache
         self.cache_ttl_seconds = cache_ttl_seconds
+        # The cache keys being answered now (a question asked in several conversations at once).
+        self._asking: dict[str, threading.Event] = {}
+        self._asking_lock = threading.Lock()
         self.handover_after_failures = handover_after_failures
         self.low_confidence = low_confidence
 
@@ -750,12 +756,50 @@ class ChatService:
         # a standalone question; either way it is retrieved within the conversation's topic.
         follow_up = follow_up_of(message, session.turns)
         topic = follow_up.topic if follow_up else None
-        previous = follow_up.previous if follow_up else None
         if topic is None and wants_return(message):
             topic = "returns"  # a customer who wants to return something: how, first
         key = self._cache_key(message, masked, language, topic)
-        if key is not None and (cached := self._cached(key, sid)) is not None:
+        if key is None:
+            return self._retrieve(session, message, masked, language, prefetched, follow_up)
+        if (cached := self._cached(key, sid)) is not None:
+            if prefetched is not None:
+                prefetched.cancel()  # the vector is not needed: free the pool for other turns
             return _Answer(cached)
+        # The same question asked at the same moment in other conversations is answered once:
+        # the first asker's turn retrieves, the others wait for it and read the cache.
+        with self._asking_lock:
+            asked = self._asking.get(key)
+            if asked is None:
+                self._asking[key] = threading.Event()
+        if asked is not None:
+            asked.wait(ASKED_AT_ONCE_WAIT_SECONDS)
+            if (cached := self._cached(key, sid)) is not None:
+                if prefetched is not None:
+                    prefetched.cancel()
+                return _Answer(cached)
+            return self._retrieve(session, message, masked, language, prefetched, follow_up, key)
+        try:
+            return self._retrieve(session, message, masked, language, prefetched, follow_up, key)
+        finally:
+            with self._asking_lock:
+                self._asking.pop(key).set()
+
+    def _retrieve(
+        self,
+        session: Session,
+        message: str,
+        masked: str,
+        language: Language,
+        prefetched: Future[Vectors] | None,
+        follow_up: FollowUp | None,
+        key: str | None = None,
+    ) -> _Answer:
+        """The answer from the knowledge base (and the model); kept under `key` when given."""
+        sid = session.session_id
+        topic = follow_up.topic if follow_up else None
+        previous = follow_up.previous if follow_up else None
+        if topic is None and wants_return(message):
+            topic = "returns"
         query = message
         if topic is not None and self.conversational is not None:
             try:
