@@ -56,8 +56,9 @@ def main(argv: list[str] | None = None) -> int:
         print(report.summary(), flush=True)
 
     # Hand-overs queued by the chat turns are completed here, as the escalation Lambda does.
-    # Both handlers are imported before either thread runs (concurrent first imports of one
-    # package can fail with a half-initialised module).
+    # The chat handler is imported before the worker and the server threads run, as
+    # `EscalationWorker.start` imports its own (concurrent first imports of one package can
+    # fail with a half-initialised module).
     import functions.chat.handler  # noqa: F401
     from kefu.adapters.queues import SqliteQueue
 

@@ -64,6 +64,22 @@ class Clock:
         return self.now
 
 
+class FlakyTickets(SqliteTicketStore):
+    """A ticket store whose reads and writes fail while `down`."""
+
+    down = False
+
+    def get(self, ticket_id: str) -> Ticket | None:
+        if self.down:
+            raise DependencyUnavailable("tickets down")
+        return super().get(ticket_id)
+
+    def create(self, ticket: Ticket) -> bool:
+        if self.down:
+            raise DependencyUnavailable("tickets down")
+        return super().create(ticket)
+
+
 @pytest.fixture
 def queue() -> Queue:
     return Queue()
@@ -71,8 +87,9 @@ def queue() -> Queue:
 
 @pytest.fixture
 def desk(queue: Queue) -> HandoverDesk:
+    """A desk whose ticket store can be taken down (`desk.tickets.down = True`)."""
     return HandoverDesk(
-        tickets=SqliteTicketStore(":memory:"),
+        tickets=FlakyTickets(":memory:"),
         queue=queue,
         sessions=SqliteSessionStore(":memory:"),
         pause=lambda _: None,
@@ -344,43 +361,17 @@ def test_each_channel_is_told_once_and_a_failed_one_again(
     assert desk.tickets.get(ticket.ticket_id).notified == ["sns", "webhook"]
 
 
-class FlakyTickets(SqliteTicketStore):
-    """A ticket store whose reads and writes fail while `down`."""
-
-    down = False
-
-    def get(self, ticket_id: str) -> Ticket | None:
-        if self.down:
-            raise DependencyUnavailable("tickets down")
-        return super().get(ticket_id)
-
-    def create(self, ticket: Ticket) -> bool:
-        if self.down:
-            raise DependencyUnavailable("tickets down")
-        return super().create(ticket)
-
-
-@pytest.fixture
-def flaky_desk(queue: Queue) -> HandoverDesk:
-    return HandoverDesk(
-        tickets=FlakyTickets(":memory:"),
-        queue=queue,
-        sessions=SqliteSessionStore(":memory:"),
-        pause=lambda _: None,
-    )
-
-
 def test_a_message_the_ticket_store_cannot_take_goes_by_the_queue_and_joins_the_ticket(
-    retriever: Any, flaky_desk: HandoverDesk, queue: Queue
+    retriever: Any, desk: HandoverDesk, queue: Queue
 ) -> None:
     # Given a conversation a human has
-    chat = service(retriever, flaky_desk)
+    chat = service(retriever, desk)
     first = ask(chat, "I want to talk to a real person")
-    flaky_desk.complete(HandoverMessage.model_validate_json(queue.sent[0]))
+    desk.complete(HandoverMessage.model_validate_json(queue.sent[0]))
 
     # When the customer writes while the ticket store is down
-    assert isinstance(flaky_desk.tickets, FlakyTickets)
-    flaky_desk.tickets.down = True
+    assert isinstance(desk.tickets, FlakyTickets)
+    desk.tickets.down = True
     reply = ask(chat, "Are you there? Order 20231105-8812", first.session_id)
 
     # Then the customer is still told a human will reply, and the message is queued
@@ -391,27 +382,27 @@ def test_a_message_the_ticket_store_cannot_take_goes_by_the_queue_and_joins_the_
 
     # and once the store is back the escalation function appends it, once however often
     # the queue delivers it
-    flaky_desk.tickets.down = False
-    flaky_desk.deliver(forwarded)
-    ticket = flaky_desk.deliver(forwarded)
+    desk.tickets.down = False
+    desk.deliver(forwarded)
+    ticket = desk.deliver(forwarded)
     assert [m.text for m in ticket.messages] == ["Are you there? Order 20231105-8812"]
     assert ticket.messages[0].message_id == f"{reply.turn_id}-q"
     # and the session still belongs to the human
-    session = flaky_desk.sessions.get(first.session_id)
+    session = desk.sessions.get(first.session_id)
     assert session is not None
     assert session.handed_over
 
 
 def test_a_message_before_the_ticket_is_written_waits_for_it(
-    retriever: Any, flaky_desk: HandoverDesk, queue: Queue
+    retriever: Any, desk: HandoverDesk, queue: Queue
 ) -> None:
     # Given a hand-over whose ticket the store could not write (the queue carries it)
-    assert isinstance(flaky_desk.tickets, FlakyTickets)
-    flaky_desk.tickets.down = True
-    chat = service(retriever, flaky_desk)
+    assert isinstance(desk.tickets, FlakyTickets)
+    desk.tickets.down = True
+    chat = service(retriever, desk)
     first = ask(chat, "转人工")
-    flaky_desk.tickets.down = False
-    assert flaky_desk.tickets.get(first.handover.ticket_id) is None
+    desk.tickets.down = False
+    assert desk.tickets.get(first.handover.ticket_id) is None
 
     # When the customer writes again before the escalation function has run
     reply = ask(chat, "还在吗？", first.session_id)
@@ -422,13 +413,13 @@ def test_a_message_before_the_ticket_is_written_waits_for_it(
     assert forwarded.kind == "message"
     # and delivering it first fails, so the queue brings it back after the hand-over
     with pytest.raises(DependencyUnavailable):
-        flaky_desk.deliver(forwarded)
-    flaky_desk.complete(handover)
-    ticket = flaky_desk.deliver(forwarded)
+        desk.deliver(forwarded)
+    desk.complete(handover)
+    ticket = desk.deliver(forwarded)
     # once: in the thread after the hand-over, not in the transcript before it too
     assert [m.text for m in ticket.messages] == ["还在吗？"]
     assert [m.text for m in ticket.transcript if m.author == "customer"] == ["转人工"]
-    session = flaky_desk.sessions.get(first.session_id)
+    session = desk.sessions.get(first.session_id)
     assert session is not None
     assert session.ticket_id == first.handover.ticket_id
 
@@ -437,7 +428,7 @@ def test_a_closed_ticket_takes_no_more_messages(retriever: Any, desk: HandoverDe
     chat = service(retriever, desk)
     first = ask(chat, "转人工")
     desk.close(first.handover.ticket_id)
-    ticket = desk.add_customer_message(first.handover.ticket_id, "one more thing", "m-1")
+    ticket = desk.add_customer_message(first.handover.ticket_id, "one more thing", "turn-2")
     assert ticket is not None
     assert ticket.status == "closed"
     assert ticket.messages == []
@@ -563,17 +554,17 @@ def test_a_message_while_the_ticket_is_pending_is_in_its_thread_once(
 
 
 def test_a_hand_over_whose_ticket_was_never_written_gives_the_bot_back_after_an_hour(
-    retriever: Any, flaky_desk: HandoverDesk, queue: Queue
+    retriever: Any, desk: HandoverDesk, queue: Queue
 ) -> None:
     # Given a hand-over that neither the ticket store nor the queue took
     clock = Clock()
-    flaky_desk.clock = clock
-    chat = service(retriever, flaky_desk, clock=clock)
-    assert isinstance(flaky_desk.tickets, FlakyTickets)
-    flaky_desk.tickets.down = True
+    desk.clock = clock
+    chat = service(retriever, desk, clock=clock)
+    assert isinstance(desk.tickets, FlakyTickets)
+    desk.tickets.down = True
     queue.failures = 3
     first = ask(chat, "转人工")
-    flaky_desk.tickets.down = False
+    desk.tickets.down = False
 
     # Within the hour the customer's messages wait for the ticket
     clock.now += timedelta(minutes=30)
@@ -584,7 +575,7 @@ def test_a_hand_over_whose_ticket_was_never_written_gives_the_bot_back_after_an_
     clock.now += timedelta(hours=1)
     reply = ask(chat, "How long does a refund take?", first.session_id)
     assert reply.outcome == "answered"
-    session = flaky_desk.sessions.get(first.session_id)
+    session = desk.sessions.get(first.session_id)
     assert session is not None
     assert not session.handed_over
 

@@ -54,26 +54,11 @@ class CachedAnswer(BaseModel):
 
     @classmethod
     def of(cls, response: ChatResponse) -> CachedAnswer:
-        return cls(
-            answer=response.answer,
-            language=response.language,
-            sources=list(response.sources),
-            intent=response.intent,
-            confidence=response.confidence,
-            model=response.model,
-        )
+        return cls.model_validate(response.model_dump(include=set(cls.model_fields)))
 
     def response(self, *, session_id: str, turn_id: str) -> ChatResponse:
         return ChatResponse(
-            session_id=session_id,
-            turn_id=turn_id,
-            answer=self.answer,
-            language=self.language,
-            sources=self.sources,
-            intent=self.intent,
-            confidence=self.confidence,
-            outcome="answered",
-            model=self.model,
+            session_id=session_id, turn_id=turn_id, outcome="answered", **self.model_dump()
         )
 
 

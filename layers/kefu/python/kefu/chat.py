@@ -8,19 +8,20 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
 from kefu.answer_cache import CachedAnswer, cache_key, cacheable
 from kefu.decision import confidence
-from kefu.errors import DependencyUnavailable, SessionNotFound
-from kefu.follow_up import FollowUp, follow_up_of
+from kefu.errors import DependencyUnavailable, SessionNotFound, TicketNotFound
+from kefu.follow_up import follow_up_of
 from kefu.handover import HandoverDesk, complaint_kind
 from kefu.masking import mask_personal_data, mask_unless_given
 from kefu.memory import Memory, carried_intent, carried_slots
@@ -87,9 +88,6 @@ SAVE_ATTEMPTS = 3
 SUMMARY_WITHIN_SECONDS = 15.0
 # API Gateway gives a turn 29 s; the model's tool rounds must leave the rest of the turn time.
 TURN_SECONDS = 26.0
-# A hand-over's ticket not written by now never will be (the queued message that writes it when
-# the store failed is delivered within minutes; the sweeper runs every few): the bot takes over.
-TICKET_WRITTEN_WITHIN = timedelta(hours=1)
 # How long a turn waits for the same question's answer from another conversation's turn.
 ASKED_AT_ONCE_WAIT_SECONDS = 10.0
 # The running turn's deadline (per thread: the local server answers turns concurrently).
@@ -269,38 +267,17 @@ class ChatService:
             session.session_id, language, HUMAN_WILL_REPLY[language], "human_agent", "handed_over"
         )
         try:
-            ticket = self.desk.add_customer_message(
-                session.ticket_id, masked, message_id=f"{response.turn_id}-q"
+            ticket = self.desk.pass_on(session, masked, turn_id=response.turn_id, language=language)
+        except TicketNotFound:
+            # Its store and the queue both failed at the hand-over: waiting for the ticket
+            # would leave the customer with no one.
+            logger.error(
+                "the hand-over's ticket was never written; the bot answers again",
+                extra={"session_id": session.session_id, "ticket_id": session.ticket_id},
             )
-        except DependencyUnavailable:
-            logger.exception("ticket store unavailable; the message goes by the queue")
-            ticket = None
-        else:
-            since = session.handed_over_at
-            if (
-                ticket is None
-                and since is not None
-                and self.clock() - since > TICKET_WRITTEN_WITHIN
-            ):
-                # Its store and the queue both failed at the hand-over: the ticket will never
-                # be written, and waiting for it would leave the customer with no one.
-                logger.error(
-                    "the hand-over's ticket was never written; the bot answers again",
-                    extra={"session_id": session.session_id, "ticket_id": session.ticket_id},
-                )
-                return None
+            return None
         if ticket is None:
-            # The store failed, or the ticket is not written yet (its store had failed at the
-            # hand-over): the queue carries the message to the escalation function, which
-            # appends it once the ticket exists. The turn is kept in the session as well.
-            self.desk.forward(
-                ticket_id=session.ticket_id,
-                session_id=session.session_id,
-                turn_id=response.turn_id,
-                text=masked,
-                language=language,
-            )
-            return response
+            return response  # on its way to the ticket by the queue; kept in the session too
         if ticket.status == "closed":
             return None
         handover = Handover(
@@ -405,33 +382,20 @@ class ChatService:
         rating and its comment join that ticket's thread, once however often it is sent)."""
         if session.handed_over and session.ticket_id and self.desk is not None:
             rated = f"[{request.rating}/5] {comment}".strip()
+            # The same rating sent again (a client's retry) joins the thread once.
             sent = f"{request.turn_id}|{request.rating}|{comment}".encode()
-            key = f"rating-{hashlib.sha256(sent).hexdigest()[:24]}"
+            rating_id = f"rating-{hashlib.sha256(sent).hexdigest()[:24]}"
             try:
-                ticket = self.desk.add_customer_message(
-                    session.ticket_id, rated, message_id=f"{key}-q"
-                )
-                unreachable = False
-            except DependencyUnavailable:
-                logger.exception("ticket store unavailable; the rating goes by the queue")
-                ticket, unreachable = None, True
-            if ticket is not None and ticket.status != "closed":
-                return Handover(
-                    trigger=ticket.trigger, ticket_id=ticket.ticket_id, status=ticket.status
-                )
-            since = session.handed_over_at
-            waited = self.clock() - since if since is not None else timedelta(0)
-            if ticket is None and (unreachable or waited <= TICKET_WRITTEN_WITHIN):
-                # The ticket is not written yet, or its store failed: as a customer's message
-                # would, the rating goes by the queue and joins the ticket once it exists.
-                self.desk.forward(
-                    ticket_id=session.ticket_id,
-                    session_id=session.session_id,
-                    turn_id=key,
-                    text=rated,
-                    language=language,
-                )
-                return None
+                ticket = self.desk.pass_on(session, rated, turn_id=rating_id, language=language)
+            except TicketNotFound:
+                ticket = None  # never written: this rating opens a ticket of its own
+            else:
+                if ticket is None:
+                    return None  # on its way to the ticket by the queue
+                if ticket.status != "closed":
+                    return Handover(
+                        trigger=ticket.trigger, ticket_id=ticket.ticket_id, status=ticket.status
+                    )
         opened = (
             self.desk.open(
                 session_id=session.session_id,
@@ -756,30 +720,40 @@ class ChatService:
         # a standalone question; either way it is retrieved within the conversation's topic.
         follow_up = follow_up_of(message, session.turns)
         topic = follow_up.topic if follow_up else None
+        previous = follow_up.previous if follow_up else None
         if topic is None and wants_return(message):
             topic = "returns"  # a customer who wants to return something: how, first
         key = self._cache_key(message, masked, language, topic)
         if key is None:
-            return self._retrieve(session, message, masked, language, prefetched, follow_up)
-        if (cached := self._cached(key, sid)) is not None:
-            if prefetched is not None:
-                prefetched.cancel()  # the vector is not needed: free the pool for other turns
-            return _Answer(cached)
-        # The same question asked at the same moment in other conversations is answered once:
-        # the first asker's turn retrieves, the others wait for it and read the cache.
+            return self._retrieve(session, message, masked, language, prefetched, topic, previous)
+        cached = self._cached(key, sid)
+        if cached is None:
+            with self._first_to_ask(key) as first:
+                # Another conversation's turn was answering the same question: its answer.
+                cached = None if first else self._cached(key, sid)
+                if cached is None:
+                    return self._retrieve(
+                        session, message, masked, language, prefetched, topic, previous, key
+                    )
+        if prefetched is not None:
+            prefetched.cancel()  # the vector is not needed: free the pool for other turns
+        return _Answer(cached)
+
+    @contextmanager
+    def _first_to_ask(self, key: str) -> Iterator[bool]:
+        """Whether this turn is the first to ask the question `key` now. The same question
+        asked at the same moment in other conversations is answered once: their turns wait
+        (at most `ASKED_AT_ONCE_WAIT_SECONDS`) for the first one's, then read the cache."""
         with self._asking_lock:
             asked = self._asking.get(key)
             if asked is None:
                 self._asking[key] = threading.Event()
         if asked is not None:
             asked.wait(ASKED_AT_ONCE_WAIT_SECONDS)
-            if (cached := self._cached(key, sid)) is not None:
-                if prefetched is not None:
-                    prefetched.cancel()
-                return _Answer(cached)
-            return self._retrieve(session, message, masked, language, prefetched, follow_up, key)
+            yield False
+            return
         try:
-            return self._retrieve(session, message, masked, language, prefetched, follow_up, key)
+            yield True
         finally:
             with self._asking_lock:
                 self._asking.pop(key).set()
@@ -791,15 +765,13 @@ class ChatService:
         masked: str,
         language: Language,
         prefetched: Future[Vectors] | None,
-        follow_up: FollowUp | None,
+        topic: str | None,
+        previous: str | None,
         key: str | None = None,
     ) -> _Answer:
-        """The answer from the knowledge base (and the model); kept under `key` when given."""
+        """The answer from the knowledge base (and the model), within `topic` for a follow-up
+        (`previous`: the question it follows); kept in the cache under `key` when given."""
         sid = session.session_id
-        topic = follow_up.topic if follow_up else None
-        previous = follow_up.previous if follow_up else None
-        if topic is None and wants_return(message):
-            topic = "returns"
         query = message
         if topic is not None and self.conversational is not None:
             try:

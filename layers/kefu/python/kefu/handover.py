@@ -56,6 +56,9 @@ _LEGAL = re.compile(
     r"chargeback\b",
     re.IGNORECASE,
 )
+# A hand-over's ticket not written by now never will be (the queued message that writes it when
+# the store failed is delivered within minutes; the sweeper runs every few): the bot takes over.
+TICKET_WRITTEN_WITHIN = timedelta(hours=1)
 # How many times a hand-over is offered to the queue before the sweeper is left to it.
 SEND_ATTEMPTS = 3
 SEND_PAUSE_SECONDS = 0.05
@@ -178,13 +181,45 @@ class HandoverDesk:
         )
         return False
 
+    def pass_on(
+        self, session: Session, text: str, *, turn_id: str, language: Language
+    ) -> Ticket | None:
+        """What the customer wrote, in turn `turn_id`, to the human who has `session`: appended
+        to its ticket, which is returned (a closed one unchanged). None when the ticket store
+        failed or the ticket is not written yet (its store had failed at the hand-over): the
+        queue carries the text to the escalation function, which appends it once the ticket
+        exists. Raises `TicketNotFound` when the ticket is still not written
+        `TICKET_WRITTEN_WITHIN` after the hand-over: it never will be."""
+        try:
+            ticket = self.add_customer_message(session.ticket_id, text, turn_id)
+        except DependencyUnavailable:
+            logger.exception("ticket store unavailable; the message goes by the queue")
+            ticket = None
+        else:
+            since = session.handed_over_at
+            if (
+                ticket is None
+                and since is not None
+                and self.clock() - since > TICKET_WRITTEN_WITHIN
+            ):
+                raise TicketNotFound(session.ticket_id)
+        if ticket is None:
+            self.forward(
+                ticket_id=session.ticket_id,
+                session_id=session.session_id,
+                turn_id=turn_id,
+                text=text,
+                language=language,
+            )
+        return ticket
+
     def merge(self, duplicate: Ticket, *, into: str, message: str, turn_id: str) -> Ticket | None:
         """Two messages of one session handed over at once: `message` (of turn `turn_id`)
         joins `into`, the ticket that has the conversation, which is returned, and `duplicate`,
         never queued, is closed. None when `into` is closed or missing, or the store cannot be
         reached: `duplicate` is then left as it is, for the caller to queue."""
         try:
-            kept = self.add_customer_message(into, message, message_id=f"{turn_id}-q")
+            kept = self.add_customer_message(into, message, turn_id)
             if kept is None or kept.status == "closed":
                 return None
             now = self.clock()
@@ -214,16 +249,14 @@ class HandoverDesk:
                     self.pause(SEND_PAUSE_SECONDS * 2**attempt)
         return False
 
-    def add_customer_message(
-        self, ticket_id: str, text: str, message_id: str = ""
-    ) -> Ticket | None:
+    def add_customer_message(self, ticket_id: str, text: str, turn_id: str = "") -> Ticket | None:
         """Append what the customer wrote while a human has the conversation; once only for a
-        given `message_id`. A closed ticket takes nothing more: it is returned unchanged (the
-        bot has the conversation again). None when there is no such ticket."""
+        given `turn_id`. A closed ticket takes nothing more: it is returned unchanged (the bot
+        has the conversation again). None when there is no such ticket."""
         now = self.clock()
         message = _message("customer", text, now)
-        if message_id:
-            message = replace(message, message_id=message_id)
+        if turn_id:
+            message = replace(message, message_id=asked_id(turn_id))
 
         def appended(ticket: Ticket) -> Ticket:
             if ticket.status == "closed" or any(
@@ -242,7 +275,7 @@ class HandoverDesk:
         `DependencyUnavailable` while the ticket is not written yet, so the queue redelivers it
         after the hand-over's own message has written it."""
         ticket = self.add_customer_message(
-            forwarded.ticket_id, forwarded.message, message_id=f"{forwarded.turn_id}-q"
+            forwarded.ticket_id, forwarded.message, forwarded.turn_id
         )
         if ticket is None:
             raise DependencyUnavailable(f"ticket {forwarded.ticket_id} is not written yet")
@@ -396,6 +429,12 @@ def _notified_by(channel: str) -> Callable[[Ticket], Ticket]:
     return notified
 
 
+def asked_id(turn_id: str) -> str:
+    """The id of what the customer wrote in turn `turn_id`, in a ticket's transcript or thread:
+    one id wherever the message is copied, so it is there once."""
+    return f"{turn_id}-q"
+
+
 def _message(author: str, text: str, at: datetime, agent: str = "") -> TicketMessage:
     return TicketMessage(message_id=new_id(), author=author, text=text, at=at, agent=agent)  # type: ignore[arg-type]
 
@@ -423,27 +462,23 @@ def _completed(ticket: Ticket, session: Session | None, message: str, now: datet
     `message`, the one that handed over, ends the transcript if the session lacks it (its save
     had failed)."""
     transcript: list[TicketMessage] = []
+    late: list[TicketMessage] = []
     sources: list[str] = []
-    turns = session.turns if session is not None else []
     cut = session.handed_over_at if session is not None else None
     threaded = {known.message_id for known in ticket.messages}
-    after = [turn for turn in turns if cut is not None and turn.at > cut]
-    turns = [
-        turn
-        for turn in turns
-        if (cut is None or turn.at <= cut) and f"{turn.turn_id}-q" not in threaded
-    ]
-    late = [
-        TicketMessage(f"{turn.turn_id}-q", "customer", turn.message, turn.at)
-        for turn in after
-        if f"{turn.turn_id}-q" not in threaded
-    ]
-    for turn in turns:
-        transcript.append(TicketMessage(f"{turn.turn_id}-q", "customer", turn.message, turn.at))
-        transcript.append(TicketMessage(f"{turn.turn_id}-a", "bot", turn.answer, turn.at))
+    turns = []
+    for turn in session.turns if session is not None else []:
+        if asked_id(turn.turn_id) in threaded:
+            continue
+        asked = TicketMessage(asked_id(turn.turn_id), "customer", turn.message, turn.at)
+        if cut is not None and turn.at > cut:
+            late.append(asked)
+            continue
+        turns.append(turn)
+        transcript += [asked, TicketMessage(f"{turn.turn_id}-a", "bot", turn.answer, turn.at)]
         sources.extend(source for source in turn.sources if source not in sources)
     if message and not any(turn.message == message for turn in turns):
-        transcript.append(TicketMessage(f"{ticket.ticket_id}-q", "customer", message, now))
+        transcript.append(TicketMessage(asked_id(ticket.ticket_id), "customer", message, now))
     return replace(
         ticket,
         status="open",
