@@ -149,6 +149,13 @@ class StageConfig(BaseModel):
         default=None, pattern=r"^[a-z0-9]+\.[a-z0-9]+\.search$"
     )
 
+    # The VPC the chat, ingest and head-upgrade functions, the domain and the cache share: NAT
+    # gateways (one is cheapest; one per AZ keeps egress up when an AZ is down).
+    nat_gateways: int = Field(default=1, ge=1, le=3)
+    # The answer cache (ElastiCache Serverless, Valkey): its ceilings, which cap its bill.
+    cache_max_data_gb: int = Field(default=1, ge=1, le=5000)
+    cache_max_ecpu_per_second: int = Field(default=5000, ge=1000, le=15_000_000)
+
     @field_validator("log_retention_days")
     @classmethod
     def _known_retention(cls, days: int) -> int:
@@ -245,6 +252,20 @@ class StageConfig(BaseModel):
                 "opensearch_dedicated_master_count and opensearch_dedicated_master_type go together"
             )
         return self
+
+    @model_validator(mode="after")
+    def _nat_per_zone_at_most(self) -> StageConfig:
+        if self.nat_gateways > self.vpc_availability_zones:
+            raise ValueError(
+                f"nat_gateways {self.nat_gateways} is more than the VPC's "
+                f"{self.vpc_availability_zones} AZs (one per AZ at most)"
+            )
+        return self
+
+    @property
+    def vpc_availability_zones(self) -> int:
+        """Two AZs (the cache needs subnets in two), or the domain's three."""
+        return max(2, self.opensearch_availability_zones)
 
     @property
     def log_retention(self) -> logs.RetentionDays:

@@ -23,6 +23,7 @@ from infra_cdk.constructs.bedrock_access import (
     cross_region_model_findings,
     model_invoke_statements,
 )
+from infra_cdk.constructs.network import Placement
 from infra_cdk.constructs.service_function import LogLevel, ServiceFunction
 
 CHAT_SERVICE_NAME = "kefu-chat"
@@ -80,6 +81,9 @@ class ChatApi(Construct):
     authorization), allowed by the managed policy `agent_policy` that the enterprise attaches to
     its agents' role or group. The stage throttles everyone, logs access as JSON, and traces
     with X-Ray.
+
+    The function runs in the VPC's private subnets (`placement`), where it reaches the index and
+    the answer cache.
     """
 
     def __init__(
@@ -109,8 +113,10 @@ class ChatApi(Construct):
         api_key_required: bool,
         cors_allow_origins: Sequence[str],
         create_cloudwatch_role: bool,
+        placement: Placement,
     ) -> None:
         super().__init__(scope, construct_id)
+        self.placement = placement
         if (chat_model == "anthropic") != (anthropic is not None):
             raise ValueError("chat_model 'anthropic' and the Anthropic API go together")
 
@@ -143,6 +149,7 @@ class ChatApi(Construct):
             log_level=log_level,
             log_retention=log_retention,
             removal_policy=removal_policy,
+            placement=placement,
         )
         self.function = chat.function
         self.api_key: apigw.IApiKey | None = None

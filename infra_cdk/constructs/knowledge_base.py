@@ -4,12 +4,12 @@
         ─► parse, chunk, embed (Bedrock Titan) ─► OpenSearch domain ◄─ chat Lambda (search)
     deployment ─► trigger ─► head upgrade Lambda ─► FAQ heads an earlier release stored, retrained
 
-The domain is reached over HTTPS with SigV4-signed requests; in the public profile it has a public
-endpoint (no VPC), and only the roles granted here may call it. Within one account an allow in
-either the role's policy or the domain's resource policy lets a request through, so both say the
-same, per role: the HTTP methods and the paths that role's requests use, and nothing else (the
-chat role may search and read the KB version, never write). Placing it in isolated subnets is the
-private profile's job.
+The domain lives in the VPC's private subnets: its security group lets in HTTPS from the
+security groups of the functions granted here (ingest, head upgrade, chat) and nothing else.
+Requests are SigV4-signed, and only the roles granted here may make them. Within one account an
+allow in either the role's policy or the domain's resource policy lets a request through, so
+both say the same, per role: the HTTP methods and the paths that role's requests use, and
+nothing else (the chat role may search and read the KB version, never write).
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from infra_cdk.constructs.bedrock_access import (
     cross_region_model_findings,
     model_invoke_statements,
 )
+from infra_cdk.constructs.network import HTTPS, Network, Placement
 from infra_cdk.constructs.service_function import LogLevel, ServiceFunction
 from infra_cdk.constructs.session_store import expiring_table
 
@@ -168,9 +169,23 @@ class KnowledgeBase(Construct):
         opensearch_availability_zones: int,
         opensearch_dedicated_master_count: int,
         opensearch_dedicated_master_type: str | None,
+        network: Network,
     ) -> None:
         super().__init__(scope, construct_id)
         self.index_name = KNOWLEDGE_INDEX_NAME
+        self.search_security_group = ec2.SecurityGroup(
+            self,
+            "SearchSecurityGroup",
+            vpc=network.vpc,
+            description="Kefu knowledge index: HTTPS from the functions that search or write it",
+            allow_all_outbound=False,
+        )
+        # The ingest and head-upgrade functions share one group: they reach the same things.
+        self.placement = network.placement(
+            "IngestSecurityGroup",
+            description="Kefu ingest and head-upgrade functions: out on HTTPS only",
+        )
+        self._allow_https_from(self.placement)
         # Two keys: S3 notifications into an encrypted queue put the bucket's ARN into the queue
         # key's policy, so one key for both would make the bucket and the key depend on each other.
         self.files_key = kms.Key(
@@ -241,6 +256,7 @@ class KnowledgeBase(Construct):
             availability_zones=opensearch_availability_zones,
             dedicated_master_count=opensearch_dedicated_master_count,
             dedicated_master_type=opensearch_dedicated_master_type,
+            network=network,
         )
 
         def knowledge_function(
@@ -273,6 +289,7 @@ class KnowledgeBase(Construct):
                 log_level=log_level,
                 log_retention=log_retention,
                 removal_policy=removal_policy,
+                placement=self.placement,
             )
 
         ingest = knowledge_function(
@@ -360,10 +377,12 @@ class KnowledgeBase(Construct):
             "KEFU_OPENSEARCH_INDEX": self.index_name,
         }
 
-    def grant_search(self, function: lambda_.IFunction) -> None:
-        """Let `function` search the index and read its version (never write), and tell it where."""
+    def grant_search(self, function: lambda_.IFunction, placement: Placement) -> None:
+        """Let `function`, placed in the VPC, search the index and read its version (never
+        write), and tell it where."""
         if function.role is None:
             raise ValueError("grant_search needs a function with an execution role")
+        self._allow_https_from(placement)
         self._allow_index(function.role, access=search_access(self.index_name))
         if isinstance(function, lambda_.Function):
             for name, value in self.index_environment.items():
@@ -410,6 +429,7 @@ class KnowledgeBase(Construct):
         availability_zones: int,
         dedicated_master_count: int,
         dedicated_master_type: str | None,
+        network: Network,
     ) -> opensearch.Domain:
         stack = Stack.of(self)
         # Named, so that its resource policy can name its ARN without referring to the domain
@@ -462,6 +482,10 @@ class KnowledgeBase(Construct):
                 enabled=availability_zones > 1,
                 availability_zone_count=availability_zones if availability_zones > 1 else None,
             ),
+            # One private subnet per AZ the domain spans.
+            vpc=network.vpc,
+            vpc_subnets=[ec2.SubnetSelection(subnets=network.subnets_for(availability_zones))],
+            security_groups=[self.search_security_group],
             node_to_node_encryption=True,
             encryption_at_rest=opensearch.EncryptionAtRestOptions(enabled=True),
             enforce_https=True,
@@ -507,6 +531,11 @@ class KnowledgeBase(Construct):
                     resources=resources,
                 )
             )
+
+    def _allow_https_from(self, placement: Placement) -> None:
+        self.search_security_group.add_ingress_rule(
+            placement.security_group, HTTPS, "HTTPS from a function that uses the index"
+        )
 
     def _allow_reading_files(self, role: iam.IRole) -> None:
         role.add_to_principal_policy(
@@ -576,15 +605,9 @@ class KnowledgeBase(Construct):
     ) -> None:
         acknowledgments = [
             Acknowledgment(
-                id="AwsSolutions-OS1",
-                reason="The public profile has no VPC: the domain has a public HTTPS endpoint "
-                "that accepts only SigV4-signed calls from the roles its resource policy names. "
-                "The private profile places it in isolated subnets.",
-            ),
-            Acknowledgment(
                 id="AwsSolutions-OS3",
-                reason="Access is decided by IAM identity (the chat and ingest roles), not by "
-                "source IP: Lambda functions outside a VPC have no fixed addresses to allow.",
+                reason="The domain is in the VPC: its security group, not an IP allow-list, "
+                "decides who may connect, and IAM (SigV4, the resource policy) what they may do.",
             ),
         ]
         if availability_zones == 1:

@@ -25,6 +25,7 @@ from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from infra_cdk.assets import CODE_EXCLUDES
+from infra_cdk.constructs.network import Placement
 
 # The shared layer is built for exactly this target (layers/build_layer.py): change them together.
 LAMBDA_RUNTIME = lambda_.Runtime.PYTHON_3_12
@@ -74,9 +75,11 @@ class ServiceFunction(Construct):
         log_retention: logs.RetentionDays,
         removal_policy: RemovalPolicy,
         bundling: BundlingOptions | None = None,
+        placement: Placement | None = None,
     ) -> None:
         """`bundling`, when given, builds the asset from `code_dir` (without Docker: it must bring
-        its own local bundler) and the asset is hashed by what it produced."""
+        its own local bundler) and the asset is hashed by what it produced. `placement`, when
+        given, runs the function in the VPC's private subnets behind its security group."""
         super().__init__(scope, construct_id)
         if not code_dir.is_dir():
             raise FileNotFoundError(
@@ -95,6 +98,23 @@ class ServiceFunction(Construct):
             description=f"Execution role of the {service_name} function",
         )
         self.log_group.grant_write(self.role)
+        if placement is not None:
+            # What AWSLambdaVPCAccessExecutionRole grants, written out: Lambda manages the
+            # function's network interfaces in the private subnets with the function's role.
+            # EC2 scopes none of these by resource for this use.
+            self.role.add_to_principal_policy(
+                iam.PolicyStatement(
+                    actions=[
+                        "ec2:CreateNetworkInterface",
+                        "ec2:DescribeNetworkInterfaces",
+                        "ec2:DescribeSubnets",
+                        "ec2:DeleteNetworkInterface",
+                        "ec2:AssignPrivateIpAddresses",
+                        "ec2:UnassignPrivateIpAddresses",
+                    ],
+                    resources=["*"],
+                )
+            )
 
         self.function = lambda_.Function(
             self,
@@ -122,6 +142,9 @@ class ServiceFunction(Construct):
             system_log_level_v2=lambda_.SystemLogLevel.WARN,
             log_group=self.log_group,
             role=self.role,
+            vpc=placement.network.vpc if placement else None,
+            vpc_subnets=placement.network.private_subnets if placement else None,
+            security_groups=[placement.security_group] if placement else None,
         )
 
         Validations.of(self.function).acknowledge(
@@ -136,6 +159,8 @@ class ServiceFunction(Construct):
             Acknowledgment(
                 id="AwsSolutions-IAM5[Resource::*]",
                 reason="X-Ray's PutTraceSegments and PutTelemetryRecords (added by active tracing) "
-                "support no resource-level permissions; '*' is the only possible resource.",
+                "and, for a function in the VPC, the network-interface actions Lambda takes to "
+                "place it there support no resource-level permissions; '*' is the only possible "
+                "resource.",
             )
         )

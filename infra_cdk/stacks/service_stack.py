@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_cdk import CfnOutput, Duration, Environment, RemovalPolicy, Stack, Tags
+from aws_cdk import CfnOutput, Duration, Environment, Fn, RemovalPolicy, Stack, Tags
 from aws_cdk import aws_events as events
 from constructs import Construct
 
@@ -16,18 +16,28 @@ from infra_cdk.assets import (
     SHARED_LAYER_DIR,
 )
 from infra_cdk.config import StageConfig
+from infra_cdk.constructs.answer_cache import AnswerCache
 from infra_cdk.constructs.chat_api import AnthropicApi, ChatApi, OrderApi
 from infra_cdk.constructs.escalation import Escalation
 from infra_cdk.constructs.improvement import Improvement
 from infra_cdk.constructs.knowledge_base import KnowledgeBase
+from infra_cdk.constructs.network import Network
 from infra_cdk.constructs.session_store import SessionStore
 from infra_cdk.constructs.shared_layer import SharedLayer
 
 
 class KefuServiceStack(Stack):
     """The chat API, its function and the sessions it keeps, the knowledge base it answers from
-    (bucket, ingest pipeline, OpenSearch index), the hand-over to the helpdesk (tickets, queue,
-    notifications) and the monthly export of what hand-overs teach, for one stage."""
+    (bucket, ingest pipeline, OpenSearch index), the answer cache, the VPC the index and the cache
+    live in, the hand-over to the helpdesk (tickets, queue, notifications) and the monthly export
+    of what hand-overs teach, for one stage."""
+
+    # Up to three AZs whatever the account: the VPC is built on `Fn::GetAZs` tokens even when the
+    # stage names its account and region, so synthesis never looks AZs up (Stack's default gives
+    # an environment-agnostic stack two, and looks them up for an environment).
+    @property
+    def availability_zones(self) -> list[str]:
+        return [Fn.select(index, Fn.get_azs()) for index in range(3)]
 
     def __init__(
         self, scope: Construct, construct_id: str, *, config: StageConfig, **kwargs: Any
@@ -47,6 +57,17 @@ class KefuServiceStack(Stack):
         removal_policy = RemovalPolicy.RETAIN if config.retain_data else RemovalPolicy.DESTROY
 
         layer = SharedLayer(self, "SharedLayer", layer_dir=SHARED_LAYER_DIR)
+        network = Network(
+            self,
+            "Network",
+            zones=config.vpc_availability_zones,
+            nat_gateways=config.nat_gateways,
+            log_retention=config.log_retention,
+            removal_policy=removal_policy,
+        )
+        chat_placement = network.placement(
+            "ChatSecurityGroup", description="Kefu chat function: out on HTTPS and to its cache"
+        )
         sessions = SessionStore(self, "Sessions", removal_policy=removal_policy)
         chat = ChatApi(
             self,
@@ -95,8 +116,19 @@ class KefuServiceStack(Stack):
             api_key_required=config.api_key_required,
             cors_allow_origins=config.cors_allow_origins,
             create_cloudwatch_role=config.api_gateway_cloudwatch_role,
+            placement=chat_placement,
         )
         sessions.grant_read_write(chat.function)
+        answer_cache = AnswerCache(
+            self,
+            "AnswerCache",
+            stage_name=config.name,
+            network=network,
+            max_data_gb=config.cache_max_data_gb,
+            max_ecpu_per_second=config.cache_max_ecpu_per_second,
+            removal_policy=removal_policy,
+        )
+        answer_cache.grant_connect(chat.function, chat_placement)
 
         escalation = Escalation(
             self,
@@ -146,8 +178,9 @@ class KefuServiceStack(Stack):
             opensearch_availability_zones=config.opensearch_availability_zones,
             opensearch_dedicated_master_count=config.opensearch_dedicated_master_count,
             opensearch_dedicated_master_type=config.opensearch_dedicated_master_type,
+            network=network,
         )
-        knowledge.grant_search(chat.function)
+        knowledge.grant_search(chat.function, chat_placement)
 
         CfnOutput(self, "ApiUrl", value=chat.api.url, description="Base URL of the chat API")
         CfnOutput(

@@ -130,3 +130,59 @@ def test_the_chat_turn_reads_and_writes_the_redis_cache(
     again = chat.handle(ChatRequest(message="退款多久到账"))
     assert again.sources == first.sources
     assert again.session_id != first.session_id
+
+
+@pytest.fixture
+def acl_user(redis_url: str, client: Any) -> Iterator[tuple[str, str]]:
+    """A user with the access string the deployed cache's user has (infra_cdk), and nothing
+    more; removed afterwards."""
+    from infra_cdk.constructs.answer_cache import CACHE_ACCESS_STRING
+
+    name, password = f"kefu-test-{os.getpid()}", "a-password-of-some-length-1234"
+    rules = [rule for rule in CACHE_ACCESS_STRING.split() if rule != "on"]
+    client.acl_setuser(name, enabled=True, reset=True, passwords=[f"+{password}"])
+    client.execute_command("ACL", "SETUSER", name, *rules)
+    yield name, password
+    client.acl_deluser(name)
+
+
+def test_the_deployed_users_access_is_enough_for_the_cache_and_no_more(
+    redis_url: str, client: Any, acl_user: tuple[str, str]
+) -> None:
+    name, password = acl_user
+    # The database the test uses: SELECT is not in the user's rights, so connect to database 0.
+    base = redis_url.rsplit("/", 1)[0] + "/0"
+    cache = RedisAnswerCache(base, credentials=lambda: (name, password))
+    cache.put("kefu:answer:v1:t:en:1:acl", b"answer", 60)
+    assert cache.get("kefu:answer:v1:t:en:1:acl") == b"answer"
+    as_user = redis.Redis.from_url(base, username=name, password=password)
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        as_user.get("kefu:sessions:someone")  # not an answer key
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        as_user.keys("*")
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        as_user.flushdb()
+    redis.Redis.from_url(base).delete("kefu:answer:v1:t:en:1:acl")
+
+
+def test_credentials_are_read_for_each_new_connection_and_a_failure_degrades(
+    redis_url: str, client: Any, acl_user: tuple[str, str]
+) -> None:
+    name, password = acl_user
+    base = redis_url.rsplit("/", 1)[0] + "/0"
+    calls: list[str] = []
+
+    def credentials() -> tuple[str, str]:
+        calls.append("read")
+        if len(calls) == 1:
+            raise DependencyUnavailable("secret unreadable")
+        return name, password
+
+    cache = RedisAnswerCache(base, credentials=credentials)
+    with pytest.raises(DependencyUnavailable):
+        cache.get("kefu:answer:v1:t:en:1:creds")
+    # The half-open connection was dropped: the next call authenticates afresh and works.
+    assert cache.get("kefu:answer:v1:t:en:1:creds") is None
+    assert calls == ["read", "read"]
+    with pytest.raises(DependencyUnavailable):
+        RedisAnswerCache(base, credentials=lambda: (name, "wrong-password-0000000")).get("k")

@@ -6,7 +6,14 @@ import json
 
 from aws_cdk.assertions import Match
 
-from tests.infra.synth import CHAT_SERVICE, SynthesizedStage
+from tests.infra.synth import (
+    CHAT_SERVICE,
+    ESCALATION_SERVICE,
+    EXPORT_SERVICE,
+    HEAD_UPGRADE_SERVICE,
+    INGEST_SERVICE,
+    SynthesizedStage,
+)
 
 
 def test_the_chat_function_runs_python_3_12_on_arm64_with_the_shared_layer(
@@ -121,14 +128,55 @@ def test_the_chat_function_role_writes_only_its_own_log_group(
     )
 
 
-def test_nothing_but_x_ray_is_granted_on_every_resource(each_stage: SynthesizedStage) -> None:
-    # X-Ray has no resource-level permissions; anything else on "*" would be a real wildcard.
+# What Lambda needs to place a function in the VPC (AWSLambdaVPCAccessExecutionRole's actions).
+VPC_ACCESS_ACTIONS = {
+    "ec2:CreateNetworkInterface",
+    "ec2:DescribeNetworkInterfaces",
+    "ec2:DescribeSubnets",
+    "ec2:DeleteNetworkInterface",
+    "ec2:AssignPrivateIpAddresses",
+    "ec2:UnassignPrivateIpAddresses",
+}
+# Functions whose roles may take the VPC actions: those placed in the VPC, and CDK's custom
+# resource that strips the VPC's default security group.
+IN_VPC = (CHAT_SERVICE, INGEST_SERVICE, HEAD_UPGRADE_SERVICE)
+
+
+def test_nothing_but_x_ray_and_vpc_placement_is_granted_on_every_resource(
+    each_stage: SynthesizedStage,
+) -> None:
+    # X-Ray and the network-interface actions have no resource-level permissions; anything
+    # else on "*" would be a real wildcard.
+    placed_roles = {each_stage.role_id(service) for service in IN_VPC}
     for policy in each_stage.template.find_resources("AWS::IAM::Policy").values():
+        roles = {role["Ref"] for role in policy["Properties"]["Roles"]}
         for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
             if "*" in (resources := statement["Resource"]) or resources == "*":
                 actions = statement["Action"]
-                actions = [actions] if isinstance(actions, str) else actions
-                assert all(action.startswith("xray:") for action in actions), statement
+                actions = {actions} if isinstance(actions, str) else set(actions)
+                if actions & VPC_ACCESS_ACTIONS:
+                    assert roles <= placed_roles, statement
+                others = actions - VPC_ACCESS_ACTIONS
+                assert all(action.startswith("xray:") for action in others), statement
+
+
+def test_the_functions_that_reach_the_index_or_the_cache_run_in_the_private_subnets(
+    each_stage: SynthesizedStage,
+) -> None:
+    resources = each_stage.resources
+    private_subnets = {
+        logical_id
+        for logical_id, resource in resources.items()
+        if resource["Type"] == "AWS::EC2::Subnet"
+        and not resource["Properties"].get("MapPublicIpOnLaunch", False)
+    }
+    assert len(private_subnets) == max(2, each_stage.config.opensearch_availability_zones)
+    for service in IN_VPC:
+        function = resources[each_stage.function_id(service)]["Properties"]
+        subnets = {subnet["Ref"] for subnet in function["VpcConfig"]["SubnetIds"]}
+        assert subnets == private_subnets, service
+    for service in (ESCALATION_SERVICE, EXPORT_SERVICE):
+        assert "VpcConfig" not in resources[each_stage.function_id(service)]["Properties"]
 
 
 def test_calibrated_thresholds_reach_the_chat_function_only_when_the_stage_sets_them(

@@ -16,12 +16,18 @@ def secret_arn(name: str | None) -> dict[str, Any]:
 
 
 def readable_secrets(stage: SynthesizedStage) -> list[Any]:
-    """Every secret the chat function's role may read."""
+    """Every secret made outside the stack that the chat function's role may read (the
+    stack's own, the answer cache user's, is tested with the cache)."""
+    own = [
+        {"Ref": logical_id}
+        for logical_id in stage.template.find_resources("AWS::SecretsManager::Secret")
+    ]
     return [
         resource
         for statement in stage.role_statements(stage.chat_role_id())
         if "secretsmanager:GetSecretValue" in statement["Action"]
         for resource in statement["Resource"]
+        if resource not in own
     ]
 
 

@@ -75,6 +75,10 @@ def test_without_stages_the_error_says_where_they_come_from() -> None:
         ({"orders_api_key_secret_name": "kefu/orders"}, "orders_url and"),
         ({"memory_tokens": 255}, "memory_tokens"),
         ({"memory_tokens": 32769}, "memory_tokens"),
+        ({"nat_gateways": 3}, "more than the VPC's 2 AZs"),
+        ({"nat_gateways": 0}, "nat_gateways"),
+        ({"cache_max_data_gb": 0}, "cache_max_data_gb"),
+        ({"cache_max_ecpu_per_second": 999}, "cache_max_ecpu_per_second"),
     ],
 )
 def test_a_bad_stage_is_refused_with_the_field_named(

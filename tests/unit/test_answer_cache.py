@@ -226,3 +226,43 @@ def test_a_question_asked_at_once_in_many_conversations_is_answered_once(
     assert model.calls == 1
     assert len({reply.session_id for reply in replies}) == 8
     assert {reply.outcome for reply in replies} == {"answered"}
+
+
+def test_the_cache_user_and_password_are_read_from_secrets_manager() -> None:
+    import json
+
+    import boto3
+    from moto import mock_aws
+
+    from kefu.adapters.cache import secret_credentials
+
+    with mock_aws():
+        client = boto3.client("secretsmanager")
+        client.create_secret(
+            Name="kefu/cache", SecretString=json.dumps({"username": "kefu-chat", "password": "pw"})
+        )
+        client.create_secret(Name="kefu/half", SecretString=json.dumps({"username": "kefu-chat"}))
+        assert secret_credentials("kefu/cache", max_age=0)() == ("kefu-chat", "pw")
+        with pytest.raises(DependencyUnavailable, match="unreadable"):
+            secret_credentials("kefu/missing", max_age=0)()
+        with pytest.raises(DependencyUnavailable, match="username"):
+            secret_credentials("kefu/half", max_age=0)()
+
+
+def test_the_composition_root_builds_the_configured_cache() -> None:
+    from kefu.adapters.cache import RedisAnswerCache
+    from kefu.bootstrap import build_answer_cache
+    from kefu.errors import ConfigurationError
+    from kefu.settings import Settings
+
+    assert isinstance(build_answer_cache(Settings()), MemoryAnswerCache)
+    assert build_answer_cache(Settings(answer_cache="none")) is None
+    deployed = build_answer_cache(
+        Settings(redis_url="rediss://cache.example:6379", redis_secret="kefu/dev/cache")
+    )
+    assert isinstance(deployed, RedisAnswerCache)
+    kwargs = deployed._client.connection_pool.connection_kwargs
+    assert kwargs["credential_provider"] is not None
+    assert kwargs["host"] == "cache.example"
+    with pytest.raises(ConfigurationError, match="KEFU_REDIS_URL"):
+        build_answer_cache(Settings(answer_cache="redis"))

@@ -180,9 +180,14 @@ def build_answer_cache(settings: Settings) -> AnswerCache | None:
     if choice == "redis" or (choice == "auto" and settings.redis_url is not None):
         if settings.redis_url is None:
             raise ConfigurationError("KEFU_REDIS_URL is required with KEFU_ANSWER_CACHE=redis")
-        from kefu.adapters.cache import RedisAnswerCache
+        from kefu.adapters.cache import RedisAnswerCache, secret_credentials
 
-        return RedisAnswerCache(settings.redis_url.get_secret_value())
+        return RedisAnswerCache(
+            settings.redis_url.get_secret_value(),
+            credentials=(
+                secret_credentials(settings.redis_secret) if settings.redis_secret else None
+            ),
+        )
     from kefu.adapters.cache import MemoryAnswerCache
 
     return MemoryAnswerCache(settings.answer_cache_entries)

@@ -139,7 +139,12 @@ class Settings(BaseSettings):
     )
     redis_url: SecretStr | None = Field(
         default=None,
-        description="redis:// or rediss://user:password@host:port/db (ElastiCache: TLS, AUTH).",
+        description="redis:// or rediss://[user:password@]host:port/db (ElastiCache: TLS).",
+    )
+    redis_secret: str | None = Field(
+        default=None,
+        description='A Secrets Manager secret holding {"username", "password"} for '
+        "KEFU_REDIS_URL (ElastiCache's user), read for each new connection.",
     )
     answer_cache_ttl_seconds: int = Field(
         default=3600, ge=1, le=7 * 24 * 3600, description="How long a cached answer is served."

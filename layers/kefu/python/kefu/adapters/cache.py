@@ -1,13 +1,13 @@
-"""Answer caches: Redis (ElastiCache in AWS, TLS and AUTH through the URL) and an in-process
-LRU for `make run` without Redis."""
+"""Answer caches: Redis (ElastiCache in AWS: TLS, a user and password from Secrets Manager) and
+an in-process LRU for `make run` without Redis."""
 
 from __future__ import annotations
 
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from kefu.errors import DependencyUnavailable
 
@@ -16,25 +16,63 @@ if TYPE_CHECKING:
 
 # A cache slower than this is treated as down: the turn goes on without it.
 REDIS_TIMEOUT_SECONDS = 0.1
+# How long a user and password read from Secrets Manager serve new connections.
+CREDENTIALS_MAX_AGE_SECONDS = 300
+
+Credentials = Callable[[], tuple[str, str]]
+
+
+def secret_credentials(
+    secret_name: str, *, max_age: int = CREDENTIALS_MAX_AGE_SECONDS
+) -> Credentials:
+    """The user and password in a Secrets Manager secret (`{"username": ..., "password": ...}`),
+    read when a connection opens and kept `max_age` seconds: a new password reaches new
+    connections within that."""
+
+    def read() -> tuple[str, str]:
+        from aws_lambda_powertools.utilities import parameters
+
+        try:
+            value: Any = parameters.get_secret(secret_name, transform="json", max_age=max_age)
+        except parameters.exceptions.GetParameterError as exc:
+            raise DependencyUnavailable(f"answer cache credentials unreadable: {exc}") from exc
+        if not isinstance(value, Mapping) or not all(
+            isinstance(value.get(field), str) and value.get(field)
+            for field in ("username", "password")
+        ):
+            raise DependencyUnavailable(
+                'answer cache credentials: the secret is not {"username": ..., "password": ...}'
+            )
+        return str(value["username"]), str(value["password"])
+
+    return read
 
 
 class RedisAnswerCache:
     """Values in Redis under their key, each with its TTL. `url` is redis-py's: `redis://` or,
-    with TLS, `rediss://user:password@host:6379/0`. Every error or timeout is
-    `DependencyUnavailable`."""
+    with TLS, `rediss://host:6379/0` (credentials in it, or from `credentials` for each new
+    connection). Every error or timeout is `DependencyUnavailable`."""
 
     def __init__(
         self,
         url: str,
         *,
         timeout: float = REDIS_TIMEOUT_SECONDS,
+        credentials: Credentials | None = None,
         client: redis.Redis | None = None,
     ) -> None:
         import redis
+        from redis.credentials import CredentialProvider
+
+        class _Provider(CredentialProvider):
+            def get_credentials(self) -> tuple[str, str]:
+                assert credentials is not None
+                return credentials()
 
         self._errors: tuple[type[Exception], ...] = (redis.RedisError, OSError)
         self._client = client or redis.Redis.from_url(
             url,
+            credential_provider=_Provider() if credentials is not None else None,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
             # A cache that fails is skipped at once; the next turn tries again.
