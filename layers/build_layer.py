@@ -1,9 +1,16 @@
 """Build the shared Lambda layer into .build/layer/python without Docker.
 
 The layer's third-party wheels are installed for the Lambda target (Python 3.12 on arm64) with
-pip's cross-platform options, then the `kefu` package is copied next to them. A stamp records a
-digest of every input, so an unchanged tree is left alone and a second build returns at once;
-when only the `kefu` sources changed, the wheels are kept and only the package is copied again.
+pip's cross-platform options, what nothing imports is pruned, then the `kefu` package is copied
+next to them. A stamp records a digest of every input, so an unchanged tree is left alone and a
+second build returns at once; when only the `kefu` sources changed, the wheels are kept and only
+the package is copied again.
+
+Every module is compiled to bytecode by a Python 3.12 interpreter (found on PATH or under pyenv,
+or named by KEFU_LAYER_PYTHON), as unchecked-hash .pyc files: /opt is read-only in Lambda, so a
+layer without them makes every cold start compile every module it imports from source (about
+three times the import time here), and the zip's fixed timestamps would invalidate
+timestamp-checked ones. Without a 3.12 interpreter the layer is built without them, and says so.
 
 Usage: python layers/build_layer.py [--force]
 """
@@ -13,6 +20,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -40,6 +48,24 @@ PIP_TARGET_OPTIONS = (
     PYTHON_VERSION,
     "--only-binary=:all:",
 )
+# What the requirements pull in that nothing in Lambda imports: opensearch-py's gRPC transport
+# (opensearch-protobufs, grpcio, protobuf; about 20 MB), numpy's own test suites (about 16 MB
+# with their bytecode) and type stubs. tests/infra/test_cdk_layer_build.py imports and builds
+# every handler with the first three's modules blocked.
+PRUNED = (
+    "numpy/**/tests",
+    "**/*.pyi",
+    "grpc",
+    "grpcio-*.dist-info",
+    "google/protobuf",
+    "google/_upb",
+    "protobuf-*.dist-info",
+    "opensearch/protobufs",
+    "opensearch_protobufs-*.dist-info",
+)
+PRUNED_MODULES = ("grpc", "google.protobuf", "opensearch.protobufs")
+# Where the layer is mounted in Lambda: the paths compiled into the bytecode (tracebacks).
+LAMBDA_SITE_DIR = "/opt/python"
 IGNORED_NAMES = frozenset({"__pycache__", ".pytest_cache", ".mypy_cache", ".DS_Store"})
 IGNORED_SUFFIXES = (".pyc", ".pyo")
 
@@ -81,10 +107,76 @@ def _ignored(relative: Path) -> bool:
     )
 
 
-def dependencies_digest(requirements: Path) -> str:
-    """What decides the installed wheels: the requirements, the pip target and this script."""
+def target_python() -> str | None:
+    """A Python 3.12 interpreter to compile the layer's bytecode with, or None."""
+    candidates = [os.environ.get("KEFU_LAYER_PYTHON"), shutil.which(f"python{PYTHON_VERSION}")]
+    pyenv_root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
+    candidates += sorted(
+        str(path)
+        for path in pyenv_root.glob(f"versions/{PYTHON_VERSION}*/bin/python{PYTHON_VERSION}")
+    )
+    for candidate in filter(None, candidates):
+        try:
+            done = subprocess.run(
+                [candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                check=False,
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+        except (OSError, subprocess.SubprocessError):
+            continue
+        if done.returncode == 0 and done.stdout.strip() == PYTHON_VERSION:
+            return candidate
+    return None
+
+
+def compile_bytecode(python: str, folder: Path, site_dir: Path) -> None:
+    """Compile every module under `folder` (inside `site_dir`) with `python`, as unchecked-hash
+    .pyc files naming their /opt/python paths. A file that does not compile (a vendored
+    Python 2 test, say) is left as source: compileall's status is not an error here."""
+    subprocess.run(
+        [
+            python,
+            "-m",
+            "compileall",
+            "-q",
+            "-q",
+            "-j",
+            "0",
+            "--invalidation-mode",
+            "unchecked-hash",
+            "-s",
+            str(site_dir),
+            "-p",
+            LAMBDA_SITE_DIR,
+            str(folder),
+        ],
+        check=False,
+    )
+
+
+def prune(site_dir: Path) -> None:
+    """Remove what `PRUNED` names, and folders it leaves empty."""
+    for pattern in PRUNED:
+        for path in list(site_dir.glob(pattern)):
+            if not path.exists():  # inside a folder pruned before it
+                continue
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+            parent = path.parent
+            if parent != site_dir and parent.is_dir() and not any(parent.iterdir()):
+                parent.rmdir()
+
+
+def dependencies_digest(requirements: Path, python: str | None = None) -> str:
+    """What decides the installed wheels: the requirements, the pip target, this script and
+    whether bytecode is compiled."""
     digest = hashlib.sha256()
     digest.update(requirements.read_bytes())
+    digest.update(b"bytecode" if python else b"sources only")
     digest.update("\0".join(PIP_TARGET_OPTIONS).encode())
     digest.update(Path(__file__).read_bytes())
     return digest.hexdigest()
@@ -148,14 +240,16 @@ def build(
     *,
     force: bool = False,
     install: Installer = install_dependencies,
+    python: str | None = None,
 ) -> str:
-    """Bring the layer folder up to date; return what was done."""
+    """Bring the layer folder up to date; return what was done. `python`, a Python 3.12
+    interpreter, compiles the bytecode; without it the layer holds sources only."""
     for required in (paths.requirements, paths.package):
         if not required.exists():
             raise SystemExit(f"build_layer: {required} is missing")
 
     wanted = {
-        "dependencies": dependencies_digest(paths.requirements),
+        "dependencies": dependencies_digest(paths.requirements, python),
         "sources": sources_digest(paths),
     }
     stamp = _read_stamp(paths)
@@ -173,12 +267,17 @@ def build(
         staging = paths.build / "layer.partial"
         shutil.rmtree(staging, ignore_errors=True)
         install(paths.requirements, staging / "python")
+        prune(staging / "python")
         _copy_package(paths, staging / "python")
+        if python:
+            compile_bytecode(python, staging / "python", staging / "python")
         shutil.rmtree(paths.layer, ignore_errors=True)
         staging.rename(paths.layer)
         action = "installed dependencies and copied kefu"
     else:
         _copy_package(paths, site_dir)
+        if python:
+            compile_bytecode(python, site_dir / "kefu", site_dir)
         action = "copied kefu (dependencies unchanged)"
 
     paths.stamp.write_text(json.dumps(wanted, indent=2) + "\n")
@@ -190,9 +289,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="rebuild even when nothing changed")
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    action = build(force=args.force)
+    python = target_python()
+    action = build(force=args.force, python=python)
     elapsed = time.perf_counter() - started
     print(f"layer: {action} in {elapsed:.1f}s -> {DEFAULT_PATHS.layer.relative_to(ROOT)}")
+    if python is None:
+        print(
+            f"layer: no Python {PYTHON_VERSION} found (PATH, pyenv, KEFU_LAYER_PYTHON): built "
+            "without bytecode, so each cold start in Lambda compiles what it imports"
+        )
     return 0
 
 

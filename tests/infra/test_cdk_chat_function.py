@@ -218,3 +218,17 @@ def test_the_anthropic_and_order_api_variables_are_settings_the_chat_function_re
     anthropic_with_orders: SynthesizedStage,
 ) -> None:
     assert_every_kefu_variable_is_read(anthropic_with_orders)
+
+
+def test_the_environment_the_benchmarks_start_the_chat_in_is_the_deployed_one(
+    dev: SynthesizedStage,
+) -> None:
+    from tests.lambda_env import CALIBRATION, DEPLOYED_CHAT, LAMBDA
+
+    deployed = set(dev.chat_variables())
+    mirrored = set(DEPLOYED_CHAT) - set(LAMBDA) - set(CALIBRATION)
+    assert mirrored == deployed - {
+        "POWERTOOLS_SERVICE_NAME",
+        "POWERTOOLS_METRICS_NAMESPACE",
+        "POWERTOOLS_LOG_LEVEL",
+    }

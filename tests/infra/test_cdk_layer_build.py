@@ -115,3 +115,83 @@ def test_a_failed_install_leaves_no_layer_that_looks_current(layer_source: Any) 
 def test_synth_without_a_built_layer_says_to_run_make_layer(tmp_path: Path) -> None:
     with pytest.raises(SharedLayerMissingError, match="make layer"):
         SharedLayer(Stack(App(), "NoLayer"), "SharedLayer", layer_dir=tmp_path / "layer")
+
+
+def test_what_nothing_imports_is_pruned_and_empty_folders_with_it(tmp_path: Path) -> None:
+    site = tmp_path / "python"
+    for folder in (
+        "grpc",
+        "grpcio-1.85.4.dist-info",
+        "google/protobuf",
+        "google/_upb",
+        "opensearch/protobufs",
+        "numpy/_core/tests",
+        "numpy/_core",
+        "opensearchpy",
+    ):
+        (site / folder).mkdir(parents=True, exist_ok=True)
+        (site / folder / "__init__.py").write_text("")
+    (site / "numpy" / "__init__.pyi").write_text("")
+
+    build_layer.prune(site)
+
+    assert sorted(path.name for path in site.iterdir()) == ["numpy", "opensearchpy"]
+    assert not (site / "numpy" / "_core" / "tests").exists()
+    assert (site / "numpy" / "_core" / "__init__.py").is_file()
+    assert not (site / "numpy" / "__init__.pyi").exists()
+
+
+def test_the_layer_ships_bytecode_lambdas_python_uses_without_checking_sources(
+    layer_source: Any,
+) -> None:
+    python = build_layer.target_python()
+    if python is None:
+        pytest.skip(f"no Python {build_layer.PYTHON_VERSION} here to compile the layer with")
+    (layer_source.package / "replies.py").write_text("GREETING = 'hi'\n")
+
+    def install(requirements: Path, site_dir: Path) -> None:
+        (site_dir / "pydantic").mkdir(parents=True)
+        (site_dir / "pydantic" / "__init__.py").write_text("VERSION = '2.14.3'\n")
+
+    build_layer.build(layer_source, install=install, python=python)
+
+    site = layer_source.layer / "python"
+    tag = "cpython-" + build_layer.PYTHON_VERSION.replace(".", "")
+    for module in (site / "kefu" / "replies.py", site / "pydantic" / "__init__.py"):
+        compiled = module.parent / "__pycache__" / f"{module.stem}.{tag}.pyc"
+        header = compiled.read_bytes()[:16]
+        # PEP 552: flags 0b01, a hash-based .pyc that the interpreter does not check against
+        # its source (the zip gives every file the same timestamp in Lambda).
+        assert int.from_bytes(header[4:8], "little") == 0b01, module
+    # A change to kefu alone compiles kefu again.
+    (layer_source.package / "replies.py").write_text("GREETING = 'hello'\n")
+    build_layer.build(layer_source, install=install, python=python)
+    pyc = site / "kefu" / "__pycache__" / f"replies.{tag}.pyc"
+    assert b"hello" in pyc.read_bytes()
+
+
+def test_the_handlers_import_and_build_without_what_the_layer_prunes() -> None:
+    import subprocess
+
+    from tests.lambda_env import DEPLOYED_CHAT
+
+    blocked = ", ".join(repr(name) for name in build_layer.PRUNED_MODULES)
+    script = (
+        f"import sys\nfor name in ({blocked},):\n    sys.modules[name] = None\n"
+        "import functions.chat.handler, functions.escalation.handler, functions.export.handler\n"
+        "import functions.ingest.handler, functions.ingest.upgrade\n"
+        "from kefu.bootstrap import get_chat_service\nget_chat_service()\n"
+        "import opensearchpy.helpers\nprint('ok')\n"
+    )
+    path = f"{REPO_ROOT / 'layers' / 'kefu' / 'python'}:{REPO_ROOT}"
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=REPO_ROOT,
+        env={**DEPLOYED_CHAT, "PATH": "/usr/bin:/bin", "PYTHONPATH": path},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().endswith("ok")

@@ -10,7 +10,10 @@ from aws_lambda_powertools.metrics.exceptions import SchemaValidationError
 from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 
 logger = Logger()
-tracer = Tracer()
+# Only what the functions call out with: botocore (every AWS service) and requests (OpenSearch,
+# the order API). Tracer's default patches every library the X-Ray SDK knows that is installed,
+# importing each at a cold start.
+tracer = Tracer(patch_modules=("botocore", "requests"))
 metrics = Metrics()
 
 

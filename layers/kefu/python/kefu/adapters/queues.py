@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -24,21 +25,26 @@ class SqsQueue:
     """A `HandoverQueue` sending to an SQS queue."""
 
     def __init__(self, queue_url: str, *, client: Any = None) -> None:
-        if client is None:
-            import boto3
-            from botocore.config import Config
-
-            # The chat turn retries the hand-over itself (and the sweeper after it): fail fast.
-            client = boto3.client(
-                "sqs",
-                config=Config(
-                    connect_timeout=1,
-                    read_timeout=2,
-                    retries={"mode": "standard", "total_max_attempts": 2},
-                ),
-            )
-        self._client = client
+        if client is not None:
+            self._client = client
         self._url = queue_url
+
+    @cached_property
+    def _client(self) -> Any:
+        """Made at the first call, not at a cold start: the chat turn needs it only to hand
+        over."""
+        import boto3
+        from botocore.config import Config
+
+        # The chat turn retries the hand-over itself (and the sweeper after it): fail fast.
+        return boto3.client(
+            "sqs",
+            config=Config(
+                connect_timeout=1,
+                read_timeout=2,
+                retries={"mode": "standard", "total_max_attempts": 2},
+            ),
+        )
 
     def send(self, body: str) -> None:
         from botocore.exceptions import BotoCoreError, ClientError

@@ -13,6 +13,7 @@ import json
 import sqlite3
 import threading
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -154,22 +155,27 @@ class DynamoDBTicketStore:
     a conditional put on the version read."""
 
     def __init__(self, table_name: str, *, client: Any = None) -> None:
-        if client is None:
-            import boto3
-            from botocore.config import Config
-
-            # A hand-over is written inside a chat turn: give up in seconds and let the turn
-            # queue the ticket for the sweeper, not in botocore's default minute.
-            client = boto3.client(
-                "dynamodb",
-                config=Config(
-                    connect_timeout=1,
-                    read_timeout=2,
-                    retries={"mode": "standard", "total_max_attempts": 3},
-                ),
-            )
-        self._client = client
+        if client is not None:
+            self._client = client
         self._table = table_name
+
+    @cached_property
+    def _client(self) -> Any:
+        """Made at the first call, not at a cold start: the chat turn needs it only to hand
+        over."""
+        import boto3
+        from botocore.config import Config
+
+        # A hand-over is written inside a chat turn: give up in seconds and let the turn
+        # queue the ticket for the sweeper, not in botocore's default minute.
+        return boto3.client(
+            "dynamodb",
+            config=Config(
+                connect_timeout=1,
+                read_timeout=2,
+                retries={"mode": "standard", "total_max_attempts": 3},
+            ),
+        )
 
     def create(self, ticket: Ticket) -> bool:
         from botocore.exceptions import BotoCoreError, ClientError
