@@ -193,6 +193,11 @@ class StageConfig(BaseModel):
                     f"orders_url must be an https:// URL (the order API key travels with each "
                     f"call), not {url!r}"
                 )
+            if parts.port not in (None, 443):
+                raise ValueError(
+                    f"orders_url must use port 443, not {parts.port}: the chat function's "
+                    "security group lets it out on HTTPS's port only"
+                )
         return url
 
     @model_validator(mode="after")

@@ -72,6 +72,10 @@ def test_without_stages_the_error_says_where_they_come_from() -> None:
             "must be an https:// URL",
         ),
         ({"orders_url": "https://orders.example.com"}, "orders_api_key_secret_name go together"),
+        (
+            {"orders_url": "https://orders.example.com:8443", "orders_api_key_secret_name": "k"},
+            "must use port 443",
+        ),
         ({"orders_api_key_secret_name": "kefu/orders"}, "orders_url and"),
         ({"memory_tokens": 255}, "memory_tokens"),
         ({"memory_tokens": 32769}, "memory_tokens"),
