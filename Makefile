@@ -8,7 +8,7 @@ STAGE ?= dev
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: run test lint typecheck unit synth layer ingest-deps tune-deps eval bench clean help
+.PHONY: run test lint typecheck unit synth layer ingest-deps tune-deps eval bench load clean help
 
 help:
 	@echo "make run [PORT=8000]  serve the whole product locally on http://127.0.0.1:$(PORT)"
@@ -16,6 +16,7 @@ help:
 	@echo "make synth            synthesize the CDK app into cdk.out (no credentials needed)"
 	@echo "make eval             retrieval evaluation on the sample knowledge base (and the datasets)"
 	@echo "make bench            benchmarks"
+	@echo "make load             the local stack under 100 conversations at once, 20 turns each"
 
 # --- environments -------------------------------------------------------------
 $(BIN)/python:
@@ -76,6 +77,10 @@ test: lint typecheck layer ingest-deps node_modules/.installed
 
 bench: $(VENV)/.dev-deps
 	$(BIN)/pytest tests/bench -p no:randomly -q -s
+
+# Starts its own local stack in a temporary data folder (the index is kept in .build/load).
+load: $(VENV)/.run-deps
+	$(BIN)/python -m local.load
 
 clean:
 	rm -rf $(VENV) node_modules cdk.out .build .kefu .mypy_cache .pytest_cache .ruff_cache

@@ -15,7 +15,6 @@ the in-process LRU; which one is printed.
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import time
@@ -25,7 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pytest
 
-from kb_ingest import SAMPLE_KB_PATHS
+from kb_ingest import faq_questions
 from kefu.adapters.cache import MemoryAnswerCache, RedisAnswerCache
 from kefu.answer_cache import normalise
 from kefu.errors import DependencyUnavailable
@@ -79,21 +78,6 @@ def test_a_hit_costs_at_most_2_percent_of_a_miss() -> None:
     assert hit <= 0.02 * miss
 
 
-def _paraphrases() -> list[tuple[str, str]]:
-    """Every FAQ question of the sample KB, with its language, in file order."""
-    found = []
-    for folder in SAMPLE_KB_PATHS:
-        for path in sorted(folder.rglob("*.jsonl")) if folder.is_dir() else [folder]:
-            if path.suffix != ".jsonl":
-                continue
-            for line in path.read_text(encoding="utf-8").splitlines():
-                entry = json.loads(line)
-                if entry.get("kind") == "out_of_scope":
-                    continue
-                found += [(question, entry["lang"]) for question in entry["questions"]]
-    return found
-
-
 def _zipf_stream(items: int, draws: int, seed: int = 20261207) -> list[int]:
     """`draws` ranks in [0, items) with P(rank r) ∝ 1 / (r + 1) ** ZIPF_EXPONENT."""
     weights = 1.0 / np.arange(1, items + 1) ** ZIPF_EXPONENT
@@ -104,7 +88,7 @@ def _zipf_stream(items: int, draws: int, seed: int = 20261207) -> list[int]:
 
 @pytest.mark.timeout(1200)
 def test_a_zipf_stream_is_5_times_faster_with_the_cache() -> None:
-    questions = _paraphrases()
+    questions = faq_questions()
     stream = [questions[n] for n in _zipf_stream(len(questions), STREAM)]
 
     def run(cache: AnswerCache | None) -> tuple[float, int]:

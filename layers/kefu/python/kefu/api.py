@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import Mapping
 from functools import partial
 from http import HTTPStatus
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, CORSConfig, Response
+from aws_lambda_powertools.event_handler.api_gateway import ResponseBuilder, Route
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.shared.json_encoder import Encoder
+from aws_lambda_powertools.utilities.data_classes.common import BaseProxyEvent
+from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from kefu import __version__
 from kefu.agent_api import AGENT_PATHS, require_agent
@@ -41,8 +46,87 @@ from kefu.models import (
 )
 from kefu.observability import logger, metrics
 
+
+class _RequestState(threading.local):
+    """The request a thread is resolving: its event, its Lambda context, the routing context
+    (route, path arguments, parsed request) and the middleware frames it went through."""
+
+    def __init__(self) -> None:
+        self.event: BaseProxyEvent | None = None
+        self.lambda_context: LambdaContext | None = None
+        self.context: dict[str, Any] = {}
+        self.processed_stack_frames: list[str] = []
+
+
+class ConcurrentRestResolver(APIGatewayRestResolver):
+    """The REST resolver, with the request it resolves kept per thread.
+
+    Powertools keeps the event being resolved in a class attribute and the routing context in
+    the resolver: right for Lambda, which hands an environment one request at a time, but the
+    local server (`local.server`) answers many at once on threads, and a request would be
+    routed with another's path or validated with another's body (another customer's message).
+    Powertools' own `HttpResolver` keeps the same attributes per request, as here. And a route
+    builds its middleware stack in place on its first call: two first calls at once would wrap
+    it twice, for good, so each route's first call is made alone.
+    """
+
+    _request = _RequestState()
+    _first_call = threading.Lock()
+    _called: ClassVar[set[Route]] = set()
+
+    @property  # type: ignore[override]
+    def current_event(self) -> BaseProxyEvent:
+        assert self._request.event is not None, "no request is being resolved on this thread"
+        return self._request.event
+
+    @current_event.setter
+    def current_event(self, value: BaseProxyEvent) -> None:
+        self._request.event = value
+
+    @property
+    def lambda_context(self) -> LambdaContext:
+        assert self._request.lambda_context is not None
+        return self._request.lambda_context
+
+    @lambda_context.setter
+    def lambda_context(self, value: LambdaContext) -> None:
+        self._request.lambda_context = value
+
+    @property
+    def context(self) -> dict[str, Any]:
+        return self._request.context
+
+    @context.setter
+    def context(self, value: dict[str, Any]) -> None:
+        self._request.context = value
+
+    @property
+    def processed_stack_frames(self) -> list[str]:
+        return self._request.processed_stack_frames
+
+    @processed_stack_frames.setter
+    def processed_stack_frames(self, value: list[str]) -> None:
+        self._request.processed_stack_frames = value
+
+    def resolve(self, event: Mapping[str, Any], context: LambdaContext) -> dict[str, Any]:
+        # Powertools also sets them on its BaseRouter class, which every thread shares.
+        self.current_event = self._to_proxy_event(dict(event))
+        self.lambda_context = context
+        return super().resolve(event, context)
+
+    def _call_route(self, route: Route, route_arguments: dict[str, str]) -> ResponseBuilder:
+        if route not in self._called:
+            with self._first_call:
+                if route not in self._called:
+                    try:
+                        return super()._call_route(route, route_arguments)
+                    finally:
+                        self._called.add(route)
+        return super()._call_route(route, route_arguments)
+
+
 _origins = get_settings().cors_allow_origins
-app = APIGatewayRestResolver(
+app = ConcurrentRestResolver(
     enable_validation=True,
     cors=CORSConfig(allow_origin=_origins[0], extra_origins=_origins[1:], max_age=600),
     # Chinese answers travel as UTF-8, not as \uXXXX escapes.
