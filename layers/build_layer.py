@@ -131,10 +131,15 @@ def target_python() -> str | None:
     return None
 
 
+class BytecodeError(RuntimeError):
+    """The layer's bytecode was not written."""
+
+
 def compile_bytecode(python: str, folder: Path, site_dir: Path) -> None:
     """Compile every module under `folder` (inside `site_dir`) with `python`, as unchecked-hash
     .pyc files naming their /opt/python paths. A file that does not compile (a vendored
-    Python 2 test, say) is left as source: compileall's status is not an error here."""
+    Python 2 test, say) is left as source: compileall's status is not an error here, but kefu
+    without its bytecode is."""
     subprocess.run(
         [
             python,
@@ -154,6 +159,10 @@ def compile_bytecode(python: str, folder: Path, site_dir: Path) -> None:
         ],
         check=False,
     )
+    tag = "cpython-" + PYTHON_VERSION.replace(".", "")
+    witness = site_dir / "kefu" / "__pycache__" / f"__init__.{tag}.pyc"
+    if (site_dir / "kefu" / "__init__.py").is_file() and not witness.is_file():
+        raise BytecodeError(f"{python} compiled no bytecode for kefu ({witness} is missing)")
 
 
 def prune(site_dir: Path) -> None:

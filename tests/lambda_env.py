@@ -47,7 +47,7 @@ DEPLOYED_CHAT = {
     "KEFU_MEMORY_TOKENS": "2048",
     "KEFU_MODEL": "bedrock",
     "KEFU_OPENSEARCH_INDEX": "kefu-kb",
-    "KEFU_OPENSEARCH_URL": "https://vpc-kefu-dev-kb.us-east-1.es.amazonaws.com",
+    "KEFU_OPENSEARCH_URL": "https://vpc-kefu-kb-dev.us-east-1.es.amazonaws.com",
     "KEFU_QUEUE": "sqs",
     "KEFU_REDIS_SECRET": "arn:aws:secretsmanager:us-east-1:123456789012:secret:kefu-cache",
     "KEFU_REDIS_URL": "rediss://kefu-dev-answers.serverless.use1.cache.amazonaws.com:6379",

@@ -247,7 +247,10 @@ class KnowledgeBase(Construct):
         )
 
         self.domain = self._domain(
-            domain_name=f"kefu-{stage_name}-kb",
+            # Renamed from kefu-<stage>-kb when the domain moved into the VPC: a domain with a
+            # public endpoint cannot be moved, so a stage deployed before gets a new domain and
+            # loses the old one (README, Deploying: ingest the bucket again).
+            domain_name=f"kefu-kb-{stage_name}",
             log_retention=log_retention,
             removal_policy=removal_policy,
             instance_type=opensearch_instance_type,

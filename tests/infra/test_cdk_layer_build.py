@@ -170,6 +170,19 @@ def test_the_layer_ships_bytecode_lambdas_python_uses_without_checking_sources(
     assert b"hello" in pyc.read_bytes()
 
 
+def test_a_compile_that_writes_no_bytecode_for_kefu_fails_the_build(
+    layer_source: Any, tmp_path: Path
+) -> None:
+    # An "interpreter" that runs and writes nothing.
+    fake = tmp_path / "python3.12"
+    fake.write_text("#!/bin/sh\nexit 0\n")
+    fake.chmod(0o755)
+
+    with pytest.raises(build_layer.BytecodeError, match="no bytecode"):
+        build_layer.build(layer_source, install=RecordingInstaller(), python=str(fake))
+    assert not layer_source.stamp.exists()
+
+
 def test_the_handlers_import_and_build_without_what_the_layer_prunes() -> None:
     import subprocess
 

@@ -242,11 +242,42 @@ def test_the_cache_user_and_password_are_read_from_secrets_manager() -> None:
             Name="kefu/cache", SecretString=json.dumps({"username": "kefu-chat", "password": "pw"})
         )
         client.create_secret(Name="kefu/half", SecretString=json.dumps({"username": "kefu-chat"}))
+        client.create_secret(Name="kefu/text", SecretString="not json")
         assert secret_credentials("kefu/cache", max_age=0)() == ("kefu-chat", "pw")
         with pytest.raises(DependencyUnavailable, match="unreadable"):
             secret_credentials("kefu/missing", max_age=0)()
         with pytest.raises(DependencyUnavailable, match="username"):
             secret_credentials("kefu/half", max_age=0)()
+        # Not JSON: Powertools' transform error, mapped like any other failure.
+        with pytest.raises(DependencyUnavailable, match="unreadable"):
+            secret_credentials("kefu/text", max_age=0)()
+
+
+def test_reading_the_cache_credentials_is_bounded() -> None:
+    """The secret is read inside a connection attempt, within the chat turn: short timeouts."""
+    import boto3
+    from moto import mock_aws
+
+    from kefu.adapters.cache import secret_credentials
+
+    with mock_aws():
+        seen: list[Any] = []
+        real = boto3.client("secretsmanager")
+        real.create_secret(Name="kefu/cache", SecretString='{"username": "u", "password": "p"}')
+
+        def spy(*args: Any, **kwargs: Any) -> Any:
+            client = real_client(*args, **kwargs)
+            seen.append(client.meta.config)
+            return client
+
+        real_client = boto3.session.Session.client
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(boto3.session.Session, "client", spy)
+            assert secret_credentials("kefu/cache", max_age=0)() == ("u", "p")
+        [config] = seen
+        assert config.connect_timeout <= 1
+        assert config.read_timeout <= 1
+        assert config.retries["total_max_attempts"] <= 2
 
 
 def test_the_composition_root_builds_the_configured_cache() -> None:

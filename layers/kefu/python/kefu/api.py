@@ -7,7 +7,7 @@ import threading
 from collections.abc import Mapping
 from functools import partial
 from http import HTTPStatus
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, CORSConfig, Response
 from aws_lambda_powertools.event_handler.api_gateway import ResponseBuilder, Route
@@ -67,12 +67,12 @@ class ConcurrentRestResolver(APIGatewayRestResolver):
     routed with another's path or validated with another's body (another customer's message).
     Powertools' own `HttpResolver` keeps the same attributes per request, as here. And a route
     builds its middleware stack in place on its first call: two first calls at once would wrap
-    it twice, for good, so each route's first call is made alone.
+    it twice, for good, so each route's stack is built alone, before the call (a route made for
+    a 404 or a preflight is built each time; the lock is held for the build only).
     """
 
     _request = _RequestState()
-    _first_call = threading.Lock()
-    _called: ClassVar[set[Route]] = set()
+    _stack_build = threading.Lock()
 
     @property  # type: ignore[override]
     def current_event(self) -> BaseProxyEvent:
@@ -115,13 +115,12 @@ class ConcurrentRestResolver(APIGatewayRestResolver):
         return super().resolve(event, context)
 
     def _call_route(self, route: Route, route_arguments: dict[str, str]) -> ResponseBuilder:
-        if route not in self._called:
-            with self._first_call:
-                if route not in self._called:
-                    try:
-                        return super()._call_route(route, route_arguments)
-                    finally:
-                        self._called.add(route)
+        if not route._middleware_stack_built:
+            with self._stack_build:
+                if not route._middleware_stack_built:
+                    route._build_middleware_stack(
+                        router_middlewares=self._router_middlewares, app=self
+                    )
         return super()._call_route(route, route_arguments)
 
 

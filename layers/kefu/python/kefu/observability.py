@@ -10,10 +10,11 @@ from aws_lambda_powertools.metrics.exceptions import SchemaValidationError
 from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 
 logger = Logger()
-# Only what the functions call out with: botocore (every AWS service) and requests (OpenSearch,
-# the order API). Tracer's default patches every library the X-Ray SDK knows that is installed,
-# importing each at a cold start.
-tracer = Tracer(patch_modules=("botocore", "requests"))
+# Only what the functions call out with: botocore (every AWS service), requests (OpenSearch, the
+# order API) and http.client (the helpdesk webhook). Tracer's default patches every library the
+# X-Ray SDK knows that is installed, importing each at a cold start. The Anthropic SDK's HTTP
+# client (httpx2) is not one the SDK can patch.
+tracer = Tracer(patch_modules=("botocore", "requests", "httplib"))
 metrics = Metrics()
 
 

@@ -23,19 +23,36 @@ Credentials = Callable[[], tuple[str, str]]
 
 
 def secret_credentials(
-    secret_name: str, *, max_age: int = CREDENTIALS_MAX_AGE_SECONDS
+    secret_name: str, *, max_age: int = CREDENTIALS_MAX_AGE_SECONDS, client: Any = None
 ) -> Credentials:
     """The user and password in a Secrets Manager secret (`{"username": ..., "password": ...}`),
     read when a connection opens and kept `max_age` seconds: a new password reaches new
-    connections within that."""
+    connections within that. The read is bounded (a second, two attempts), and any failure
+    (unreachable, missing, not that JSON) is `DependencyUnavailable`: the turn goes on without
+    the cache."""
+    provider: Any = None
 
     def read() -> tuple[str, str]:
+        nonlocal provider
         from aws_lambda_powertools.utilities import parameters
 
+        if provider is None:
+            from botocore.config import Config
+
+            provider = parameters.SecretsProvider(
+                boto_config=Config(
+                    connect_timeout=1,
+                    read_timeout=1,
+                    retries={"mode": "standard", "total_max_attempts": 2},
+                ),
+                boto3_client=client,
+            )
         try:
-            value: Any = parameters.get_secret(secret_name, transform="json", max_age=max_age)
-        except parameters.exceptions.GetParameterError as exc:
-            raise DependencyUnavailable(f"answer cache credentials unreadable: {exc}") from exc
+            value: Any = provider.get(secret_name, transform="json", max_age=max_age)
+        except Exception as exc:  # any failure: the cache is skipped, never the turn
+            raise DependencyUnavailable(
+                f"answer cache credentials unreadable: {type(exc).__name__}"
+            ) from exc
         if not isinstance(value, Mapping) or not all(
             isinstance(value.get(field), str) and value.get(field)
             for field in ("username", "password")
