@@ -152,6 +152,10 @@ class StageConfig(BaseModel):
     # The VPC the chat, ingest and head-upgrade functions, the domain and the cache share: NAT
     # gateways (one is cheapest; one per AZ keeps egress up when an AZ is down).
     nat_gateways: int = Field(default=1, ge=1, le=3)
+    # The VPC's AZs by name, where the region's first ones will not do (one without Lambda or
+    # ElastiCache Serverless support): as many as the VPC spans, in the stage's `region`. Unset,
+    # the region's first two or three (`Fn::GetAZs`), with no lookup at synth.
+    availability_zones: tuple[str, ...] | None = None
     # The answer cache (ElastiCache Serverless, Valkey): its ceilings, which cap its bill.
     cache_max_data_gb: int = Field(default=1, ge=1, le=5000)
     cache_max_ecpu_per_second: int = Field(default=5000, ge=1000, le=15_000_000)
@@ -265,6 +269,23 @@ class StageConfig(BaseModel):
                 f"nat_gateways {self.nat_gateways} is more than the VPC's "
                 f"{self.vpc_availability_zones} AZs (one per AZ at most)"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _named_zones_fit(self) -> StageConfig:
+        zones = self.availability_zones
+        if zones is None:
+            return self
+        if self.region is None:
+            raise ValueError("availability_zones needs the stage's region: AZ names are regional")
+        if len(zones) != self.vpc_availability_zones or len(set(zones)) != len(zones):
+            raise ValueError(
+                f"availability_zones names {len(zones)} AZs; the VPC spans "
+                f"{self.vpc_availability_zones} distinct ones"
+            )
+        strays = [zone for zone in zones if not re.fullmatch(rf"{self.region}[a-z]", zone)]
+        if strays:
+            raise ValueError(f"availability_zones {strays} are not AZs of {self.region}")
         return self
 
     @property

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from aws_cdk import Acknowledgment, Duration, RemovalPolicy, Stack, Validations
+from aws_cdk import Acknowledgment, Duration, RemovalPolicy, Stack, Token, Validations
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
@@ -339,14 +339,24 @@ class ChatApi(Construct):
         assert isinstance(cfn_api, apigw.CfnRestApi)
         assert isinstance(cfn_stage, apigw.CfnStage)
         api, stage = stack.get_logical_id(cfn_api), stack.get_logical_id(cfn_stage)
+        # As cdk-nag writes the ARN: a stage that names its account and region has them (and
+        # the partition) spelled out, an environment-agnostic one has the pseudo parameters.
+        partition, region, account = (
+            f"<{pseudo}>" if Token.is_unresolved(value) else value
+            for value, pseudo in (
+                (stack.partition, "AWS::Partition"),
+                (stack.region, "AWS::Region"),
+                (stack.account, "AWS::AccountId"),
+            )
+        )
         for http_method, path in AGENT_ROUTES:
             if not any(part.startswith("{") for part in path):
                 continue
             route = "/".join("*" if part.startswith("{") else part for part in path)
             Validations.of(self.agent_policy).acknowledge(
                 Acknowledgment(
-                    id="AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:execute-api:"
-                    f"<AWS::Region>:<AWS::AccountId>:<{api}>/<{stage}>/{http_method}/"
+                    id=f"AwsSolutions-IAM5[Resource::arn:{partition}:execute-api:"
+                    f"{region}:{account}:<{api}>/<{stage}>/{http_method}/"
                     f"{API_VERSION_PATH}/{route}]",
                     reason="The ticket id is a path parameter: an agent may read, answer and "
                     "close any ticket, through this one method of this API's stage only.",

@@ -32,11 +32,15 @@ class KefuServiceStack(Stack):
     live in, the hand-over to the helpdesk (tickets, queue, notifications) and the monthly export
     of what hand-overs teach, for one stage."""
 
-    # Up to three AZs whatever the account: the VPC is built on `Fn::GetAZs` tokens even when the
-    # stage names its account and region, so synthesis never looks AZs up (Stack's default gives
-    # an environment-agnostic stack two, and looks them up for an environment).
+    # The stage's named AZs, or up to three of the region's whatever the account: the VPC is
+    # built on `Fn::GetAZs` tokens even when the stage names its account and region, so synthesis
+    # never looks AZs up (Stack's default gives an environment-agnostic stack two, and looks them
+    # up for an environment).
     @property
     def availability_zones(self) -> list[str]:
+        named: tuple[str, ...] | None = getattr(self, "_named_zones", None)
+        if named:
+            return list(named)
         return [Fn.select(index, Fn.get_azs()) for index in range(3)]
 
     def __init__(
@@ -53,6 +57,7 @@ class KefuServiceStack(Stack):
             termination_protection=config.retain_data,
             **kwargs,
         )
+        self._named_zones = config.availability_zones
         Tags.of(self).add("kefu:stage", config.name)
         removal_policy = RemovalPolicy.RETAIN if config.retain_data else RemovalPolicy.DESTROY
 

@@ -180,3 +180,23 @@ def test_the_domain_is_in_the_vpc_reached_on_https_only_by_the_functions_that_us
         (_group_of(each_stage, CHAT_SERVICE), 443, 443),
         (_group_of(each_stage, INGEST_SERVICE), 443, 443),
     }
+
+
+def test_a_stage_with_its_account_and_region_may_name_its_azs(tmp_path_factory: Any) -> None:
+    """It synthesizes (cdk-nag passes with the ARNs spelled out) on the AZs it names."""
+    from tests.infra.synth import synthesize
+
+    stage = synthesize(
+        "dev",
+        tmp_path_factory.mktemp("cdk-named-zones"),
+        overrides={
+            "account": "123456789012",
+            "region": "us-east-1",
+            "availability_zones": ["us-east-1b", "us-east-1d"],
+        },
+    )
+    zones = sorted(
+        subnet["Properties"]["AvailabilityZone"]
+        for subnet in _of_type(stage, "AWS::EC2::Subnet").values()
+    )
+    assert zones == ["us-east-1b", "us-east-1b", "us-east-1d", "us-east-1d"]

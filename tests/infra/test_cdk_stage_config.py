@@ -80,6 +80,15 @@ def test_without_stages_the_error_says_where_they_come_from() -> None:
         ({"memory_tokens": 255}, "memory_tokens"),
         ({"memory_tokens": 32769}, "memory_tokens"),
         ({"nat_gateways": 3}, "more than the VPC's 2 AZs"),
+        ({"availability_zones": ["us-east-1a", "us-east-1b"]}, "needs the stage's region"),
+        (
+            {"region": "us-east-1", "availability_zones": ["us-east-1a"]},
+            "the VPC spans 2 distinct ones",
+        ),
+        (
+            {"region": "us-east-1", "availability_zones": ["us-east-1a", "eu-west-1b"]},
+            "not AZs of us-east-1",
+        ),
         ({"nat_gateways": 0}, "nat_gateways"),
         ({"cache_max_data_gb": 0}, "cache_max_data_gb"),
         ({"cache_max_ecpu_per_second": 999}, "cache_max_ecpu_per_second"),
