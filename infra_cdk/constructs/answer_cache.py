@@ -88,7 +88,7 @@ class AnswerCache(Construct):
             user_ids=[user.user_id],
         )
         user_group.add_resource_dependency(user)
-        subnets = network.vpc.select_subnets(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS)
+        subnets = network.vpc.select_subnets(subnet_type=network.private_subnets.subnet_type)
         self.cache = elasticache.CfnServerlessCache(
             self,
             "Cache",

@@ -96,7 +96,7 @@ class Network(Construct):
 
     def subnets_for(self, count: int) -> list[ec2.ISubnet]:
         """The first `count` private subnets, one per AZ (a single-AZ domain takes one)."""
-        subnets = self.vpc.select_subnets(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS).subnets
+        subnets = self.vpc.select_subnets(subnet_type=self.private_subnets.subnet_type).subnets
         if count > len(subnets):
             raise ValueError(f"{count} subnets asked of a VPC with {len(subnets)} private ones")
         return list(subnets[:count])

@@ -156,9 +156,12 @@ def test_only_the_chat_function_reaches_the_cache_and_it_knows_where_and_as_whom
         <= {"secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"}
         for statement in readers
     )
-    for service in (INGEST_SERVICE,):
-        others = each_stage.resources[each_stage.function_id(service)]["Properties"]
-        assert "KEFU_REDIS_SECRET" not in others["Environment"]["Variables"]
+    # No other function is told where the cache is, or as whom.
+    chat_id = each_stage.chat_function_id()
+    for logical_id, function in _of_type(each_stage, "AWS::Lambda::Function").items():
+        if logical_id != chat_id:
+            variables = function["Properties"].get("Environment", {}).get("Variables", {})
+            assert "KEFU_REDIS_SECRET" not in variables, logical_id
 
 
 def test_the_domain_is_in_the_vpc_reached_on_https_only_by_the_functions_that_use_it(
