@@ -64,6 +64,22 @@ PRUNED = (
     "opensearch_protobufs-*.dist-info",
 )
 PRUNED_MODULES = ("grpc", "google.protobuf", "opensearch.protobufs")
+# The AWS services the functions call: botocore's models of the other four hundred and fifty
+# (about 28 MB) are pruned. Fewer folders also make botocore's first service lookup, which
+# lists them all, cheaper on each cold start. tests/infra/test_cdk_layer_build.py finds every
+# client the code makes and checks that its service is here.
+BOTOCORE_SERVICES = frozenset(
+    {
+        "bedrock-runtime",
+        "dynamodb",
+        "s3",
+        "sagemaker-runtime",
+        "secretsmanager",
+        "sns",
+        "sqs",
+        "sts",  # botocore's assume-role credential providers
+    }
+)
 # Where the layer is mounted in Lambda: the paths compiled into the bytecode (tracebacks).
 LAMBDA_SITE_DIR = "/opt/python"
 IGNORED_NAMES = frozenset({"__pycache__", ".pytest_cache", ".mypy_cache", ".DS_Store"})
@@ -166,7 +182,13 @@ def compile_bytecode(python: str, folder: Path, site_dir: Path) -> None:
 
 
 def prune(site_dir: Path) -> None:
-    """Remove what `PRUNED` names, and folders it leaves empty."""
+    """Remove what `PRUNED` names, and folders it leaves empty, and botocore's models of the
+    services outside `BOTOCORE_SERVICES`."""
+    models = site_dir / "botocore" / "data"
+    if models.is_dir():
+        for service in models.iterdir():
+            if service.is_dir() and service.name not in BOTOCORE_SERVICES:
+                shutil.rmtree(service)
     for pattern in PRUNED:
         for path in list(site_dir.glob(pattern)):
             if not path.exists():  # inside a folder pruned before it

@@ -9,18 +9,25 @@ Both are measured twice: with bytecode, as the layer ships since it is compiled 
 every cold start compiled each module it imported (`PYTHONPYCACHEPREFIX` on an empty folder
 reproduces that here).
 
+botocore is the one the layer ships: a copy of this environment's, pruned by the measured
+checkout's `layers/build_layer.py` (since it keeps the models of the services called only,
+botocore's first service lookup lists a few folders instead of four hundred and fifty).
+
 `KEFU_BENCH_CODE_ROOT` points the measurement at another checkout (its layer and functions put
 first on the path), so two versions can be measured in one run on one machine.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 from collections.abc import Mapping
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -39,13 +46,36 @@ BUDGET = 2.5
 BUILD_CEILING = 5.0
 
 
+@cache
+def _layer_botocore() -> str:
+    """A site folder holding this environment's botocore as the measured checkout's layer build
+    prunes it (removed when the interpreter exits)."""
+    import botocore
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_build_layer", ROOT / "layers" / "build_layer.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    build_layer = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = build_layer
+    spec.loader.exec_module(build_layer)
+    site = Path(_SITES.name) / ROOT.name
+    shutil.copytree(Path(botocore.__file__).parent, site / "botocore")
+    build_layer.prune(site)
+    return str(site)
+
+
+_SITES = tempfile.TemporaryDirectory(prefix="kefu-bench-botocore-")
+
+
 def _seconds(statement: str, env: Mapping[str, str], bytecode_dir: str, *, write: bool) -> float:
     """One fresh interpreter's seconds for `statement`, its bytecode read from (and, with
     `write`, written to) `bytecode_dir` alone: the checkout's own __pycache__ never counts."""
     script = (
         f"import time; start = time.perf_counter(); {statement}; print(time.perf_counter() - start)"
     )
-    path = os.pathsep.join([str(ROOT / "layers" / "kefu" / "python"), str(ROOT)])
+    path = os.pathsep.join([_layer_botocore(), str(ROOT / "layers" / "kefu" / "python"), str(ROOT)])
     settings = {"PYTHONPATH": path, "PYTHONPYCACHEPREFIX": bytecode_dir}
     if not write:
         settings["PYTHONDONTWRITEBYTECODE"] = "1"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import re
+import shutil
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -139,6 +141,83 @@ def test_what_nothing_imports_is_pruned_and_empty_folders_with_it(tmp_path: Path
     assert not (site / "numpy" / "_core" / "tests").exists()
     assert (site / "numpy" / "_core" / "__init__.py").is_file()
     assert not (site / "numpy" / "__init__.pyi").exists()
+
+
+def test_botocore_keeps_the_models_of_the_services_called_and_no_others(tmp_path: Path) -> None:
+    models = tmp_path / "python" / "botocore" / "data"
+    for service in ("dynamodb", "sqs", "ec2", "iot"):
+        (models / service / "2012-08-10").mkdir(parents=True)
+        (models / service / "2012-08-10" / "service-2.json.gz").write_bytes(b"")
+    (models / "endpoints.json").write_text("{}")
+
+    build_layer.prune(tmp_path / "python")
+
+    assert sorted(path.name for path in models.iterdir()) == ["dynamodb", "endpoints.json", "sqs"]
+
+
+# How the code makes AWS clients: boto3 itself, the project's runtime clients, and Powertools'
+# utilities, each of which makes its own.
+_CLIENT_CALLS = re.compile(r"""(?:boto3\.client|runtime_client)\(\s*["']([a-z0-9-]+)["']""")
+_POWERTOOLS_CLIENTS = {
+    "SecretsProvider": "secretsmanager",
+    "SSMProvider": "ssm",
+    "AppConfigProvider": "appconfigdata",
+    "DynamoDBProvider": "dynamodb",
+    "DynamoDBPersistenceLayer": "dynamodb",
+}
+
+
+def test_every_service_the_functions_call_keeps_its_botocore_model() -> None:
+    called: dict[str, set[str]] = {}
+    for folder in ("layers/kefu/python", "functions", "kb_ingest"):
+        for source in (REPO_ROOT / folder).rglob("*.py"):
+            text = source.read_text()
+            services = set(_CLIENT_CALLS.findall(text))
+            services |= {name for key, name in _POWERTOOLS_CLIENTS.items() if key in text}
+            for service in services:
+                called.setdefault(service, set()).add(str(source.relative_to(REPO_ROOT)))
+
+    # The scan finds what it must: the chat turn's clients among them.
+    assert {"bedrock-runtime", "dynamodb", "secretsmanager", "sqs"} <= called.keys()
+    missing = {service: sorted(files) for service, files in called.items()}
+    missing = {s: f for s, f in missing.items() if s not in build_layer.BOTOCORE_SERVICES}
+    assert not missing, f"add these to BOTOCORE_SERVICES in layers/build_layer.py: {missing}"
+
+
+def test_botocore_makes_every_kept_client_from_the_pruned_models(tmp_path: Path) -> None:
+    import subprocess
+
+    import botocore
+
+    site = tmp_path / "python"
+    shutil.copytree(Path(botocore.__file__).parent, site / "botocore")
+    build_layer.prune(site)
+    services = sorted(build_layer.BOTOCORE_SERVICES)
+    script = (
+        "import botocore, botocore.session\n"
+        f"assert botocore.__file__.startswith({str(site)!r}), botocore.__file__\n"
+        "session = botocore.session.get_session()\n"
+        f"for name in {services!r}:\n"
+        "    session.create_client(name, region_name='us-east-1')\n"
+        "print(len(session.get_available_services()))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(site), **_FAKE_CREDENTIALS},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert int(done.stdout) == len(services)
+
+
+_FAKE_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "ASIAEXAMPLEEXAMPLE00",
+    "AWS_SECRET_ACCESS_KEY": "example",
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
 
 
 def test_the_layer_ships_bytecode_lambdas_python_uses_without_checking_sources(

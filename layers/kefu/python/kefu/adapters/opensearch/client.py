@@ -46,7 +46,12 @@ def connect(
     if credentials is None:
         import boto3
 
-        credentials = boto3.Session().get_credentials()
+        # The default session, which the other clients use: a session of its own would load
+        # botocore's handlers and service list a second time on a cold start.
+        if boto3.DEFAULT_SESSION is None:
+            boto3.setup_default_session()
+        assert boto3.DEFAULT_SESSION is not None
+        credentials = boto3.DEFAULT_SESSION.get_credentials()
         if credentials is None:
             raise ConfigurationError("no AWS credentials to sign OpenSearch requests with")
     return OpenSearch(
