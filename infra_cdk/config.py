@@ -69,6 +69,10 @@ class StageConfig(BaseModel):
     log_retention_days: int = 30
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     chat_memory_mb: int = Field(default=1024, ge=128, le=10240)
+    # SnapStart on the chat function: each published version is initialised (imports and the
+    # chat service built) once, and its environments start from that snapshot. Python 3.12
+    # supports it in most commercial regions; turn it off where the region does not.
+    chat_snap_start: bool = True
     # A REST API gives up on its integration after 29 s: a longer Lambda timeout buys nothing.
     chat_timeout_seconds: int = Field(default=29, ge=3, le=29)
     # A foundation model id, or a cross-region inference profile id such as "us.anthropic…".

@@ -5,8 +5,10 @@ synthesized template and priced at on-demand list prices.
 
 Only what bills by the hour or the month whether or not a customer writes: NAT gateways and
 their public IPv4 addresses, the OpenSearch domain's nodes and storage, the answer cache's
-minimum, KMS keys, secrets and alarms. Lambda, API Gateway, DynamoDB on demand, SQS, SNS, S3,
-Bedrock, the cache's ECPUs, NAT data and logs bill by use and are not counted.
+minimum, the chat function's SnapStart snapshot, KMS keys, secrets and alarms. Lambda,
+API Gateway, DynamoDB on demand, SQS, SNS, S3,
+Bedrock, the cache's ECPUs, SnapStart's restores, NAT data and logs bill by use and are not
+counted.
 
 The prices are us-east-1's in US dollars (the AWS pricing pages, 2025); other regions differ by
 a few per cent. A month is 730 hours.
@@ -38,6 +40,9 @@ OPENSEARCH_GP3_GB_MONTH = 0.122
 # ElastiCache Serverless for Valkey bills stored data by the GB-hour, at least 100 MB.
 VALKEY_SERVERLESS_GB_HOUR = 0.0837
 VALKEY_SERVERLESS_MINIMUM_GB = 0.1
+# A SnapStart snapshot of a Python function is cached, by the GB of its memory, for as long as
+# its version exists (each deploy's replaced version is deleted: one is cached at a time).
+SNAPSTART_CACHE_GB_SECOND = 0.0000015046
 KMS_KEY_MONTH = 1.0
 SECRET_MONTH = 0.40
 ALARM_MONTH = 0.10
@@ -108,6 +113,17 @@ def always_on(template: dict[str, Any]) -> list[Line]:
                 VALKEY_SERVERLESS_MINIMUM_GB * VALKEY_SERVERLESS_GB_HOUR * HOURS_A_MONTH,
             )
         )
+    for function in _of_type(template, "AWS::Lambda::Function"):
+        if function.get("SnapStart", {}).get("ApplyOn") == "PublishedVersions":
+            gigabytes = function.get("MemorySize", 128) / 1024
+            lines.append(
+                Line(
+                    "Lambda SnapStart snapshot cache",
+                    gigabytes,
+                    "GB",
+                    gigabytes * SNAPSTART_CACHE_GB_SECOND * 3600 * HOURS_A_MONTH,
+                )
+            )
     for label, resource_type, price in (
         ("KMS keys", "AWS::KMS::Key", KMS_KEY_MONTH),
         ("Secrets Manager secrets", "AWS::SecretsManager::Secret", SECRET_MONTH),

@@ -50,6 +50,10 @@ AGENT_ROUTES = (
 ChatModel = Literal["bedrock", "anthropic", "extractive"]
 
 
+# The alias API Gateway calls.
+LIVE_ALIAS = "live"
+
+
 @dataclass(frozen=True)
 class AnthropicApi:
     """Claude through Anthropic's API: the Secrets Manager secret holding the key, and the model
@@ -114,6 +118,7 @@ class ChatApi(Construct):
         cors_allow_origins: Sequence[str],
         create_cloudwatch_role: bool,
         placement: Placement,
+        snap_start: bool,
     ) -> None:
         super().__init__(scope, construct_id)
         self.placement = placement
@@ -150,8 +155,18 @@ class ChatApi(Construct):
             log_retention=log_retention,
             removal_policy=removal_policy,
             placement=placement,
+            snap_start=snap_start,
         )
         self.function = chat.function
+        # API Gateway invokes a published version through this alias, never $LATEST: a version
+        # is what SnapStart snapshots, and what a release moves the alias between.
+        self.alias = lambda_.Alias(
+            self,
+            "LiveAlias",
+            alias_name=LIVE_ALIAS,
+            version=self.function.current_version,
+            description="The chat function version that API Gateway invokes",
+        )
         self.api_key: apigw.IApiKey | None = None
         self._allow_bedrock(
             chat,
@@ -204,14 +219,19 @@ class ChatApi(Construct):
             ),
         )
 
-        integration = apigw.LambdaIntegration(self.function)
+        integration = apigw.LambdaIntegration(self.alias)
         version = self.api.root.add_resource(
             API_VERSION_PATH,
-            default_cors_preflight_options=apigw.CorsOptions(
-                allow_origins=list(cors_allow_origins),
-                allow_methods=["GET", "POST", "OPTIONS"],
-                allow_headers=CORS_ALLOW_HEADERS,
-                max_age=Duration.hours(1),
+            # No origins: no preflight either, so no browser page of another site gets through.
+            default_cors_preflight_options=(
+                apigw.CorsOptions(
+                    allow_origins=list(cors_allow_origins),
+                    allow_methods=["GET", "POST", "OPTIONS"],
+                    allow_headers=CORS_ALLOW_HEADERS,
+                    max_age=Duration.hours(1),
+                )
+                if cors_allow_origins
+                else None
             ),
         )
         customer_methods = [

@@ -13,6 +13,7 @@ from typing import Literal
 
 from aws_cdk import (
     Acknowledgment,
+    Annotations,
     AssetHashType,
     BundlingOptions,
     Duration,
@@ -76,10 +77,14 @@ class ServiceFunction(Construct):
         removal_policy: RemovalPolicy,
         bundling: BundlingOptions | None = None,
         placement: Placement | None = None,
+        snap_start: bool = False,
     ) -> None:
         """`bundling`, when given, builds the asset from `code_dir` (without Docker: it must bring
         its own local bundler) and the asset is hashed by what it produced. `placement`, when
-        given, runs the function in the VPC's private subnets behind its security group."""
+        given, runs the function in the VPC's private subnets behind its security group.
+        `snap_start` initialises each published version once and starts its environments from
+        that snapshot; a version replaced by the next deploy is deleted, as each one cached
+        bills by the hour."""
         super().__init__(scope, construct_id)
         if not code_dir.is_dir():
             raise FileNotFoundError(
@@ -145,7 +150,16 @@ class ServiceFunction(Construct):
             vpc=placement.network.vpc if placement else None,
             vpc_subnets=placement.network.private_subnets if placement else None,
             security_groups=[placement.security_group] if placement else None,
+            snap_start=lambda_.SnapStartConf.ON_PUBLISHED_VERSIONS if snap_start else None,
+            current_version_options=lambda_.VersionOptions(removal_policy=RemovalPolicy.DESTROY),
         )
+        if snap_start:
+            # CDK warns that SnapStart needs a published version; the caller publishes one by
+            # reading `current_version` (the chat API's alias).
+            Annotations.of(self.function).acknowledge_warning(
+                "@aws-cdk/aws-lambda:snapStartRequirePublish",
+                "the function's current version is published and invoked through an alias",
+            )
 
         Validations.of(self.function).acknowledge(
             Acknowledgment(

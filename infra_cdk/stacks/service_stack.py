@@ -112,6 +112,7 @@ class KefuServiceStack(Stack):
                 if value is not None
             },
             memory_mb=config.chat_memory_mb,
+            snap_start=config.chat_snap_start,
             timeout=Duration.seconds(config.chat_timeout_seconds),
             log_level=config.log_level,
             log_retention=config.log_retention,

@@ -70,12 +70,13 @@ def anthropic_with_orders(tmp_path_factory: pytest.TempPathFactory) -> Synthesiz
 
 @pytest.fixture(scope="session")
 def keyless(tmp_path_factory: pytest.TempPathFactory) -> SynthesizedStage:
-    """The dev stage with no API key and two allowed origins."""
+    """The dev stage with no API key, two allowed origins and no SnapStart."""
     return synthesize(
         "dev",
         tmp_path_factory.mktemp("cdk-keyless"),
         overrides={
             "api_key_required": False,
+            "chat_snap_start": False,
             "faq_threshold": 0.62,
             "head_threshold": 0.3,
             "passage_threshold": 0.58,

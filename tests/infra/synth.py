@@ -84,6 +84,12 @@ class SynthesizedStage:
     def chat_function_id(self) -> str:
         return self.function_id(CHAT_SERVICE)
 
+    def chat_alias_id(self) -> str:
+        """The alias API Gateway invokes the chat function through."""
+        return self.only_logical_id(
+            "AWS::Lambda::Alias", {"FunctionName": {"Ref": self.chat_function_id()}}
+        )
+
     def chat_role_id(self) -> str:
         return self.role_id(CHAT_SERVICE)
 

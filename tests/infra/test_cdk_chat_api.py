@@ -36,23 +36,27 @@ def method(stage: SynthesizedStage, http_method: str, path: str) -> dict[str, An
 
 
 @pytest.mark.parametrize(("http_method", "path"), ROUTES)
-def test_each_route_is_proxied_to_the_chat_function(
+def test_each_route_is_proxied_to_the_chat_functions_live_alias(
     each_stage: SynthesizedStage, http_method: str, path: str
 ) -> None:
-    function_id = each_stage.chat_function_id()
+    alias_id = each_stage.chat_alias_id()
 
     integration = method(each_stage, http_method, path)["Integration"]
 
     assert integration["Type"] == "AWS_PROXY"
     assert integration["IntegrationHttpMethod"] == "POST"
-    assert {"Fn::GetAtt": [function_id, "Arn"]} in integration["Uri"]["Fn::Join"][1]
-    # API Gateway may invoke the function for exactly this route.
+    # A published version, through the alias; never $LATEST.
+    assert {"Ref": alias_id} in integration["Uri"]["Fn::Join"][1]
+    assert {"Fn::GetAtt": [each_stage.chat_function_id(), "Arn"]} not in integration["Uri"][
+        "Fn::Join"
+    ][1]
+    # API Gateway may invoke the alias for exactly this route.
     each_stage.template.has_resource_properties(
         "AWS::Lambda::Permission",
         {
             "Action": "lambda:InvokeFunction",
             "Principal": "apigateway.amazonaws.com",
-            "FunctionName": {"Fn::GetAtt": [function_id, "Arn"]},
+            "FunctionName": {"Ref": alias_id},
             "SourceArn": {
                 "Fn::Join": [
                     "",
@@ -61,6 +65,42 @@ def test_each_route_is_proxied_to_the_chat_function(
             },
         },
     )
+
+
+def test_the_live_alias_points_at_the_current_version_which_a_deploy_replaces(
+    each_stage: SynthesizedStage,
+) -> None:
+    alias = each_stage.resources[each_stage.chat_alias_id()]["Properties"]
+    version_id = alias["FunctionVersion"]["Fn::GetAtt"][0]
+    version = each_stage.resources[version_id]
+
+    assert alias["Name"] == "live"
+    assert version["Type"] == "AWS::Lambda::Version"
+    assert version["Properties"]["FunctionName"] == {"Ref": each_stage.chat_function_id()}
+    # The version the next deploy replaces is deleted: a SnapStart version bills while cached.
+    assert version["DeletionPolicy"] == "Delete"
+
+
+def test_the_chat_function_starts_from_a_snapshot_where_the_stage_asks(
+    each_stage: SynthesizedStage,
+) -> None:
+    properties = each_stage.resources[each_stage.chat_function_id()]["Properties"]
+
+    assert each_stage.config.chat_snap_start, "every stage in cdk.json uses SnapStart"
+    assert properties["SnapStart"] == {"ApplyOn": "PublishedVersions"}
+    # SnapStart's limits: no EFS, at most 512 MB of /tmp.
+    assert "FileSystemConfigs" not in properties
+    assert properties.get("EphemeralStorage", {"Size": 512})["Size"] <= 512
+
+
+def test_a_stage_may_leave_snapstart_off_and_still_invokes_the_alias(
+    keyless: SynthesizedStage,
+) -> None:
+    properties = keyless.resources[keyless.chat_function_id()]["Properties"]
+
+    assert "SnapStart" not in properties
+    integration = method(keyless, "POST", "/v1/chat")["Integration"]
+    assert {"Ref": keyless.chat_alias_id()} in integration["Uri"]["Fn::Join"][1]
 
 
 def test_chat_needs_an_api_key_while_health_and_openapi_are_public(

@@ -455,7 +455,7 @@ def test_agent_routes_are_authorized_by_iam_and_served_by_the_chat_function(
     assert properties.get("ApiKeyRequired", False) is False
     integration = properties["Integration"]
     assert integration["Type"] == "AWS_PROXY"
-    assert arn_of(each_stage.chat_function_id()) in integration["Uri"]["Fn::Join"][1]
+    assert {"Ref": each_stage.chat_alias_id()} in integration["Uri"]["Fn::Join"][1]
 
 
 @pytest.mark.parametrize(("http_method", "path"), CUSTOMER_ROUTES)
@@ -465,7 +465,7 @@ def test_customer_routes_are_not_iam_authorized(
     properties = method(each_stage, http_method, path)
 
     assert properties["AuthorizationType"] == "NONE"
-    assert arn_of(each_stage.chat_function_id()) in properties["Integration"]["Uri"]["Fn::Join"][1]
+    assert {"Ref": each_stage.chat_alias_id()} in properties["Integration"]["Uri"]["Fn::Join"][1]
 
 
 @pytest.mark.parametrize(

@@ -27,6 +27,9 @@ def test_the_always_on_parts_follow_the_stage(each_stage: SynthesizedStage) -> N
     managers = [item for item in lines if item.startswith("OpenSearch cluster-manager")]
     assert len(managers) == (1 if config.opensearch_dedicated_master_count else 0)
     assert any(item.startswith("ElastiCache Serverless") for item in lines)
+    snapshot = lines["Lambda SnapStart snapshot cache"]
+    assert snapshot.quantity == config.chat_memory_mb / 1024
+    assert snapshot.monthly == pytest.approx(config.chat_memory_mb / 1024 * 3.95, rel=0.01)
 
 
 def test_the_readme_states_each_stages_monthly_total(each_stage: SynthesizedStage) -> None:

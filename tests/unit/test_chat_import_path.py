@@ -55,3 +55,49 @@ def test_claude_on_bedrock_does_not_load_the_anthropic_sdk() -> None:
     # Then the shared Claude prompt is loaded, the Anthropic SDK is not
     assert {"kefu.adapters.bedrock_model", "kefu.adapters.claude_prompt"} <= modules
     assert not any(name.startswith(("anthropic", "httpx2")) for name in modules)
+
+
+def _built_at_import(initialization_type: str | None, **settings: str) -> tuple[bool, str]:
+    """Whether importing the handler, in an environment Lambda started this way, built the
+    chat service; and what it logged."""
+    from tests.lambda_env import LAMBDA
+
+    env = {**LAMBDA, "PATH": "/usr/bin:/bin", "PYTHONPATH": f"layers/kefu/python:{REPO_ROOT}"}
+    env.update(settings)
+    if initialization_type:
+        env["AWS_LAMBDA_INITIALIZATION_TYPE"] = initialization_type
+    script = (
+        "import functions.chat.handler\n"
+        "from kefu.bootstrap import get_chat_service\n"
+        "print(get_chat_service.cache_info().currsize)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    return done.stdout.strip().splitlines()[-1] == "1", done.stdout
+
+
+def test_a_snapstart_or_provisioned_environment_builds_the_service_in_init() -> None:
+    # SnapStart snapshots what init built; a restored environment's first request finds it.
+    assert _built_at_import("snap-start")[0]
+    assert _built_at_import("provisioned-concurrency")[0]
+    # An on-demand environment builds at its first request, as before.
+    assert not _built_at_import("on-demand")[0]
+    assert not _built_at_import(None)[0]
+
+
+def test_a_service_that_cannot_be_built_in_init_is_left_to_the_first_request() -> None:
+    # An index setting naming no OpenSearch endpoint is a configuration error: init goes on,
+    # logs it, and the first request answers it as one (503 not_configured).
+    built, logged = _built_at_import(
+        "snap-start", KEFU_INDEX="opensearch", POWERTOOLS_LOG_LEVEL="INFO"
+    )
+
+    assert not built
+    assert "could not be built ahead" in logged

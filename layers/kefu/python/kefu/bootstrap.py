@@ -10,6 +10,7 @@ from kefu.chat import ChatService
 from kefu.decision import resolve_thresholds
 from kefu.errors import ConfigurationError, DependencyUnavailable
 from kefu.handover import HandoverDesk
+from kefu.observability import logger
 from kefu.ports import (
     AnswerCache,
     ChatModel,
@@ -340,6 +341,27 @@ def get_index() -> KnowledgeIndex:
 @lru_cache(maxsize=1)
 def get_chat_service() -> ChatService:
     return build_chat_service(get_settings(), embedder=get_embedder(), index=get_index())
+
+
+# How Lambda started the environment (its AWS_LAMBDA_INITIALIZATION_TYPE): in these two, init
+# runs ahead of any request (a SnapStart version is snapshotted after it), so what it builds no
+# customer waits for.
+AHEAD_OF_REQUESTS = frozenset({"snap-start", "provisioned-concurrency"})
+
+
+def build_ahead(initialization_type: str | None) -> bool:
+    """Build the chat service now if the environment starts ahead of its requests; True when
+    built. Nothing is connected: clients connect at their first call, so no connection is
+    snapshotted. A failure is logged and left to the first request, which builds again and
+    answers a configuration error as such."""
+    if initialization_type not in AHEAD_OF_REQUESTS:
+        return False
+    try:
+        get_chat_service()
+    except Exception:
+        logger.exception("the chat service could not be built ahead; the first request retries")
+        return False
+    return True
 
 
 @lru_cache(maxsize=1)
