@@ -8,13 +8,14 @@ STAGE ?= dev
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: run test lint typecheck unit synth layer ingest-deps tune-deps eval bench load clean help
+.PHONY: fuzz run test lint typecheck unit synth layer ingest-deps tune-deps eval bench load clean help
 
 help:
 	@echo "make run [PORT=8000]  serve the whole product locally on http://127.0.0.1:$(PORT)"
 	@echo "make test             lint, type-check and run every test suite (offline)"
 	@echo "make synth            synthesize the CDK app into cdk.out (no credentials needed)"
 	@echo "make eval             retrieval evaluation on the sample knowledge base (and the datasets)"
+	@echo "make fuzz             the fuzz tests with over a thousand cases each, and their tally"
 	@echo "make bench            benchmarks"
 	@echo "make load             the local stack under 100 conversations at once, 20 turns each"
 
@@ -74,6 +75,11 @@ typecheck: $(VENV)/.dev-deps
 
 test: lint typecheck layer ingest-deps node_modules/.installed
 	$(BIN)/pytest -n 2 --dist loadgroup
+
+# The fuzz tests with more cases: generated Lambda events against the chat handler and
+# schemathesis against the local server's OpenAPI document; ends with the tally.
+fuzz: $(VENV)/.dev-deps
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest -p no:randomly -q tests/functional/test_chat_api_properties.py tests/functional/test_openapi_fuzz.py
 
 bench: $(VENV)/.dev-deps
 	$(BIN)/pytest tests/bench -p no:randomly -q -s

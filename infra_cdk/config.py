@@ -108,8 +108,10 @@ class StageConfig(BaseModel):
     api_throttling_rate_limit: float = Field(default=50, gt=0)
     api_throttling_burst_limit: int = Field(default=100, gt=0)
     api_key_required: bool = True
-    # Origins allowed to call the API from a browser (the web chat page).
-    cors_allow_origins: tuple[str, ...] = Field(default=("*",), min_length=1)
+    # Origins a browser page may call the API from (the site that hosts the web chat), each
+    # named as the browser sends it ("https://support.example.com"), or "*" for any. None by
+    # default: no other site's page may call the API.
+    cors_allow_origins: tuple[str, ...] = ()
     # Keep the sessions table, its key and the logs when the stack is deleted.
     retain_data: bool = False
     # API Gateway execution logging needs one CloudWatch role per account and region; turn this off
@@ -190,6 +192,19 @@ class StageConfig(BaseModel):
                 f"'rate(...)', not {expression!r}"
             )
         return expression
+
+    @field_validator("cors_allow_origins")
+    @classmethod
+    def _origins_as_browsers_send_them(cls, origins: tuple[str, ...]) -> tuple[str, ...]:
+        for origin in origins:
+            # A browser's Origin header is a scheme, a host and perhaps a port, nothing more: an
+            # origin with a path, a trailing slash or a wildcard in it would never match one.
+            if origin != "*" and not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:\d{1,5})?", origin):
+                raise ValueError(
+                    f"cors_allow_origins: {origin!r} is not an origin; name each as "
+                    "'https://host' (or 'https://host:port'), or '*' for any"
+                )
+        return origins
 
     @field_validator("orders_url")
     @classmethod

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 FIXTURES = Path(__file__).parent / "fixtures"
 EVENTS = Path(__file__).parent / "events"
@@ -52,6 +53,12 @@ os.environ.update(
     POWERTOOLS_TRACE_DISABLED="true",
     POWERTOOLS_LOG_LEVEL="WARNING",
 )
+
+# Property tests: `dev` (what `make test` runs) tries 100 examples of each; `fuzz`
+# (HYPOTHESIS_PROFILE=fuzz) tries 1,000. No deadline: a chat turn's time depends on the machine.
+settings.register_profile("dev", max_examples=100, deadline=None)
+settings.register_profile("fuzz", max_examples=1_000, deadline=None, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 _real_connect = socket.socket.connect
 
@@ -129,3 +136,12 @@ def chat_service(retriever: Any) -> Any:
     return ChatService(
         retriever=retriever, model=ExtractiveModel(), sessions=SqliteSessionStore(":memory:")
     )
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The fuzz tests' tally (tests/fuzz_tally.py), when any ran."""
+    from tests.fuzz_tally import summary
+
+    line = summary()
+    if line:
+        terminalreporter.write_line(line)

@@ -175,8 +175,15 @@ def _service(latencies: Latencies) -> ChatService:
     )
 
 
+def _open(service: ChatService, sessions: int) -> None:
+    """Start the conversations `_requests` continue (the service continues only sessions it
+    knows: an id it never issued starts a new one)."""
+    for number in range(sessions):
+        service.sessions.save(Session(session_id=f"bench-session-{number:02d}"))
+
+
 def _requests(sessions: int, turns: int) -> list[ChatRequest]:
-    """`turns` questions round-robin over `sessions` conversations."""
+    """`turns` questions round-robin over `sessions` conversations (started by `_open`)."""
     return [
         ChatRequest(
             session_id=f"bench-session-{number % sessions:02d}",
@@ -205,6 +212,7 @@ def _percentile(values: Sequence[float], share: float) -> float:
 def test_a_warm_turn_costs_little_beside_its_dependencies() -> None:
     service = _service(Latencies())
     sessions, turns = 5, 500
+    _open(service, sessions)
     # Warm: each conversation started (its first turn discloses the AI) and its memory window
     # filled, so that older turns fold into the summary as they do in a long conversation.
     _turn_seconds(service, _requests(sessions, 200))
@@ -230,6 +238,7 @@ def test_a_warm_turn_costs_little_beside_its_dependencies() -> None:
 def test_a_turn_adds_little_to_the_model_with_typical_latencies() -> None:
     service = _service(TYPICAL)
     sessions, turns = 4, 20
+    _open(service, sessions)
     _turn_seconds(service, _requests(sessions, sessions))  # each conversation started
 
     timings = _turn_seconds(service, _requests(sessions, turns))

@@ -50,6 +50,7 @@ def invoke(configured: Path) -> Invoke:
         headers: dict[str, str] | None = None,
         query: dict[str, str] | None = None,
         identity: dict[str, str] | None = None,
+        base64_encoded: bool = False,
     ) -> dict[str, Any]:
         event = copy.deepcopy(EVENT)
         event["httpMethod"] = method
@@ -57,6 +58,8 @@ def invoke(configured: Path) -> Invoke:
         event["requestContext"]["resourcePath"] = path
         event["requestContext"]["httpMethod"] = method
         event["body"] = raw if raw is not None else (None if body is None else json.dumps(body))
+        # As API Gateway sends a body whose media type is one of the API's binary media types.
+        event["isBase64Encoded"] = base64_encoded
         if headers is not None:
             event["headers"] = headers
             event["multiValueHeaders"] = {k: [v] for k, v in headers.items()}

@@ -33,6 +33,7 @@ def test_a_question_gets_the_full_response_shape(invoke: Invoke) -> None:
     reply = body(response)
     assert set(reply) == {
         "session_id",
+        "new_session",
         "turn_id",
         "answer",
         "language",
@@ -129,7 +130,7 @@ def test_a_body_that_is_not_json_is_refused_with_415(invoke: Invoke, configured:
     assert turns_stored(configured) == 0
 
 
-@pytest.mark.parametrize(("method", "path"), [("GET", "/v1/nope"), ("DELETE", "/v1/chat")])
+@pytest.mark.parametrize(("method", "path"), [("GET", "/v1/nope"), ("DELETE", "/v1/nope")])
 def test_unknown_routes_get_a_json_404(invoke: Invoke, method: str, path: str) -> None:
     response = invoke(method, path)
     assert response["statusCode"] == 404

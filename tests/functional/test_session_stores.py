@@ -138,11 +138,53 @@ def test_dynamodb_item_size_is_bounded(dynamodb: Any) -> None:
     assert max(sizes[-50:]) <= max(sizes[50:100]) * 1.1
 
 
+class Clock:
+    """The time a store reads, moved on by the test."""
+
+    def __init__(self, now: datetime = AT) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture(params=["sqlite", "dynamodb"])
+def clocked(request: pytest.FixtureRequest) -> tuple[SessionStore, Clock]:
+    """A store of each kind with a 72-hour TTL, reading the test's clock."""
+    clock = Clock()
+    if request.param == "sqlite":
+        return SqliteSessionStore(":memory:", ttl=timedelta(hours=72), clock=clock), clock
+    client = request.getfixturevalue("dynamodb")
+    return DynamoDBSessionStore(TABLE, client=client, ttl=timedelta(hours=72), clock=clock), clock
+
+
+def test_a_session_expires_its_ttl_after_its_last_save(
+    clocked: tuple[SessionStore, Clock],
+) -> None:
+    store, clock = clocked
+    # Given a session saved, then saved again a day later
+    first = saved(store, Session("session-1", turns=[turn(1)], turn_count=1))
+    clock.now += timedelta(hours=24)
+    saved(store, replace(first, turns=[turn(1), turn(2)], turn_count=2))
+
+    # Then it is there until 72 hours after the second save, and reads as absent from then on
+    clock.now += timedelta(hours=72) - timedelta(seconds=1)
+    assert store.get("session-1") is not None
+    clock.now += timedelta(seconds=1)
+    assert store.get("session-1") is None
+
+    # And a new session may take its place (the expired one counts for nothing, its version
+    # included), though DynamoDB has not deleted the item yet
+    renewed = saved(store, Session("session-1", turns=[turn(9)], turn_count=1))
+    assert (renewed.version, [t.turn_id for t in renewed.turns]) == (1, ["turn-9"])
+
+
 def test_dynamodb_sessions_expire_through_the_table_ttl(dynamodb: Any) -> None:
-    store = DynamoDBSessionStore(TABLE, client=dynamodb, ttl=timedelta(hours=72))
+    clock = Clock(AT + timedelta(hours=5))
+    store = DynamoDBSessionStore(TABLE, client=dynamodb, ttl=timedelta(hours=72), clock=clock)
     store.save(Session("session-1", turns=[turn(1)]))
     item = dynamodb.get_item(TableName=TABLE, Key={"session_id": {"S": "session-1"}})["Item"]
-    expected = int((AT + timedelta(minutes=1, hours=72)).timestamp())
+    expected = int((AT + timedelta(hours=5 + 72)).timestamp())
     assert item["expires_at"] == {"N": str(expected)}
 
 
@@ -181,14 +223,6 @@ def _turn_json(number: int) -> dict[str, Any]:
     }
 
 
-def test_local_sessions_expire_like_the_dynamodb_ttl() -> None:
-    store = SqliteSessionStore(":memory:", ttl=timedelta(seconds=-1))
-    store.save(Session("session-1", turns=[turn(1)]))
-    assert store.get("session-1") is None
-    # An expired session is gone: it can start again from version 0.
-    store.save(Session("session-1", turns=[turn(2)]))
-
-
 def test_a_missing_table_is_a_dependency_failure(dynamodb: Any) -> None:
     store = DynamoDBSessionStore("no-such-table", client=dynamodb, ttl=timedelta(hours=1))
     with pytest.raises(DependencyUnavailable):
@@ -202,3 +236,29 @@ def test_the_dynamodb_client_gives_up_in_seconds_not_minutes() -> None:
     config = store._client.meta.config
     assert config.connect_timeout + config.read_timeout <= 3
     assert config.retries["total_max_attempts"] <= 3
+
+
+def test_the_local_store_takes_the_ttl_the_dynamodb_one_is_given(tmp_path: Any) -> None:
+    import sqlite3
+    import time
+
+    from kefu.bootstrap import build_sessions
+    from kefu.settings import Settings
+
+    # Given the session TTL set to one hour, as a deployment sets it for DynamoDB
+    settings = Settings(data_dir=tmp_path, session_ttl_hours=1)
+    local = build_sessions(settings)
+    cloud = build_sessions(
+        settings.model_copy(update={"sessions": "dynamodb", "sessions_table": TABLE})
+    )
+
+    # When the local stack saves a session
+    before = time.time()
+    local.save(Session("session-1", turns=[turn(1)]))
+
+    # Then it expires an hour later, as the DynamoDB store's sessions do
+    with sqlite3.connect(settings.sessions_path) as db:
+        (expires_at,) = db.execute("SELECT expires_at FROM conversations").fetchone()
+    assert before + 3600 <= expires_at <= time.time() + 3600
+    assert isinstance(cloud, DynamoDBSessionStore)
+    assert cloud._ttl == timedelta(hours=1)

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from aws_cdk.assertions import Match
 
-from tests.infra.synth import SynthesizedStage
+from tests.infra.synth import SynthesizedStage, synthesize
 
 ROUTES = [("POST", "/v1/chat"), ("GET", "/v1/health"), ("GET", "/v1/openapi.json")]
 
@@ -234,3 +234,27 @@ def test_with_several_origins_the_preflight_echoes_the_allowed_one(
     for origin in others:
         assert f'$origin == "{origin}"' in response["ResponseTemplates"]["application/json"]
     assert keyless.template.find_resources("AWS::ApiGateway::GatewayResponse") == {}
+
+
+@pytest.fixture(scope="module")
+def closed(tmp_path_factory: pytest.TempPathFactory) -> SynthesizedStage:
+    """The dev stage naming no origins, as a stage that leaves `cors_allow_origins` out does."""
+    return synthesize(
+        "dev", tmp_path_factory.mktemp("cdk-no-origins"), overrides={"cors_allow_origins": []}
+    )
+
+
+def test_a_stage_that_names_no_origins_lets_no_browser_page_call_it(
+    closed: SynthesizedStage,
+) -> None:
+    # No preflight is answered, by API Gateway or by the function
+    assert (
+        closed.template.find_resources(
+            "AWS::ApiGateway::Method", {"Properties": {"HttpMethod": "OPTIONS"}}
+        )
+        == {}
+    )
+    assert closed.chat_variables()["KEFU_CORS_ALLOW_ORIGINS"] == "[]"
+    # And API Gateway's own errors carry no CORS headers either
+    assert closed.template.find_resources("AWS::ApiGateway::GatewayResponse") == {}
+    assert method(closed, "POST", "/v1/chat")["Integration"]["Type"] == "AWS_PROXY"

@@ -92,6 +92,9 @@ def test_without_stages_the_error_says_where_they_come_from() -> None:
         ({"nat_gateways": 0}, "nat_gateways"),
         ({"cache_max_data_gb": 0}, "cache_max_data_gb"),
         ({"cache_max_ecpu_per_second": 999}, "cache_max_ecpu_per_second"),
+        ({"cors_allow_origins": ["https://support.example.com/"]}, "is not an origin"),
+        ({"cors_allow_origins": ["support.example.com"]}, "is not an origin"),
+        ({"cors_allow_origins": ["https://*.example.com"]}, "is not an origin"),
     ],
 )
 def test_a_bad_stage_is_refused_with_the_field_named(
@@ -120,6 +123,12 @@ def test_a_stage_answers_with_claude_on_bedrock_unless_told_otherwise() -> None:
 
     assert config.chat_model == "bedrock"
     assert (config.orders_url, config.memory_tokens) == (None, 2048)
+
+
+def test_a_stage_allows_no_cross_origin_calls_unless_it_names_the_origins() -> None:
+    assert stage_with().cors_allow_origins == ()
+    named = stage_with(cors_allow_origins=["https://support.example.com", "http://localhost:8080"])
+    assert named.cors_allow_origins == ("https://support.example.com", "http://localhost:8080")
 
 
 def test_an_anthropic_stage_names_the_secret_holding_its_key() -> None:

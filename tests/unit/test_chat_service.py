@@ -1,4 +1,4 @@
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -56,10 +56,94 @@ def test_the_conversation_is_remembered_turn_by_turn(chat_service: ChatService) 
     assert session.turns[0].sources[0] == "account-01-en"
 
 
-def test_an_unknown_session_id_starts_that_conversation(chat_service: ChatService) -> None:
+def test_a_first_message_starts_a_conversation_under_an_id_the_service_makes(
+    chat_service: ChatService,
+) -> None:
+    first = ask(chat_service, "forgot my password")
+    assert first.new_session is True
+    follow_up = ask(chat_service, "when will my parcel arrive", session_id=first.session_id)
+    assert (follow_up.session_id, follow_up.new_session) == (first.session_id, False)
+
+
+def test_a_session_id_the_client_made_up_starts_a_new_conversation_under_a_new_id(
+    chat_service: ChatService,
+) -> None:
+    # Given a client that names a session the service never issued
     reply = ask(chat_service, "forgot my password", session_id="client-chosen-id-1")
-    assert reply.session_id == "client-chosen-id-1"
+
+    # Then the answer starts a conversation of the service's own, and says so
+    assert reply.new_session is True
+    assert reply.session_id != "client-chosen-id-1"
     assert reply.answer.startswith(AI_DISCLOSURE["en"])
+    # And no session was created under the client's id; the new one holds the turn
+    assert chat_service.sessions.get("client-chosen-id-1") is None
+    stored = chat_service.sessions.get(reply.session_id)
+    assert stored is not None
+    assert [turn.message for turn in stored.turns] == ["forgot my password"]
+    # And sending the made-up id again starts yet another one, never that id
+    again = ask(chat_service, "forgot my password", session_id="client-chosen-id-1")
+    assert again.new_session is True
+    assert again.session_id not in ("client-chosen-id-1", reply.session_id)
+    assert chat_service.sessions.get("client-chosen-id-1") is None
+
+
+def test_an_expired_session_starts_a_new_conversation_under_a_new_id(retriever: Any) -> None:
+    # Given a conversation whose session outlives its time to live
+    now = [datetime(2026, 12, 1, 9, 0, tzinfo=UTC)]
+    sessions = SqliteSessionStore(":memory:", ttl=timedelta(hours=72), clock=lambda: now[0])
+    service = ChatService(retriever=retriever, model=ExtractiveModel(), sessions=sessions)
+    first = ask(service, "forgot my password")
+    now[0] += timedelta(hours=71)
+    kept = ask(service, "when will my parcel arrive", session_id=first.session_id)
+    assert (kept.session_id, kept.new_session) == (first.session_id, False)
+
+    # When the customer writes again 72 hours after the last message
+    now[0] += timedelta(hours=72)
+    later = ask(service, "when will my parcel arrive", session_id=first.session_id)
+
+    # Then the conversation starts again, under a new id, with the AI disclosed again
+    assert later.new_session is True
+    assert later.session_id != first.session_id
+    assert later.answer.startswith(AI_DISCLOSURE["en"])
+    assert sessions.get(first.session_id) is None
+
+
+class _SessionsReadDown:
+    """A store whose reads fail while its writes work (a read throttled, say)."""
+
+    def __init__(self) -> None:
+        self.store = SqliteSessionStore(":memory:")
+        self.reads_fail = False
+
+    def get(self, session_id: str) -> Any:
+        if self.reads_fail:
+            self.reads_fail = False  # the next read (the save's check) works
+            raise DependencyUnavailable("sessions read throttled")
+        return self.store.get(session_id)
+
+    def save(self, session: Any) -> None:
+        self.store.save(session)
+
+
+def test_when_the_session_cannot_be_read_a_made_up_id_is_still_never_created(
+    retriever: Any,
+) -> None:
+    sessions = _SessionsReadDown()
+    service = ChatService(retriever=retriever, model=ExtractiveModel(), sessions=sessions)
+    first = ask(service, "forgot my password")
+
+    # When the read of a turn's session fails, for a real session and for a made-up one
+    sessions.reads_fail = True
+    known = ask(service, "when will my parcel arrive", session_id=first.session_id)
+    sessions.reads_fail = True
+    made_up = ask(service, "when will my parcel arrive", session_id="client-chosen-id-2")
+
+    # Then both are answered; the real session keeps the turn; the made-up id names nothing
+    assert known.outcome == made_up.outcome == "answered"
+    stored = sessions.store.get(first.session_id)
+    assert stored is not None
+    assert [turn.turn_id for turn in stored.turns][-1] == known.turn_id
+    assert sessions.store.get("client-chosen-id-2") is None
 
 
 def test_an_uncovered_question_is_declined_with_a_human_offered(chat_service: ChatService) -> None:

@@ -118,6 +118,15 @@ def test_an_answer_never_carries_contact_details_nobody_gave(retriever: Any) -> 
     assert "400-820-1234" not in reply.answer
     assert "[phone]" in reply.answer
 
+    # And the stored answer keeps the source's number but not the customer's e-mail
+    stored = service.sessions.get(reply.session_id)
+    assert stored is not None
+    (turn,) = stored.turns
+    assert "li.ming@example.com" not in turn.answer
+    assert "[email]" in turn.answer
+    assert "021-5555-0199" in turn.answer
+    assert "400-820-1234" not in turn.answer
+
 
 def test_a_deployments_own_patterns_are_masked_in_messages_and_answers(retriever: Any) -> None:
     import re

@@ -28,6 +28,18 @@ _AGENT_ERRORS: dict[int, Any] = {
     403: {"description": "Not an agent", "content": _ERROR_BODY},
     404: {"description": "No such ticket", "content": _ERROR_BODY},
     422: {"description": "The request does not match the schema", "content": _ERROR_BODY},
+    503: {
+        "description": "The ticket store is unavailable; retry after `Retry-After` seconds",
+        "content": _ERROR_BODY,
+    },
+}
+# What a route that reads a body may also answer.
+_BODY_ERRORS: dict[int, Any] = {
+    400: {
+        "description": "The body is not one UTF-8 JSON document (or repeats a key)",
+        "content": _ERROR_BODY,
+    },
+    415: {"description": "The body is not sent as JSON", "content": _ERROR_BODY},
 }
 
 
@@ -89,6 +101,7 @@ def read_ticket(ticket_id: Annotated[str, TICKET_ID]) -> TicketView:
         200: {"description": "The ticket with the reply"},
         409: {"description": "The ticket is closed", "content": _ERROR_BODY},
         **_AGENT_ERRORS,
+        **_BODY_ERRORS,
     },
 )
 def reply(

@@ -12,7 +12,10 @@ from typing import Annotated, Any
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, CORSConfig, Response
 from aws_lambda_powertools.event_handler.api_gateway import ResponseBuilder, Route
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
-from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.exceptions import (
+    RequestUnsupportedContentType,
+    RequestValidationError,
+)
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.shared.json_encoder import Encoder
@@ -45,6 +48,7 @@ from kefu.models import (
     SessionMessages,
 )
 from kefu.observability import logger, metrics
+from kefu.request_body import JsonBodyValidation, read_json
 
 
 class _RequestState(threading.local):
@@ -114,6 +118,15 @@ class ConcurrentRestResolver(APIGatewayRestResolver):
         self.lambda_context = context
         return super().resolve(event, context)
 
+    def allowed_methods(self, path: str) -> list[str]:
+        """The methods some route takes at `path` (none: no such path), for a 405's `Allow`."""
+        path = self._remove_prefix(path)
+        routes = self._static_routes + self._dynamic_routes
+        methods = {route.method for route in routes if route.rule.match(path)}
+        if methods and self._cors_enabled:
+            methods.add("OPTIONS")  # a preflight is answered on every path
+        return sorted(methods)
+
     def _call_route(self, route: Route, route_arguments: dict[str, str]) -> ResponseBuilder:
         if not route._middleware_stack_built:
             with self._stack_build:
@@ -127,28 +140,52 @@ class ConcurrentRestResolver(APIGatewayRestResolver):
 _origins = get_settings().cors_allow_origins
 app = ConcurrentRestResolver(
     enable_validation=True,
-    cors=CORSConfig(allow_origin=_origins[0], extra_origins=_origins[1:], max_age=600),
+    # No origins configured: no CORS headers at all, so no other site's page may call the API.
+    cors=(
+        CORSConfig(allow_origin=_origins[0], extra_origins=_origins[1:], max_age=600)
+        if _origins
+        else None
+    ),
     # Chinese answers travel as UTF-8, not as \uXXXX escapes.
     serializer=partial(json.dumps, separators=(",", ":"), ensure_ascii=False, cls=Encoder),
+    json_body_deserializer=read_json,
 )
+# Bodies are JSON only, read strictly (kefu.request_body); Powertools' own validation middleware
+# reads forms and multipart too, and compares media types case-sensitively.
+app._request_validation_middleware = JsonBodyValidation()
 
 app.include_router(agent_router)
 
 _ERROR_BODY = {"application/json": {"model": ErrorResponse}}
 _ERRORS: dict[int, Any] = {
-    400: {"description": "The body is not valid JSON", "content": _ERROR_BODY},
+    400: {
+        "description": "The body is not one UTF-8 JSON document (or repeats a key)",
+        "content": _ERROR_BODY,
+    },
     415: {"description": "The body is not sent as JSON", "content": _ERROR_BODY},
     422: {"description": "The body does not match the schema", "content": _ERROR_BODY},
-    503: {"description": "A dependency is unavailable; retry", "content": _ERROR_BODY},
+    503: {
+        "description": "A dependency is unavailable; retry after `Retry-After` seconds",
+        "content": _ERROR_BODY,
+    },
 }
+# How long a client should wait before it retries a 503 (by error code).
+_RETRY_AFTER_SECONDS = {"index_not_ready": 60, "not_configured": 60}
+_RETRY_AFTER_DEFAULT_SECONDS = 5
 _NOT_FOUND: dict[int, Any] = {404: {"description": "No such conversation", "content": _ERROR_BODY}}
 
 
-def _error(status: HTTPStatus, code: str, message: str) -> Response[Any]:
+def _error(
+    status: HTTPStatus, code: str, message: str, headers: dict[str, str] | None = None
+) -> Response[Any]:
+    if status == HTTPStatus.SERVICE_UNAVAILABLE:
+        retry_after = _RETRY_AFTER_SECONDS.get(code, _RETRY_AFTER_DEFAULT_SECONDS)
+        headers = {**(headers or {}), "Retry-After": str(retry_after)}
     return Response(
         status_code=status.value,
         content_type="application/json",
         body={"error": {"code": code, "message": message}},
+        headers=headers,
     )
 
 
@@ -198,16 +235,34 @@ def health() -> HealthResponse:
 
 @app.get("/v1/openapi.json", include_in_schema=False)
 def openapi() -> Response[str]:
-    schema = app.get_openapi_json_schema(
-        title="Kefu customer service API",
-        version=__version__,
-        description="Chat with the AI customer-service agent; it answers from the knowledge base.",
+    return Response(
+        status_code=200, content_type="application/json", body=json.dumps(openapi_document())
     )
-    return Response(status_code=200, content_type="application/json", body=schema)
 
 
-@app.exception_handler(RequestValidationError)
-def invalid_request(exc: RequestValidationError) -> Response[Any]:
+def openapi_document() -> dict[str, Any]:
+    """The API's OpenAPI document, as /v1/openapi.json serves it."""
+    document: dict[str, Any] = json.loads(
+        app.get_openapi_json_schema(
+            title="Kefu customer service API",
+            version=__version__,
+            description=(
+                "Chat with the AI customer-service agent; it answers from the knowledge base."
+            ),
+        )
+    )
+    return document
+
+
+@app.exception_handler([RequestValidationError, RequestUnsupportedContentType])
+def invalid_request(
+    exc: RequestValidationError | RequestUnsupportedContentType,
+) -> Response[Any]:
+    errors = exc.errors()
+    # Powertools reports a response that fails its schema as a RequestValidationError too: that
+    # is our fault, not the client's.
+    if any(tuple(error.get("loc", ()))[:1] == ("response",) for error in errors):
+        return internal_error(exc)
     # The body is checked before a route runs: an agent route's caller is checked first, so
     # an unauthorised caller learns nothing of the route's schema.
     if app.current_event.path.startswith(AGENT_PATHS):
@@ -217,24 +272,34 @@ def invalid_request(exc: RequestValidationError) -> Response[Any]:
             return agent_unauthorised(refused)
         except AgentForbidden as refused:
             return agent_forbidden(refused)
-    content_type = app.current_event.headers.get("content-type", "") or ""
-    if content_type and not content_type.lower().startswith("application/json"):
+    if isinstance(exc, RequestUnsupportedContentType):
         return _error(
             HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
-            "Send the body as JSON with Content-Type: application/json.",
+            "Send the body as UTF-8 JSON with Content-Type: application/json.",
         )
-    errors = exc.errors()
-    if any(error.get("type") == "json_invalid" for error in errors):
-        return _error(
-            HTTPStatus.BAD_REQUEST, "malformed_json", "The request body is not valid JSON."
-        )
+    for error in errors:
+        if error.get("type") == "json_invalid":
+            why = (error.get("ctx") or {}).get("error") or ""
+            return _error(
+                HTTPStatus.BAD_REQUEST,
+                "malformed_json",
+                f"The request body is not valid JSON{': ' + why if why else ''}.",
+            )
     return _error(HTTPStatus.UNPROCESSABLE_ENTITY, "invalid_request", _describe(errors))
 
 
 @app.not_found
 def not_found(_: NotFoundError) -> Response[Any]:
     event = app.current_event
+    allowed = app.allowed_methods(event.path)
+    if allowed:
+        return _error(
+            HTTPStatus.METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            f"{event.path} does not take {event.http_method}; it takes {', '.join(allowed)}.",
+            headers={"Allow": ", ".join(allowed)},
+        )
     return _error(
         HTTPStatus.NOT_FOUND, "not_found", f"No route for {event.http_method} {event.path}."
     )
@@ -294,6 +359,18 @@ def dependency_unavailable(exc: DependencyUnavailable) -> Response[Any]:
     )
 
 
+@app.exception_handler(Exception)
+def internal_error(exc: Exception) -> Response[Any]:
+    # Anything no handler above names is a bug: the client gets JSON, the log the traceback.
+    event = app.current_event
+    logger.exception("unexpected error answering %s %s", event.http_method, event.path)
+    return _error(
+        HTTPStatus.INTERNAL_SERVER_ERROR,
+        "internal_error",
+        "Something went wrong on our side; please try again later.",
+    )
+
+
 def _describe(errors: Any) -> str:
     """One readable sentence per problem, naming the field: `message: too long (max 2000)`."""
     messages = []
@@ -309,6 +386,8 @@ def _describe(errors: Any) -> str:
             text = "is required"
         elif kind == "extra_forbidden":
             text = "is not a known field"
+        elif kind in ("model_type", "model_attributes_type") and field == "body":
+            text = "must be a JSON object"
         else:
             text = str(error.get("msg", "is invalid"))
         messages.append(f"{field}: {text}")

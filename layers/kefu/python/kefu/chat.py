@@ -111,6 +111,9 @@ class _Answer:
     model_failed: bool = False
     # For a declined question: the KB category it came nearest to (the knowledge-gap report).
     category: str = ""
+    # The knowledge-base texts the answer was built from: their contact details (a hotline, a
+    # service e-mail) are the business's own and are stored as written; any other is masked.
+    grounds: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,14 +172,14 @@ class ChatService:
     def handle(self, request: ChatRequest) -> ChatResponse:
         started = time.monotonic()
         _TURN_DEADLINE.set(started + TURN_SECONDS)
-        session_id = request.session_id or new_id()
         message = request.message
         # A message that will likely be retrieved for is embedded while the session is read.
         prefetched: Future[Vectors] | None = None
         chatter = small_talk(message)
         if not (chatter or asks_for_human(message) or ORDER_ID.search(message)):
             prefetched = _PREFETCH.submit(self.retriever.embed, message)
-        session = self._load(session_id)
+        session, opened_now, unread = self._open(request.session_id)
+        session_id = session.session_id
         language: Language = request.language or detect_language(request.message)
         # What is stored, logged or sent to a model: contact details and identity numbers
         # masked. Retrieval and the order lookup read the message as it came, in memory only.
@@ -186,7 +189,7 @@ class ChatService:
             if with_human is not None:
                 self._remember(
                     session,
-                    _turn(with_human, masked, language, self.clock()),
+                    self._turn(with_human, masked, language),
                     established={},
                     state=_HandoverState(failures=0),
                 )
@@ -217,13 +220,19 @@ class ChatService:
                 )
         established = {**found, **answered.slots}
         intent, slots = _carried(session, response.intent, established)
-        update: dict[str, object] = {"intent": intent or response.intent, "slots": slots}
+        update: dict[str, object] = {
+            "intent": intent or response.intent,
+            "slots": slots,
+            "new_session": opened_now,
+        }
         if not session.turns and not session.summary:
             update["answer"] = f"{AI_DISCLOSURE[language]}\n\n{response.answer}"
         response = response.model_copy(update=update)
 
         # The turn's own intent: what a follow-up continues.
-        turn = _turn(response, masked, language, self.clock(), intent=answered.response.intent)
+        turn = self._turn(
+            response, masked, language, intent=answered.response.intent, grounds=answered.grounds
+        )
         use_model = time.monotonic() - started < SUMMARY_WITHIN_SECONDS
         state = _HandoverState(
             failures=0 if trigger else failures,
@@ -231,7 +240,12 @@ class ChatService:
             escalated=trigger is not None,
         )
         kept = self._remember(
-            session, turn, established=established, use_model=use_model, state=state
+            session,
+            turn,
+            established=established,
+            use_model=use_model,
+            state=state,
+            may_create=not unread,
         )
         if opened is not None:
             response = self._queue_handover(opened, kept, masked, response)
@@ -470,6 +484,52 @@ class ChatService:
 
     # --- memory -------------------------------------------------------------------------
 
+    def _open(self, asked: str | None) -> tuple[Session, bool, bool]:
+        """The conversation a turn belongs to; whether the turn starts it; and whether the
+        store could not be read. Sessions are the service's: a session id the store does not
+        know (never issued, or expired) starts a new conversation under a new id, never one
+        under the id the client sent. When the store cannot be read the turn is answered
+        within the session asked for, unread (it is saved only if that session exists)."""
+        if asked is None:
+            return Session(session_id=new_id()), True, False
+        try:
+            stored = self.sessions.get(asked)
+        except DependencyUnavailable:
+            # Without its memory the turn is still answered; the conversation just restarts.
+            logger.exception("session store unavailable; answering without the conversation")
+            return Session(session_id=asked), False, True
+        if stored is None:
+            logger.info("unknown or expired session; a new one starts", extra={"asked": asked})
+            return Session(session_id=new_id()), True, False
+        return stored, False, False
+
+    def _turn(
+        self,
+        response: ChatResponse,
+        masked: str,
+        language: Language,
+        *,
+        intent: str | None = None,
+        grounds: Sequence[str] = (),
+    ) -> Turn:
+        """The turn as it is stored: the masked message, and the answer with every contact
+        detail and identity number masked but those its knowledge-base `grounds` wrote. The
+        customer's own, which an answer may repeat to them (from an order record the model
+        looked up, say), are in the response only."""
+        answer = mask_unless_given(
+            response.answer, grounds, language=language, extra=self.mask_patterns
+        )
+        return Turn(
+            turn_id=response.turn_id,
+            message=masked,
+            answer=answer,
+            language=language,
+            outcome=response.outcome,
+            intent=response.intent if intent is None else intent,
+            at=self.clock(),
+            sources=tuple(source.id for source in response.sources),
+        )
+
     def _load(self, session_id: str) -> Session:
         try:
             return self.sessions.get(session_id) or Session(session_id=session_id)
@@ -486,14 +546,30 @@ class ChatService:
         established: Mapping[str, str],
         use_model: bool = True,
         state: _HandoverState,
+        may_create: bool = True,
     ) -> str | None:
         """Save the session with `turn`; on a conflict, read it again and apply the turn (its
         intent, the slots it `established` and its hand-over `state`) to what the other
         request saved (an agent may have closed the ticket meanwhile, or another message
-        handed over first: its ticket keeps the conversation). Returns the ticket the saved
-        session is with ("" for none), or None when it could not be saved."""
+        handed over first: its ticket keeps the conversation). Without `may_create` (the
+        session was asked for by a client but could not be read) the turn joins the session
+        only if it exists. Returns the ticket the saved session is with ("" for none), or
+        None when it could not be saved."""
         intent, slots = _carried(session, turn.intent, established)
+        unstored = "session store unavailable; turn not stored"
         for _ in range(SAVE_ATTEMPTS):
+            if session.version == 0 and not may_create:
+                # A save now would create the session under the id the client sent.
+                try:
+                    known = self.sessions.get(session.session_id)
+                except DependencyUnavailable:
+                    break
+                if known is None:
+                    unstored = "the session asked for is unknown; turn not stored"
+                    break
+                session, may_create = known, True
+                intent, slots = _carried(session, turn.intent, established)
+                use_model = False
             handed_over = bool(state.ticket_id) or session.handed_over
             if self.desk is None and turn.outcome == "handed_over":
                 handed_over = True
@@ -529,7 +605,7 @@ class ChatService:
         # The customer still gets the answer, and the turn survives in the log (contact
         # details masked) for the conversation to be restored from.
         logger.exception(
-            "session store unavailable; turn not stored",
+            unstored,
             extra={
                 "session_id": session.session_id,
                 "turn_id": turn.turn_id,
@@ -582,12 +658,12 @@ class ChatService:
                 # The message's vector, when the prefetch made one (it failed: embed again).
                 ready = prefetched and prefetched.done() and prefetched.exception() is None
                 vector = prefetched.result() if prefetched and ready else None
-                answered.response = self._start_return(session, message, language, vector)
+                answered = self._start_return(session, message, language, vector)
         return self._upset_aware(answered, message, language)
 
     def _start_return(
         self, session: Session, message: str, language: Language, vector: Vectors | None
-    ) -> ChatResponse:
+    ) -> _Answer:
         """A customer who wants to return something, in words the KB does not match well
         enough: the intent is known by rule, so the returns topic's best entry on how to
         return goes with the flow's first question."""
@@ -604,10 +680,13 @@ class ChatService:
         except DependencyUnavailable:
             hits = []
         if not hits or hits[0].chunk.kind != "faq":
-            return _reply(sid, language, ASK_ORDER[language], "returns", "answered")
+            return _Answer(_reply(sid, language, ASK_ORDER[language], "returns", "answered"))
         answer = f"{hits[0].chunk.text}\n\n{ASK_ORDER[language]}"
-        return _grounded(
-            sid, language, answer, "faq", hits, confidence=confidence(hits[0]), intent="returns"
+        return _Answer(
+            _grounded(
+                sid, language, answer, "faq", hits, confidence=confidence(hits[0]), intent="returns"
+            ),
+            grounds=(hits[0].chunk.text,),
         )
 
     @staticmethod
@@ -737,7 +816,8 @@ class ChatService:
                     )
         if prefetched is not None:
             prefetched.cancel()  # the vector is not needed: free the pool for other turns
-        return _Answer(cached)
+        # Only answers built from the knowledge base alone are kept (`_keep`).
+        return _Answer(cached, grounds=(cached.answer,))
 
     @contextmanager
     def _first_to_ask(self, key: str) -> Iterator[bool]:
@@ -817,10 +897,11 @@ class ChatService:
             decision.hits,
             confidence=decision.confidence,
         )
+        grounds = tuple(hit.chunk.text for hit in decision.hits)
         # A confident FAQ entry is the answer, unless a follow-up needs the conversation.
         if decision.kind == "faq" and (topic is None or self.conversational is None):
             self._keep(key, faq_answer)
-            return _Answer(faq_answer)
+            return _Answer(faq_answer, grounds=grounds)
         tools = self.tools.for_turn() if self.tools and self.conversational else None
         context = AnswerContext(
             question=masked,
@@ -837,7 +918,7 @@ class ChatService:
         except DependencyUnavailable:
             if decision.kind == "faq":
                 logger.exception("chat model unavailable; answering with the FAQ entry")
-                return _Answer(faq_answer)
+                return _Answer(faq_answer, grounds=grounds)
             logger.exception("chat model unavailable; handing over")
             return _Answer(
                 _declined(sid, language, MODEL_DOWN, decision.confidence), model_failed=True
@@ -863,7 +944,7 @@ class ChatService:
         )
         if not (tools and tools.results):  # an answer built from order data is never kept
             self._keep(key, grounded)
-        return _Answer(grounded)
+        return _Answer(grounded, grounds=grounds)
 
     # --- the answer cache ---------------------------------------------------------------
 
@@ -911,26 +992,6 @@ class ChatService:
         except DependencyUnavailable:
             logger.warning("answer cache unavailable; the answer is not kept", exc_info=True)
             emit("AnswerCacheErrors")
-
-
-def _turn(
-    response: ChatResponse,
-    masked: str,
-    language: Language,
-    at: datetime,
-    *,
-    intent: str | None = None,
-) -> Turn:
-    return Turn(
-        turn_id=response.turn_id,
-        message=masked,
-        answer=response.answer,
-        language=language,
-        outcome=response.outcome,
-        intent=response.intent if intent is None else intent,
-        at=at,
-        sources=tuple(source.id for source in response.sources),
-    )
 
 
 def _trigger_of(message: str, answered: _Answer, failed_repeatedly: bool) -> Trigger | None:

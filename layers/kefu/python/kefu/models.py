@@ -33,7 +33,9 @@ class ChatRequest(BaseModel):
     session_id: str | None = Field(
         default=None,
         pattern=SESSION_ID_PATTERN,
-        description="Continue this conversation; omit to start a new one.",
+        description="Continue this conversation: a session id this service returned. Omit "
+        "it to start a new one; an id the service does not know (or one that expired) starts "
+        "a new one too, under a new id (the response's `new_session`).",
     )
     message: Message = Field(description="The customer's message, 1 to 2,000 characters.")
     language: Language | None = Field(
@@ -58,7 +60,17 @@ class Handover(BaseModel):
 
 
 class ChatResponse(BaseModel):
-    session_id: str
+    session_id: str = Field(
+        description="The conversation this answer belongs to: send it with the next message. "
+        "The service issues it; it may differ from the one sent (see `new_session`)."
+    )
+    new_session: bool = Field(
+        default=False,
+        description="This message started a new conversation: none was named, or the "
+        "`session_id` sent is not one this service knows (never issued, or expired after "
+        "its time to live). The conversation so far is not remembered; continue with the "
+        "`session_id` returned.",
+    )
     turn_id: str
     answer: str
     language: Language

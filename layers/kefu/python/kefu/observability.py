@@ -2,12 +2,30 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from aws_lambda_powertools.metrics.exceptions import SchemaValidationError
 from aws_lambda_powertools.metrics.functions import is_metrics_disabled
+
+# Libraries that write request and response bodies (what customers typed) in their DEBUG
+# lines: botocore (a Titan embedding's input, a Converse prompt), OpenSearch (a query), the
+# Anthropic SDK and its HTTP client, and Powertools' event handler (a route's arguments: the
+# chat request). They log at INFO and above only, whatever level the root logger is given
+# (Lambda's log-level filtering gives it the stage's: DEBUG in dev) or POWERTOOLS_DEBUG gives
+# Powertools.
+PAYLOAD_LOGGERS = (
+    "botocore",
+    "opensearch",
+    "anthropic",
+    "httpx2",
+    "aws_lambda_powertools.event_handler",
+)
+for _name in PAYLOAD_LOGGERS:
+    _library = logging.getLogger(_name)
+    _library.setLevel(max(_library.level, logging.INFO))
 
 logger = Logger()
 # Only what the functions call out with: botocore (every AWS service), requests (OpenSearch, the

@@ -127,9 +127,12 @@ class AnswerCache(Protocol):
 
 
 class SessionStore(Protocol):
-    """Conversation memory: one bounded record per session (`kefu.memory` keeps it bounded)."""
+    """Conversation memory: one bounded record per session (`kefu.memory` keeps it bounded),
+    expiring a time to live after its last save."""
 
-    def get(self, session_id: str) -> Session | None: ...
+    def get(self, session_id: str) -> Session | None:
+        """The session, or None when there is none by that id or it expired."""
+        ...
 
     def save(self, session: Session) -> None:
         """Store the session, whose `version` is the one read (0 for a new session), as version

@@ -154,7 +154,9 @@ class Settings(BaseSettings):
     )
 
     cors_allow_origins: list[str] = Field(
-        default=["*"], min_length=1, description="Origins the web chat may call from (JSON list)."
+        default=[],
+        description="Origins a browser page may call the API from (a JSON list). None by "
+        "default: no cross-origin access (the local web chat is served from the API's origin).",
     )
 
     # The decision's thresholds (`kefu.decision.resolve_thresholds`); unset, the embedder's

@@ -5,6 +5,11 @@ summary, the intent and its slots), so it stays bounded however long the convers
 Saves are optimistic: a record carries a version, and a save that finds another version than
 the one read raises `SessionConflict` (two requests of one session answered at once); the chat
 turn reads again and redoes its change.
+
+A session expires `ttl` (`KEFU_SESSION_TTL_HOURS`) after its last save, in both stores: an
+expired one reads as absent, whether or not it is deleted yet (DynamoDB's TTL deletes items
+within days of their expiry, SQLite's on the next save), and a new session may take its place.
+Each store takes its clock, so that a test can move time on.
 """
 
 from __future__ import annotations
@@ -12,9 +17,9 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-import time
+from collections.abc import Callable
 from dataclasses import asdict
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -80,11 +85,22 @@ def session_from_body(session_id: str, version: int, body: dict[str, Any]) -> Se
     )
 
 
-class SqliteSessionStore:
-    """Sessions in one SQLite file (or `:memory:`), a row each, expiring after `ttl` like the
-    DynamoDB table's TTL (an expired session reads as absent and is deleted on the next save)."""
+def _now() -> datetime:
+    return datetime.now(UTC)
 
-    def __init__(self, path: Path | str, *, ttl: timedelta = timedelta(hours=72)) -> None:
+
+class SqliteSessionStore:
+    """Sessions in one SQLite file (or `:memory:`), a row each, expiring `ttl` after their last
+    save like the DynamoDB table's (an expired session reads as absent and is deleted on the
+    next save)."""
+
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        ttl: timedelta = timedelta(hours=72),
+        clock: Callable[[], datetime] = _now,
+    ) -> None:
         if isinstance(path, Path):
             path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
@@ -95,13 +111,14 @@ class SqliteSessionStore:
             " body TEXT NOT NULL, expires_at REAL NOT NULL)"
         )
         self._ttl = ttl
+        self._clock = clock
         self._lock = threading.Lock()
 
     def get(self, session_id: str) -> Session | None:
         with self._lock:
             row = self._db.execute(
                 "SELECT version, body FROM conversations WHERE session_id = ? AND expires_at > ?",
-                (session_id, time.time()),
+                (session_id, self._clock().timestamp()),
             ).fetchone()
         if row is None:
             return None
@@ -109,8 +126,8 @@ class SqliteSessionStore:
 
     def save(self, session: Session) -> None:
         body = json.dumps(session_body(session), ensure_ascii=False)
-        expires_at = time.time() + self._ttl.total_seconds()
-        now = time.time()
+        now = self._clock().timestamp()
+        expires_at = now + self._ttl.total_seconds()
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
@@ -139,10 +156,17 @@ class SqliteSessionStore:
 
 class DynamoDBSessionStore:
     """Sessions in a DynamoDB table keyed by `session_id`, an item each, expiring through the
-    table's TTL. A save is a conditional put on the version read, so two Lambdas answering one
-    session never overwrite each other's turns."""
+    table's TTL (`expires_at`). A save is a conditional put on the version read, so two Lambdas
+    answering one session never overwrite each other's turns."""
 
-    def __init__(self, table_name: str, *, client: Any = None, ttl: timedelta) -> None:
+    def __init__(
+        self,
+        table_name: str,
+        *,
+        client: Any = None,
+        ttl: timedelta,
+        clock: Callable[[], datetime] = _now,
+    ) -> None:
         if client is None:
             import boto3
             from botocore.config import Config
@@ -160,6 +184,7 @@ class DynamoDBSessionStore:
         self._client = client
         self._table = table_name
         self._ttl = ttl
+        self._clock = clock
 
     def get(self, session_id: str) -> Session | None:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -170,7 +195,7 @@ class DynamoDBSessionStore:
             ).get("Item")
         except (ClientError, BotoCoreError) as exc:
             raise DependencyUnavailable("session store read failed") from exc
-        if item is None:
+        if item is None or self._expired(item):
             return None
         version = int(item.get("version", {}).get("N", "0"))
         if "body" in item:
@@ -186,11 +211,15 @@ class DynamoDBSessionStore:
         from botocore.exceptions import BotoCoreError, ClientError
 
         body = json.dumps(session_body(session), ensure_ascii=False)
-        updated = session.turns[-1].at if session.turns else datetime.now().astimezone()
-        expires_at = int((updated + self._ttl).timestamp())
+        now = self._clock()
+        expires_at = int((now + self._ttl).timestamp())
         condition: dict[str, Any]
         if session.version == 0:
-            condition = {"ConditionExpression": "attribute_not_exists(version)"}
+            # A new session, or one in place of an expired item TTL has not deleted yet.
+            condition = {
+                "ConditionExpression": "attribute_not_exists(version) OR expires_at <= :now",
+                "ExpressionAttributeValues": {":now": {"N": str(int(now.timestamp()))}},
+            }
         else:
             condition = {
                 "ConditionExpression": "version = :read",
@@ -204,7 +233,7 @@ class DynamoDBSessionStore:
                     "version": {"N": str(session.version + 1)},
                     "body": {"S": body},
                     "handed_over": {"BOOL": session.handed_over},
-                    "updated_at": {"S": updated.isoformat()},
+                    "updated_at": {"S": now.isoformat()},
                     "expires_at": {"N": str(expires_at)},
                 },
                 **condition,
@@ -215,3 +244,8 @@ class DynamoDBSessionStore:
             raise DependencyUnavailable("session store write failed") from exc
         except BotoCoreError as exc:
             raise DependencyUnavailable("session store write failed") from exc
+
+    def _expired(self, item: dict[str, Any]) -> bool:
+        """Whether the item's TTL has passed (DynamoDB deletes it within days, not at once)."""
+        expires_at = item.get("expires_at", {}).get("N")
+        return expires_at is not None and int(expires_at) <= self._clock().timestamp()
