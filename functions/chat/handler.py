@@ -5,7 +5,7 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from kefu.api import app
+from kefu.api import resolve
 from kefu.bootstrap import build_ahead
 from kefu.observability import logger, metrics, tracer
 
@@ -18,4 +18,4 @@ build_ahead(os.environ.get("AWS_LAMBDA_INITIALIZATION_TYPE"))
 @tracer.capture_lambda_handler
 @metrics.log_metrics(capture_cold_start_metric=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return app.resolve(event, context)
+    return resolve(event, context)

@@ -4,6 +4,7 @@ changes nothing; a 5xx only when something of ours fails, with `Retry-After` whe
 from __future__ import annotations
 
 import base64
+import json
 import logging
 from pathlib import Path
 from types import SimpleNamespace
@@ -68,7 +69,7 @@ def test_a_body_marked_base64_that_is_not_is_malformed_json(
     assert turns_stored(configured) == 0
 
 
-@pytest.mark.parametrize("depth", [33, 1_000, 100_000])
+@pytest.mark.parametrize("depth", [33, 1_000, 30_000])
 def test_deeply_nested_json_is_malformed_json(invoke: Invoke, configured: Path, depth: int) -> None:
     nested = "[" * depth + "]" * depth
 
@@ -282,3 +283,58 @@ def test_an_answer_that_breaks_the_response_schema_is_a_500_not_a_client_error(
     monkeypatch.setattr(api, "get_chat_service", WrongShape)
 
     refused(invoke(raw=QUESTION), 500, "internal_error")
+
+
+@pytest.mark.parametrize("base64_encoded", [False, True])
+def test_a_body_over_64_kib_is_refused_unread(
+    invoke: Invoke, configured: Path, base64_encoded: bool
+) -> None:
+    document = '{"message": "hi", "padding": "' + "x" * 70_000 + '"}'
+    raw = b64(document.encode()) if base64_encoded else document
+
+    response = invoke(raw=raw, base64_encoded=base64_encoded)
+
+    assert "65536 bytes" in refused(response, 413, "payload_too_large")
+    assert turns_stored(configured) == 0
+
+
+def test_a_body_of_multibyte_characters_is_measured_in_bytes(invoke: Invoke) -> None:
+    # 20,000 Chinese characters: under the cap in characters, 60,000 bytes in UTF-8: read (and
+    # refused by the schema: a message is at most 2,000 characters), not a 413.
+    response = invoke(raw=json.dumps({"message": "问" * 20_000}, ensure_ascii=False))
+    refused(response, 422, "invalid_request")
+
+    over = invoke(raw=json.dumps({"message": "问" * 22_000}, ensure_ascii=False))  # 66,000 bytes
+    refused(over, 413, "payload_too_large")
+
+
+def test_an_error_repeats_at_most_a_hundred_characters_of_the_path(invoke: Invoke) -> None:
+    path = "/v1/" + "a" * 5_000
+
+    message = refused(invoke("GET", path), 404, "not_found")
+
+    assert len(message) < 200
+    assert message.endswith("…."), message
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        {},
+        {"Records": [{"eventSource": "aws:sqs", "body": "{}"}]},
+        {"httpMethod": "GET"},
+        {"httpMethod": 1, "path": "/v1/health"},
+        {"httpMethod": "GET", "path": "/v1/health", "headers": ["not", "a", "map"]},
+        [],
+        "GET /v1/health",
+        None,
+    ],
+    ids=["empty", "sqs", "no path", "numeric method", "header list", "list", "text", "null"],
+)
+def test_what_is_not_a_proxy_event_is_a_json_400(configured: Path, event: Any) -> None:
+    from functions.chat.handler import lambda_handler
+    from tests.conftest import LambdaContext
+
+    response = lambda_handler(event, LambdaContext())
+
+    refused(response, 400, "not_a_proxy_event")

@@ -39,6 +39,7 @@ _BODY_ERRORS: dict[int, Any] = {
         "description": "The body is not one UTF-8 JSON document (or repeats a key)",
         "content": _ERROR_BODY,
     },
+    413: {"description": "The body is larger than 64 KiB", "content": _ERROR_BODY},
     415: {"description": "The body is not sent as JSON", "content": _ERROR_BODY},
 }
 

@@ -48,7 +48,7 @@ from kefu.models import (
     SessionMessages,
 )
 from kefu.observability import logger, metrics
-from kefu.request_body import JsonBodyValidation, read_json
+from kefu.request_body import MAX_BODY_BYTES, BodyTooLarge, JsonBodyValidation, read_json
 
 
 class _RequestState(threading.local):
@@ -160,6 +160,10 @@ _ERROR_BODY = {"application/json": {"model": ErrorResponse}}
 _ERRORS: dict[int, Any] = {
     400: {
         "description": "The body is not one UTF-8 JSON document (or repeats a key)",
+        "content": _ERROR_BODY,
+    },
+    413: {
+        "description": f"The body is larger than {MAX_BODY_BYTES} bytes",
         "content": _ERROR_BODY,
     },
     415: {"description": "The body is not sent as JSON", "content": _ERROR_BODY},
@@ -297,12 +301,51 @@ def not_found(_: NotFoundError) -> Response[Any]:
         return _error(
             HTTPStatus.METHOD_NOT_ALLOWED,
             "method_not_allowed",
-            f"{event.path} does not take {event.http_method}; it takes {', '.join(allowed)}.",
+            f"{_shown(event.path)} does not take {_shown(event.http_method)}; "
+            f"it takes {', '.join(allowed)}.",
             headers={"Allow": ", ".join(allowed)},
         )
     return _error(
-        HTTPStatus.NOT_FOUND, "not_found", f"No route for {event.http_method} {event.path}."
+        HTTPStatus.NOT_FOUND,
+        "not_found",
+        f"No route for {_shown(event.http_method)} {_shown(event.path)}.",
     )
+
+
+def resolve(event: Any, context: LambdaContext) -> dict[str, Any]:
+    """The answer to an API Gateway REST proxy event; anything else handed to the function (a
+    direct invocation, a misrouted trigger) is answered 400 in the API's shape, unrouted."""
+    if not (
+        isinstance(event, Mapping)
+        and isinstance(event.get("httpMethod"), str)
+        and isinstance(event.get("path"), str)
+        and isinstance(event.get("headers") or {}, Mapping)
+    ):
+        logger.warning("not an API Gateway proxy event", extra={"type": type(event).__name__})
+        return {
+            "statusCode": HTTPStatus.BAD_REQUEST.value,
+            "multiValueHeaders": {"Content-Type": ["application/json"]},
+            "body": json.dumps(
+                {
+                    "error": {
+                        "code": "not_a_proxy_event",
+                        "message": "The function takes API Gateway REST proxy events only.",
+                    }
+                }
+            ),
+            "isBase64Encoded": False,
+        }
+    return app.resolve(event, context)
+
+
+def _shown(text: str, limit: int = 100) -> str:
+    """What a client sent, as an error message repeats it: at most `limit` characters."""
+    return text if len(text) <= limit else f"{text[:limit]}…"
+
+
+@app.exception_handler(BodyTooLarge)
+def body_too_large(exc: BodyTooLarge) -> Response[Any]:
+    return _error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "payload_too_large", str(exc))
 
 
 @app.exception_handler(SessionNotFound)

@@ -14,6 +14,7 @@ keeps the last), so a WAF rule or a log and the chat service could each read a d
 
 from __future__ import annotations
 
+import base64
 import binascii
 import json
 from typing import TYPE_CHECKING, Any
@@ -34,6 +35,13 @@ JSON_MEDIA_TYPE = "application/json"
 # document from reaching anything recursive downstream (validation, error reports, logging).
 MAX_DEPTH = 32
 MAX_INTEGER_DIGITS = 100
+# The largest body read, as the local server takes (local/server.py): a chat message is at most
+# 2,000 characters; API Gateway alone would hand on 10 MB to be parsed.
+MAX_BODY_BYTES = 64 * 1024
+
+
+class BodyTooLarge(ValueError):
+    """The body is larger than `MAX_BODY_BYTES` (413); it is not read."""
 
 
 class UnreadableBody(ValueError):
@@ -91,6 +99,11 @@ class JsonBodyValidation(OpenAPIRequestValidationMiddleware):
                     }
                 ],
             )
+        body = event.body or ""
+        # Characters, not bytes, for a text body: a UTF-8 character is up to 4 bytes, so a
+        # body under a quarter of the cap is within it either way.
+        if len(body) > MAX_BODY_BYTES // 4 and len(_raw_bytes(body, event)) > MAX_BODY_BYTES:
+            raise BodyTooLarge(f"The body may be at most {MAX_BODY_BYTES} bytes.")
         try:
             return event.json_body
         except ValueError as exc:
@@ -105,6 +118,17 @@ class JsonBodyValidation(OpenAPIRequestValidationMiddleware):
                     }
                 ]
             ) from exc
+
+
+def _raw_bytes(body: str, event: Any) -> bytes:
+    """The body's bytes as the client sent them (base64 is decoded; invalid base64 counts as
+    its own length, and fails as JSON later)."""
+    if event.is_base64_encoded:
+        try:
+            return base64.b64decode(body)
+        except (binascii.Error, ValueError):
+            return body.encode("utf-8", "surrogatepass")
+    return body.encode("utf-8", "surrogatepass")
 
 
 def _why_unreadable(exc: ValueError) -> str:
