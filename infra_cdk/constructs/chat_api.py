@@ -53,6 +53,29 @@ ChatModel = Literal["bedrock", "anthropic", "extractive"]
 # The alias API Gateway calls.
 LIVE_ALIAS = "live"
 
+# What API Gateway answers itself, and the code it answers with in the API's error shape (the
+# message is API Gateway's own). An unknown route is a 403 "missing authentication token" at the
+# gateway, as is an unsigned request to an agent route: the code says both.
+GATEWAY_ERRORS: tuple[tuple[apigw.ResponseType, str | None, str], ...] = (
+    (apigw.ResponseType.MISSING_AUTHENTICATION_TOKEN, "403", "no_route_or_unsigned"),
+    (apigw.ResponseType.INVALID_API_KEY, "403", "invalid_api_key"),
+    (apigw.ResponseType.ACCESS_DENIED, "403", "forbidden"),
+    (apigw.ResponseType.INVALID_SIGNATURE, "403", "invalid_signature"),
+    (apigw.ResponseType.EXPIRED_TOKEN, "403", "expired_token"),
+    (apigw.ResponseType.THROTTLED, "429", "throttled"),
+    (apigw.ResponseType.QUOTA_EXCEEDED, "429", "quota_exceeded"),
+    (apigw.ResponseType.REQUEST_TOO_LARGE, "413", "payload_too_large"),
+    (apigw.ResponseType.INTEGRATION_TIMEOUT, "504", "timeout"),
+    (apigw.ResponseType.DEFAULT_4_XX, None, "rejected"),
+    (apigw.ResponseType.DEFAULT_5_XX, None, "gateway_error"),
+)
+
+
+def gateway_error_template(code: str) -> str:
+    """The mapping template of a gateway response: `$context.error.messageString` is API
+    Gateway's message, quoted and escaped as a JSON string."""
+    return '{"error":{"code":"' + code + '","message":$context.error.messageString}}'
+
 
 @dataclass(frozen=True)
 class AnthropicApi:
@@ -254,7 +277,7 @@ class ChatApi(Construct):
             )
             for http_method, path in AGENT_ROUTES
         ]
-        self._add_cors_to_gateway_errors(cors_allow_origins)
+        self._add_gateway_responses(cors_allow_origins)
 
         if api_key_required:
             self._add_api_key(
@@ -315,19 +338,25 @@ class ChatApi(Construct):
         secret = secretsmanager.Secret.from_secret_name_v2(self, construct_id, secret_name)
         secret.grant_read(chat.role)
 
-    def _add_cors_to_gateway_errors(self, cors_allow_origins: Sequence[str]) -> None:
-        # Errors API Gateway answers itself (a missing API key, throttling) never reach the
-        # function: without these headers a browser hides them from the page. A gateway response
-        # carries one static origin, so this only applies when exactly one is allowed.
-        if len(cors_allow_origins) != 1:
-            return
-        headers = {
-            "Access-Control-Allow-Origin": f"'{cors_allow_origins[0]}'",
-            "Access-Control-Allow-Headers": "'" + ",".join(CORS_ALLOW_HEADERS) + "'",
-        }
-        for response_type in (apigw.ResponseType.DEFAULT_4_XX, apigw.ResponseType.DEFAULT_5_XX):
+    def _add_gateway_responses(self, cors_allow_origins: Sequence[str]) -> None:
+        """Errors API Gateway answers itself, before the function (an unknown route, a missing
+        API key, throttling, a timeout), in the API's error shape. With exactly one allowed
+        origin they carry its CORS headers, or a browser hides them from the page (a gateway
+        response names one static origin)."""
+        headers: dict[str, str] = {}
+        if len(cors_allow_origins) == 1:
+            headers = {
+                "Access-Control-Allow-Origin": f"'{cors_allow_origins[0]}'",
+                "Access-Control-Allow-Headers": "'" + ",".join(CORS_ALLOW_HEADERS) + "'",
+            }
+        for response_type, status, code in GATEWAY_ERRORS:
+            retry = {"Retry-After": "'1'"} if status in ("429", "503", "504") else {}
             self.api.add_gateway_response(
-                f"Cors{response_type.response_type}", type=response_type, response_headers=headers
+                f"GatewayResponse{response_type.response_type}",
+                type=response_type,
+                status_code=status,
+                response_headers={**headers, **retry} or None,
+                templates={"application/json": gateway_error_template(code)},
             )
 
     def _add_api_key(self, *, stage_name: str, rate_limit: float, burst_limit: int) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 
 import pytest
@@ -194,6 +196,51 @@ def test_browsers_may_call_the_api_from_the_allowed_origins(each_stage: Synthesi
             )
 
 
+def gateway_cors_headers(stage: SynthesizedStage) -> list[str]:
+    """The CORS headers any of API Gateway's own error responses carries."""
+    return [
+        name
+        for response in stage.template.find_resources("AWS::ApiGateway::GatewayResponse").values()
+        for name in response["Properties"].get("ResponseParameters", {})
+        if "Access-Control" in name
+    ]
+
+
+def test_api_gateways_own_errors_come_in_the_apis_error_shape(
+    each_stage: SynthesizedStage,
+) -> None:
+    responses = {
+        response["Properties"]["ResponseType"]: response["Properties"]
+        for response in each_stage.template.find_resources(
+            "AWS::ApiGateway::GatewayResponse"
+        ).values()
+    }
+
+    # An unknown route, a missing or wrong key, throttling, a timeout, and every other
+    # 4xx and 5xx API Gateway answers before the function
+    assert {
+        "MISSING_AUTHENTICATION_TOKEN",
+        "INVALID_API_KEY",
+        "THROTTLED",
+        "QUOTA_EXCEEDED",
+        "REQUEST_TOO_LARGE",
+        "INTEGRATION_TIMEOUT",
+        "DEFAULT_4XX",
+        "DEFAULT_5XX",
+    } <= responses.keys()
+    for response_type, response in responses.items():
+        template = response["ResponseTemplates"]["application/json"]
+        # As API Gateway fills it in: its message, quoted and escaped
+        filled = template.replace("$context.error.messageString", '"Too Many \\"Requests\\""')
+        document = json.loads(filled)
+        assert set(document) == {"error"}, response_type
+        assert set(document["error"]) == {"code", "message"}, response_type
+        assert re.fullmatch(r"[a-z_]+", document["error"]["code"]), response_type
+    assert responses["THROTTLED"]["StatusCode"] == "429"
+    assert responses["THROTTLED"]["ResponseParameters"]["gatewayresponse.header.Retry-After"]
+    assert responses["REQUEST_TOO_LARGE"]["StatusCode"] == "413"
+
+
 def test_the_api_url_is_an_output_with_a_stable_name(each_stage: SynthesizedStage) -> None:
     api_id = each_stage.only_logical_id("AWS::ApiGateway::RestApi")
     stage_id = each_stage.only_logical_id("AWS::ApiGateway::Stage")
@@ -233,7 +280,7 @@ def test_with_several_origins_the_preflight_echoes_the_allowed_one(
     )
     for origin in others:
         assert f'$origin == "{origin}"' in response["ResponseTemplates"]["application/json"]
-    assert keyless.template.find_resources("AWS::ApiGateway::GatewayResponse") == {}
+    assert not gateway_cors_headers(keyless)
 
 
 @pytest.fixture(scope="module")
@@ -256,5 +303,5 @@ def test_a_stage_that_names_no_origins_lets_no_browser_page_call_it(
     )
     assert closed.chat_variables()["KEFU_CORS_ALLOW_ORIGINS"] == "[]"
     # And API Gateway's own errors carry no CORS headers either
-    assert closed.template.find_resources("AWS::ApiGateway::GatewayResponse") == {}
+    assert not gateway_cors_headers(closed)
     assert method(closed, "POST", "/v1/chat")["Integration"]["Type"] == "AWS_PROXY"
