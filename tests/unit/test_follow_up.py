@@ -115,3 +115,29 @@ def test_a_follow_up_is_read_alone_then_after_its_question_then_across_the_kb() 
         ("几天能拿到退款\n如果当初是信用卡付的呢？", "refunds"),
         ("如果当初是信用卡付的呢？", None),
     ]
+
+
+def test_a_long_question_followed_keeps_its_end_and_the_whole_follow_up() -> None:
+    from kefu.adapters.embedders import HashingEmbedder
+    from kefu.decision import Thresholds
+    from kefu.retrieval import FOLLOWED_CHARS, Retriever
+
+    index = _Recorder()
+    retriever = Retriever(
+        embedder=HashingEmbedder(),
+        index=index,  # type: ignore[arg-type]
+        thresholds=Thresholds(fit=0.4, head=0.58, similarity=0.4, passage=0.3),
+    )
+    previous = "我上周买的东西" * 300 + "几天能拿到退款"
+
+    retriever.decide(
+        "如果当初是信用卡付的呢？",
+        language="zh",
+        tenant="default",
+        topic="refunds",
+        previous=previous,
+    )
+
+    joined = index.queries[1][0]
+    assert joined == f"{previous[-FOLLOWED_CHARS:]}\n如果当初是信用卡付的呢？"
+    assert "几天能拿到退款\n如果当初是信用卡付的呢？" in joined
