@@ -65,7 +65,7 @@ class ServerLimits:
     # arriving at once are all queued, none dropped (and reset).
     backlog: int = 1024
     # Turns answered at once: the handler blocks (embedding on the CPU, a model's answer).
-    handler_threads: int = 32
+    handler_threads: int = 128
     # On shutdown, answers in progress get this long to finish.
     shutdown_timeout_s: int = 10
 

@@ -40,10 +40,11 @@ IMPORT_HANDLER = "import functions.chat.handler"
 # What the first request of a fresh container pays before it is answered.
 BUILD_SERVICE = f"{IMPORT_HANDLER}; from kefu.bootstrap import get_chat_service; get_chat_service()"
 # The budget, in `import boto3`s, of a cold start (the issue's). Importing the handler meets it;
-# importing and building the deployed service does not yet (4.4x: README, docs/evaluation.md),
+# importing and building the deployed service does not (3.5-3.7x: README, docs/evaluation.md),
 # so that figure is held to what it reached, against regressions, and the budget is printed.
+# In AWS the chat function starts from a SnapStart snapshot taken after both.
 BUDGET = 2.5
-BUILD_CEILING = 5.0
+BUILD_CEILING = 4.5
 
 
 @cache
