@@ -32,6 +32,8 @@ import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.server import ServerState
 
+from kefu.request_body import MAX_BODY_BYTES
+
 WEB_ROOT = Path(__file__).parent / "web"
 # The pages served as they are: the customer's chat, and the agents' desk.
 PAGES = {
@@ -60,7 +62,7 @@ class ServerLimits:
     keep_alive_s: int = 5
     max_url_bytes: int = 8 * 1024
     max_header_bytes: int = 16 * 1024
-    max_body_bytes: int = 64 * 1024
+    max_body_bytes: int = MAX_BODY_BYTES  # what the chat function reads
     # Connections the kernel completes before the server accepts them: a hundred customers
     # arriving at once are all queued, none dropped (and reset).
     backlog: int = 1024

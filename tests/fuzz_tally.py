@@ -1,6 +1,7 @@
-"""What the fuzz tests sent and what came back, for the line `make fuzz` (and `make test`) ends
-with: the cases run, responses of 500 or more, dropped connections and error bodies off the
-project's shape (`{"error": {"code": ..., "message": ...}}`). tests/conftest.py prints it."""
+"""What the fuzz tests sent and what came back, for the line `make fuzz` ends with: the cases
+run, responses of 500 or more, dropped connections and error bodies off the project's shape
+(`{"error": {"code": ..., "message": ...}}`). tests/conftest.py prints it. Under xdist (`make
+test`) each worker counts its own and none is printed; the tests assert each case anyway."""
 
 from __future__ import annotations
 

@@ -53,28 +53,55 @@ ChatModel = Literal["bedrock", "anthropic", "extractive"]
 # The alias API Gateway calls.
 LIVE_ALIAS = "live"
 
-# What API Gateway answers itself, and the code it answers with in the API's error shape (the
-# message is API Gateway's own). An unknown route is a 403 "missing authentication token" at the
-# gateway, as is an unsigned request to an agent route: the code says both.
-GATEWAY_ERRORS: tuple[tuple[apigw.ResponseType, str | None, str], ...] = (
-    (apigw.ResponseType.MISSING_AUTHENTICATION_TOKEN, "403", "no_route_or_unsigned"),
-    (apigw.ResponseType.INVALID_API_KEY, "403", "invalid_api_key"),
-    (apigw.ResponseType.ACCESS_DENIED, "403", "forbidden"),
-    (apigw.ResponseType.INVALID_SIGNATURE, "403", "invalid_signature"),
-    (apigw.ResponseType.EXPIRED_TOKEN, "403", "expired_token"),
-    (apigw.ResponseType.THROTTLED, "429", "throttled"),
-    (apigw.ResponseType.QUOTA_EXCEEDED, "429", "quota_exceeded"),
-    (apigw.ResponseType.REQUEST_TOO_LARGE, "413", "payload_too_large"),
-    (apigw.ResponseType.INTEGRATION_TIMEOUT, "504", "timeout"),
-    (apigw.ResponseType.DEFAULT_4_XX, None, "rejected"),
-    (apigw.ResponseType.DEFAULT_5_XX, None, "gateway_error"),
+# What API Gateway answers itself, and how, in the API's error shape. The messages are fixed:
+# API Gateway's own (`$context.error.messageString`) is quoted, not escaped, and some (a bad
+# signature's canonical request) span lines, which would break the JSON. An unknown route is a
+# 403 "missing authentication token" at the gateway, as is an unsigned request to an agent
+# route: the code says both.
+GATEWAY_ERRORS: tuple[tuple[apigw.ResponseType, str | None, str, str], ...] = (
+    (
+        apigw.ResponseType.MISSING_AUTHENTICATION_TOKEN,
+        "403",
+        "no_route_or_unsigned",
+        "No route for this method and path, or an agent route's request is not signed.",
+    ),
+    (apigw.ResponseType.INVALID_API_KEY, "403", "invalid_api_key", "The API key is not valid."),
+    (apigw.ResponseType.ACCESS_DENIED, "403", "forbidden", "The caller may not call this route."),
+    (
+        apigw.ResponseType.INVALID_SIGNATURE,
+        "403",
+        "invalid_signature",
+        "The request's signature does not match.",
+    ),
+    (apigw.ResponseType.EXPIRED_TOKEN, "403", "expired_token", "The request's token expired."),
+    (apigw.ResponseType.THROTTLED, "429", "throttled", "Too many requests; retry shortly."),
+    (
+        apigw.ResponseType.QUOTA_EXCEEDED,
+        "429",
+        "quota_exceeded",
+        "The API key's quota is used up for this period.",
+    ),
+    (
+        apigw.ResponseType.REQUEST_TOO_LARGE,
+        "413",
+        "payload_too_large",
+        "The request is too large.",
+    ),
+    (
+        apigw.ResponseType.INTEGRATION_TIMEOUT,
+        "504",
+        "timeout",
+        "The answer took too long. The message may have been received: check the "
+        "conversation before sending it again.",
+    ),
+    (apigw.ResponseType.DEFAULT_4_XX, None, "rejected", "API Gateway refused the request."),
+    (apigw.ResponseType.DEFAULT_5_XX, None, "gateway_error", "API Gateway could not answer."),
 )
 
 
-def gateway_error_template(code: str) -> str:
-    """The mapping template of a gateway response: `$context.error.messageString` is API
-    Gateway's message, quoted and escaped as a JSON string."""
-    return '{"error":{"code":"' + code + '","message":$context.error.messageString}}'
+def gateway_error_template(code: str, message: str) -> str:
+    """The mapping template of a gateway response: a fixed JSON body."""
+    return json.dumps({"error": {"code": code, "message": message}}, separators=(",", ":"))
 
 
 @dataclass(frozen=True)
@@ -349,14 +376,16 @@ class ChatApi(Construct):
                 "Access-Control-Allow-Origin": f"'{cors_allow_origins[0]}'",
                 "Access-Control-Allow-Headers": "'" + ",".join(CORS_ALLOW_HEADERS) + "'",
             }
-        for response_type, status, code in GATEWAY_ERRORS:
-            retry = {"Retry-After": "'1'"} if status in ("429", "503", "504") else {}
+        for response_type, status, code, message in GATEWAY_ERRORS:
+            # Throttling only: a timed-out chat turn may have been answered and stored, and
+            # sending the message again would store it twice.
+            retry = {"Retry-After": "'1'"} if status == "429" else {}
             self.api.add_gateway_response(
                 f"GatewayResponse{response_type.response_type}",
                 type=response_type,
                 status_code=status,
                 response_headers={**headers, **retry} or None,
-                templates={"application/json": gateway_error_template(code)},
+                templates={"application/json": gateway_error_template(code, message)},
             )
 
     def _add_api_key(self, *, stage_name: str, rate_limit: float, burst_limit: int) -> None:

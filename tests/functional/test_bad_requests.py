@@ -91,7 +91,7 @@ def test_an_integer_too_long_to_read_is_malformed_json(
     assert turns_stored(configured) == 0
 
 
-@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity", "1e400", "-2.5E+999"])
 def test_numbers_json_does_not_have_are_malformed_json(
     invoke: Invoke, configured: Path, constant: str
 ) -> None:
@@ -338,3 +338,12 @@ def test_what_is_not_a_proxy_event_is_a_json_400(configured: Path, event: Any) -
     response = lambda_handler(event, LambdaContext())
 
     refused(response, 400, "not_a_proxy_event")
+
+
+def test_an_agent_route_checks_its_caller_before_the_size_of_its_body(invoke: Invoke) -> None:
+    # No agent key is configured here: agent routes are closed, whatever the body.
+    raw = '{"text": "' + "x" * 70_000 + '"}'
+
+    response = invoke("POST", "/v1/tickets/abcdefgh12/reply", raw=raw)
+
+    assert response["statusCode"] in (401, 403), response

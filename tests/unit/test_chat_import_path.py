@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO_ROOT = Path(__file__).parents[2]
 
 
@@ -101,3 +103,26 @@ def test_a_service_that_cannot_be_built_in_init_is_left_to_the_first_request() -
 
     assert not built
     assert "could not be built ahead" in logged
+
+
+def test_a_stage_whose_claude_key_is_a_secret_leaves_it_out_of_the_snapshot(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A key read into the snapshot would outlive its rotation in every restored environment.
+    from kefu import bootstrap
+
+    monkeypatch.setenv("KEFU_MODEL", "anthropic")
+    monkeypatch.setenv("KEFU_ANTHROPIC_API_KEY_SECRET", "kefu/anthropic")
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    bootstrap.get_settings.cache_clear()
+    built: list[bool] = []
+    monkeypatch.setattr(bootstrap, "get_chat_service", lambda: built.append(True))
+    try:
+        assert not bootstrap.build_ahead("snap-start")
+        assert built == []
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-example")  # in the environment: built
+        bootstrap.get_settings.cache_clear()
+        assert bootstrap.build_ahead("snap-start")
+        assert built == [True]
+    finally:
+        bootstrap.get_settings.cache_clear()

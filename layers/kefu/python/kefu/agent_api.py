@@ -16,6 +16,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
 from kefu.bootstrap import get_desk, get_settings
 from kefu.errors import AgentForbidden, AgentUnauthorised
 from kefu.models import AgentReply, ErrorResponse, TicketList, TicketView
+from kefu.request_body import MAX_BODY_BYTES
 from kefu.threads import ticket_summary, ticket_view
 from kefu.tickets import TicketStatus
 
@@ -39,7 +40,7 @@ _BODY_ERRORS: dict[int, Any] = {
         "description": "The body is not one UTF-8 JSON document (or repeats a key)",
         "content": _ERROR_BODY,
     },
-    413: {"description": "The body is larger than 64 KiB", "content": _ERROR_BODY},
+    413: {"description": f"The body is larger than {MAX_BODY_BYTES} bytes", "content": _ERROR_BODY},
     415: {"description": "The body is not sent as JSON", "content": _ERROR_BODY},
 }
 

@@ -47,7 +47,7 @@ from kefu.models import (
     HealthResponse,
     SessionMessages,
 )
-from kefu.observability import logger, metrics
+from kefu.observability import emit, logger, metrics
 from kefu.request_body import MAX_BODY_BYTES, BodyTooLarge, JsonBodyValidation, read_json
 
 
@@ -269,13 +269,9 @@ def invalid_request(
         return internal_error(exc)
     # The body is checked before a route runs: an agent route's caller is checked first, so
     # an unauthorised caller learns nothing of the route's schema.
-    if app.current_event.path.startswith(AGENT_PATHS):
-        try:
-            require_agent()
-        except AgentUnauthorised as refused:
-            return agent_unauthorised(refused)
-        except AgentForbidden as refused:
-            return agent_forbidden(refused)
+    refused = _agent_refusal()
+    if refused is not None:
+        return refused
     if isinstance(exc, RequestUnsupportedContentType):
         return _error(
             HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
@@ -338,6 +334,20 @@ def resolve(event: Any, context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)
 
 
+def _agent_refusal() -> Response[Any] | None:
+    """An agent route's caller is checked before its body is: an unauthorised caller learns
+    nothing of what the route takes. The refusal, or None (not an agent route, or an agent)."""
+    if not app.current_event.path.startswith(AGENT_PATHS):
+        return None
+    try:
+        require_agent()
+    except AgentUnauthorised as refused:
+        return agent_unauthorised(refused)
+    except AgentForbidden as refused:
+        return agent_forbidden(refused)
+    return None
+
+
 def _shown(text: str, limit: int = 100) -> str:
     """What a client sent, as an error message repeats it: at most `limit` characters."""
     return text if len(text) <= limit else f"{text[:limit]}…"
@@ -345,6 +355,9 @@ def _shown(text: str, limit: int = 100) -> str:
 
 @app.exception_handler(BodyTooLarge)
 def body_too_large(exc: BodyTooLarge) -> Response[Any]:
+    refused = _agent_refusal()
+    if refused is not None:
+        return refused
     return _error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "payload_too_large", str(exc))
 
 
@@ -406,7 +419,11 @@ def dependency_unavailable(exc: DependencyUnavailable) -> Response[Any]:
 def internal_error(exc: Exception) -> Response[Any]:
     # Anything no handler above names is a bug: the client gets JSON, the log the traceback.
     event = app.current_event
-    logger.exception("unexpected error answering %s %s", event.http_method, event.path)
+    logger.exception(
+        "unexpected error answering %s %s", _shown(event.http_method), _shown(event.path)
+    )
+    # A bug answered 500 is no Lambda error: it is counted here, for an alarm to watch.
+    emit("InternalErrors")
     return _error(
         HTTPStatus.INTERNAL_SERVER_ERROR,
         "internal_error",

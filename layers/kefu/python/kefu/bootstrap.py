@@ -357,6 +357,12 @@ def build_ahead(initialization_type: str | None) -> bool:
     if initialization_type not in AHEAD_OF_REQUESTS:
         return False
     try:
+        settings = get_settings()
+        if settings.model == "anthropic" and settings.anthropic_api_key is None:
+            # The key, read from its secret into the snapshot, would be kept for the version's
+            # life: a rotated key would fail every restored environment. The first request
+            # builds the service and reads the key then.
+            return False
         get_chat_service()
     except Exception:
         logger.exception("the chat service could not be built ahead; the first request retries")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.event_handler.middlewares.openapi_validation import (
@@ -57,6 +58,7 @@ def read_json(text: str) -> Any:
             text,
             object_pairs_hook=_one_value_per_key,
             parse_constant=_no_constant,
+            parse_float=_finite_float,
             parse_int=_bounded_int,
         )
     except RecursionError as exc:
@@ -154,6 +156,14 @@ def _one_value_per_key(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def _no_constant(name: str) -> Any:
     raise UnreadableBody(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    # `1e400` is a JSON number that overflows to infinity: as much not a number as `Infinity`.
+    number = float(text)
+    if not math.isfinite(number):
+        raise UnreadableBody(f"the number {text[:40]} is too large")
+    return number
 
 
 def _bounded_int(digits: str) -> int:
