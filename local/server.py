@@ -32,6 +32,7 @@ import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.server import ServerState
 
+from kefu.models import ErrorResponse
 from kefu.request_body import MAX_BODY_BYTES
 
 WEB_ROOT = Path(__file__).parent / "web"
@@ -74,7 +75,7 @@ class ServerLimits:
 
 def error_body(code: str, message: str) -> bytes:
     """The API's error shape, as `kefu.api` answers it."""
-    return json.dumps({"error": {"code": code, "message": message}}).encode()
+    return json.dumps(ErrorResponse.of(code, message)).encode()
 
 
 class LocalContext:

@@ -19,7 +19,6 @@ first on the path), so two versions can be measured in one run on one machine.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import statistics
@@ -33,6 +32,7 @@ from pathlib import Path
 import pytest
 
 from tests.lambda_env import DEPLOYED_CHAT, LAMBDA
+from tests.layer_script import load_build_layer
 
 RUNS = 9
 ROOT = Path(os.environ.get("KEFU_BENCH_CODE_ROOT", Path(__file__).parents[2]))
@@ -53,14 +53,7 @@ def _layer_botocore() -> str:
     prunes it (removed when the interpreter exits)."""
     import botocore
 
-    spec = importlib.util.spec_from_file_location(
-        "bench_build_layer", ROOT / "layers" / "build_layer.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    build_layer = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = build_layer
-    spec.loader.exec_module(build_layer)
+    build_layer = load_build_layer(ROOT, "bench_build_layer")
     site = Path(_SITES.name) / ROOT.name
     shutil.copytree(Path(botocore.__file__).parent, site / "botocore")
     build_layer.prune(site)

@@ -81,6 +81,28 @@ class Cloud:
     dynamodb: Any
 
 
+def create_handover_tables(dynamodb: Any) -> None:
+    """The tables a hand-over writes: `tickets`, `sessions` and the handler's `idempotency`."""
+    create_tickets_table(dynamodb, "tickets")
+    for table, key in (("sessions", "session_id"), ("idempotency", "id")):
+        dynamodb.create_table(
+            TableName=table,
+            KeySchema=[{"AttributeName": key, "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": key, "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+
+
+def subscribed_queue(sns: Any, sqs: Any, topic: str, name: str) -> str:
+    """The URL of a new queue `name` subscribed to `topic`: what the topic publishes lands there."""
+    url: str = sqs.create_queue(QueueName=name)["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn)
+    return url
+
+
 @pytest.fixture
 def cloud(monkeypatch: pytest.MonkeyPatch, receiver: Receiver) -> Iterator[Cloud]:
     with mock_aws():
@@ -99,21 +121,10 @@ def cloud(monkeypatch: pytest.MonkeyPatch, receiver: Receiver) -> Iterator[Cloud
                 ),
             },
         )["QueueUrl"]
-        create_tickets_table(dynamodb, "tickets")
-        for table, key in (("sessions", "session_id"), ("idempotency", "id")):
-            dynamodb.create_table(
-                TableName=table,
-                KeySchema=[{"AttributeName": key, "KeyType": "HASH"}],
-                AttributeDefinitions=[{"AttributeName": key, "AttributeType": "S"}],
-                BillingMode="PAY_PER_REQUEST",
-            )
+        create_handover_tables(dynamodb)
         sns = boto3.client("sns", region_name="us-east-1")
         topic = sns.create_topic(Name="helpdesk")["TopicArn"]
-        observer_url = sqs.create_queue(QueueName="observer")["QueueUrl"]
-        observer_arn = sqs.get_queue_attributes(QueueUrl=observer_url, AttributeNames=["QueueArn"])[
-            "Attributes"
-        ]["QueueArn"]
-        sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=observer_arn)
+        observer_url = subscribed_queue(sns, sqs, topic, "observer")
         boto3.client("secretsmanager", region_name="us-east-1").create_secret(
             Name="kefu/webhook", SecretString=json.dumps({"url": receiver.url, "secret": SECRET})
         )

@@ -119,43 +119,17 @@ def stack(
 
 
 def _aws_stack(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Stack:
-    from kefu.adapters.insights import EXPIRY_ATTRIBUTE, PERIOD_KEY, SORT_KEY
-    from tests.functional.test_ticket_stores import create_tickets_table
+    from tests.functional.test_escalation_handler import create_handover_tables, subscribed_queue
+    from tests.functional.test_insights_stores import create_insights_table
 
     dynamodb = boto3.client("dynamodb", region_name="us-east-1")
     sqs = boto3.client("sqs", region_name="us-east-1")
     sns = boto3.client("sns", region_name="us-east-1")
-    for table, key in (("sessions", "session_id"), ("idempotency", "id")):
-        dynamodb.create_table(
-            TableName=table,
-            KeySchema=[{"AttributeName": key, "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": key, "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
-    create_tickets_table(dynamodb, "tickets")
-    dynamodb.create_table(
-        TableName="insights",
-        KeySchema=[
-            {"AttributeName": PERIOD_KEY, "KeyType": "HASH"},
-            {"AttributeName": SORT_KEY, "KeyType": "RANGE"},
-        ],
-        AttributeDefinitions=[
-            {"AttributeName": PERIOD_KEY, "AttributeType": "S"},
-            {"AttributeName": SORT_KEY, "AttributeType": "S"},
-        ],
-        BillingMode="PAY_PER_REQUEST",
-    )
-    dynamodb.update_time_to_live(
-        TableName="insights",
-        TimeToLiveSpecification={"Enabled": True, "AttributeName": EXPIRY_ATTRIBUTE},
-    )
+    create_handover_tables(dynamodb)
+    create_insights_table(dynamodb, "insights")
     queue_url = sqs.create_queue(QueueName="escalation")["QueueUrl"]
     topic = sns.create_topic(Name="helpdesk")["TopicArn"]
-    observer_url = sqs.create_queue(QueueName="helpdesk-observer")["QueueUrl"]
-    observer_arn = sqs.get_queue_attributes(QueueUrl=observer_url, AttributeNames=["QueueArn"])[
-        "Attributes"
-    ]["QueueArn"]
-    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=observer_arn)
+    observer_url = subscribed_queue(sns, sqs, topic, "helpdesk-observer")
     for name, value in {
         "KEFU_SESSIONS": "dynamodb",
         "KEFU_SESSIONS_TABLE": "sessions",

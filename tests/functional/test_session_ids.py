@@ -57,4 +57,4 @@ def test_the_openapi_document_says_when_a_new_session_starts(invoke: Invoke) -> 
     assert new_session["type"] == "boolean"
     assert new_session["default"] is False
     assert "expired" in new_session["description"]
-    assert "not" in schemas["ChatRequest"]["properties"]["session_id"]["description"]
+    assert "does not know" in schemas["ChatRequest"]["properties"]["session_id"]["description"]

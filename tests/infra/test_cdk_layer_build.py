@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import shutil
 import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -16,22 +14,9 @@ from aws_cdk import App, Stack
 from infra_cdk.assets import REPO_ROOT
 from infra_cdk.constructs.service_function import LAMBDA_ARCHITECTURE, LAMBDA_RUNTIME
 from infra_cdk.constructs.shared_layer import SharedLayer, SharedLayerMissingError
+from tests.layer_script import load_build_layer
 
-
-def _load_build_layer() -> ModuleType:
-    # layers/ is not a package: load the script as the Makefile runs it.
-    spec = importlib.util.spec_from_file_location(
-        "build_layer", REPO_ROOT / "layers" / "build_layer.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while being built
-    spec.loader.exec_module(module)
-    return module
-
-
-build_layer = _load_build_layer()
+build_layer = load_build_layer(REPO_ROOT)
 
 
 class RecordingInstaller:

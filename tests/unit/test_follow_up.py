@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -91,17 +92,22 @@ class _Recorder:
         return None
 
 
-def test_a_follow_up_is_read_alone_then_after_its_question_then_across_the_kb() -> None:
+def _retriever(index: _Recorder) -> Any:
+    """A retriever over `index`, with the hashing embedder."""
     from kefu.adapters.embedders import HashingEmbedder
     from kefu.decision import Thresholds
     from kefu.retrieval import Retriever
 
-    index = _Recorder()
-    retriever = Retriever(
+    return Retriever(
         embedder=HashingEmbedder(),
         index=index,  # type: ignore[arg-type]
         thresholds=Thresholds(fit=0.4, head=0.58, similarity=0.4, passage=0.3),
     )
+
+
+def test_a_follow_up_is_read_alone_then_after_its_question_then_across_the_kb() -> None:
+    index = _Recorder()
+    retriever = _retriever(index)
     decision = retriever.decide(
         "如果当初是信用卡付的呢？",
         language="zh",
@@ -118,16 +124,10 @@ def test_a_follow_up_is_read_alone_then_after_its_question_then_across_the_kb() 
 
 
 def test_a_long_question_followed_keeps_its_end_and_the_whole_follow_up() -> None:
-    from kefu.adapters.embedders import HashingEmbedder
-    from kefu.decision import Thresholds
-    from kefu.retrieval import FOLLOWED_CHARS, Retriever
+    from kefu.retrieval import FOLLOWED_CHARS
 
     index = _Recorder()
-    retriever = Retriever(
-        embedder=HashingEmbedder(),
-        index=index,  # type: ignore[arg-type]
-        thresholds=Thresholds(fit=0.4, head=0.58, similarity=0.4, passage=0.3),
-    )
+    retriever = _retriever(index)
     previous = "我上周买的东西" * 300 + "几天能拿到退款"
 
     retriever.decide(

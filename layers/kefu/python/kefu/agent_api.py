@@ -15,15 +15,15 @@ from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
 
 from kefu.bootstrap import get_desk, get_settings
 from kefu.errors import AgentForbidden, AgentUnauthorised
-from kefu.models import AgentReply, ErrorResponse, TicketList, TicketView
-from kefu.request_body import MAX_BODY_BYTES
+from kefu.models import AgentReply, TicketList, TicketView
+from kefu.request_body import BODY_ERRORS, ERROR_CONTENT
 from kefu.threads import ticket_summary, ticket_view
 from kefu.tickets import TicketStatus
 
 router = Router()
 
 TICKET_ID = Path(pattern=r"^[A-Za-z0-9_-]{8,64}$", description="The ticket's id.")
-_ERROR_BODY: Any = {"application/json": {"model": ErrorResponse}}
+_ERROR_BODY = ERROR_CONTENT
 _AGENT_ERRORS: dict[int, Any] = {
     401: {"description": "No or a wrong agent key", "content": _ERROR_BODY},
     403: {"description": "Not an agent", "content": _ERROR_BODY},
@@ -34,16 +34,6 @@ _AGENT_ERRORS: dict[int, Any] = {
         "content": _ERROR_BODY,
     },
 }
-# What a route that reads a body may also answer.
-_BODY_ERRORS: dict[int, Any] = {
-    400: {
-        "description": "The body is not one UTF-8 JSON document (or repeats a key)",
-        "content": _ERROR_BODY,
-    },
-    413: {"description": f"The body is larger than {MAX_BODY_BYTES} bytes", "content": _ERROR_BODY},
-    415: {"description": "The body is not sent as JSON", "content": _ERROR_BODY},
-}
-
 
 # Where the agent routes are: every request to them needs an agent, however malformed.
 AGENT_PATHS = ("/v1/tickets",)
@@ -103,7 +93,7 @@ def read_ticket(ticket_id: Annotated[str, TICKET_ID]) -> TicketView:
         200: {"description": "The ticket with the reply"},
         409: {"description": "The ticket is closed", "content": _ERROR_BODY},
         **_AGENT_ERRORS,
-        **_BODY_ERRORS,
+        **BODY_ERRORS,
     },
 )
 def reply(

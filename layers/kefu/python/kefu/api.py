@@ -48,7 +48,13 @@ from kefu.models import (
     SessionMessages,
 )
 from kefu.observability import emit, logger, metrics
-from kefu.request_body import MAX_BODY_BYTES, BodyTooLarge, JsonBodyValidation, read_json
+from kefu.request_body import (
+    BODY_ERRORS,
+    ERROR_CONTENT,
+    BodyTooLarge,
+    JsonBodyValidation,
+    read_json,
+)
 
 
 class _RequestState(threading.local):
@@ -156,17 +162,9 @@ app._request_validation_middleware = JsonBodyValidation()
 
 app.include_router(agent_router)
 
-_ERROR_BODY = {"application/json": {"model": ErrorResponse}}
+_ERROR_BODY = ERROR_CONTENT
 _ERRORS: dict[int, Any] = {
-    400: {
-        "description": "The body is not one UTF-8 JSON document (or repeats a key)",
-        "content": _ERROR_BODY,
-    },
-    413: {
-        "description": f"The body is larger than {MAX_BODY_BYTES} bytes",
-        "content": _ERROR_BODY,
-    },
-    415: {"description": "The body is not sent as JSON", "content": _ERROR_BODY},
+    **BODY_ERRORS,
     422: {"description": "The body does not match the schema", "content": _ERROR_BODY},
     503: {
         "description": "A dependency is unavailable; retry after `Retry-After` seconds",
@@ -188,7 +186,7 @@ def _error(
     return Response(
         status_code=status.value,
         content_type="application/json",
-        body={"error": {"code": code, "message": message}},
+        body=ErrorResponse.of(code, message),
         headers=headers,
     )
 
@@ -322,12 +320,9 @@ def resolve(event: Any, context: LambdaContext) -> dict[str, Any]:
             "statusCode": HTTPStatus.BAD_REQUEST.value,
             "multiValueHeaders": {"Content-Type": ["application/json"]},
             "body": json.dumps(
-                {
-                    "error": {
-                        "code": "not_a_proxy_event",
-                        "message": "The function takes API Gateway REST proxy events only.",
-                    }
-                }
+                ErrorResponse.of(
+                    "not_a_proxy_event", "The function takes API Gateway REST proxy events only."
+                )
             ),
             "isBase64Encoded": False,
         }

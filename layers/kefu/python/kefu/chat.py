@@ -113,7 +113,9 @@ class _Answer:
     category: str = ""
     # The knowledge-base texts the answer was built from: their contact details (a hotline, a
     # service e-mail) are the business's own and are stored as written; any other is masked.
-    grounds: tuple[str, ...] = ()
+    # None for a cached answer: the cache keeps answers to questions that masking left as
+    # they were, built from the knowledge base alone; it is stored as it is.
+    grounds: tuple[str, ...] | None = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -510,14 +512,19 @@ class ChatService:
         language: Language,
         *,
         intent: str | None = None,
-        grounds: Sequence[str] = (),
+        grounds: Sequence[str] | None = (),
     ) -> Turn:
         """The turn as it is stored: the masked message, and the answer with every contact
         detail and identity number masked but those its knowledge-base `grounds` wrote. The
         customer's own, which an answer may repeat to them (from an order record the model
-        looked up, say), are in the response only."""
-        answer = mask_unless_given(
-            response.answer, grounds, language=language, extra=self.mask_patterns
+        looked up, say), are in the response only. `grounds` None: the answer is stored as it
+        is (a cached answer, built from the knowledge base alone)."""
+        answer = (
+            response.answer
+            if grounds is None
+            else mask_unless_given(
+                response.answer, grounds, language=language, extra=self.mask_patterns
+            )
         )
         return Turn(
             turn_id=response.turn_id,
@@ -817,7 +824,7 @@ class ChatService:
         if prefetched is not None:
             prefetched.cancel()  # the vector is not needed: free the pool for other turns
         # Only answers built from the knowledge base alone are kept (`_keep`).
-        return _Answer(cached, grounds=(cached.answer,))
+        return _Answer(cached, grounds=None)
 
     @contextmanager
     def _first_to_ask(self, key: str) -> Iterator[bool]:
@@ -925,7 +932,7 @@ class ChatService:
             )
         # Contact details the model wrote that neither the customer nor a source gave.
         told = [json.dumps(r, ensure_ascii=False) for r in tools.results] if tools else []
-        given = [message, *(hit.chunk.text for hit in decision.hits), *told]
+        given = [message, *grounds, *told]
         answer = mask_unless_given(reply.text, given, language=language, extra=self.mask_patterns)
         logger.info(
             "model answered",

@@ -6,7 +6,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Annotated, Literal, NamedTuple
+from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -180,6 +180,11 @@ class ErrorDetail(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorDetail
+
+    @classmethod
+    def of(cls, code: str, message: str) -> dict[str, Any]:
+        """The API's error body, as every error (the function's, the local server's) is sent."""
+        return cls(error=ErrorDetail(code=code, message=message)).model_dump()
 
 
 @dataclass(frozen=True, slots=True)

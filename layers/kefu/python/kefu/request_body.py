@@ -28,6 +28,8 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
     RequestValidationError,
 )
 
+from kefu.models import ErrorResponse
+
 if TYPE_CHECKING:
     from aws_lambda_powertools.event_handler.types import EventHandlerInstance
 
@@ -39,6 +41,22 @@ MAX_INTEGER_DIGITS = 100
 # The largest body read, as the local server takes (local/server.py): a chat message is at most
 # 2,000 characters; API Gateway alone would hand on 10 MB to be parsed.
 MAX_BODY_BYTES = 64 * 1024
+
+
+# The OpenAPI documentation of an error answer, and of those any route that reads a body may
+# give (kefu.api and kefu.agent_api both declare them).
+ERROR_CONTENT: dict[str, Any] = {"application/json": {"model": ErrorResponse}}
+BODY_ERRORS: dict[int, Any] = {
+    400: {
+        "description": "The body is not one UTF-8 JSON document (or repeats a key)",
+        "content": ERROR_CONTENT,
+    },
+    413: {
+        "description": f"The body is larger than {MAX_BODY_BYTES} bytes",
+        "content": ERROR_CONTENT,
+    },
+    415: {"description": "The body is not sent as JSON", "content": ERROR_CONTENT},
+}
 
 
 class BodyTooLarge(ValueError):
