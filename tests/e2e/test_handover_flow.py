@@ -71,7 +71,8 @@ def test_a_customer_reaches_a_human_and_comes_back_to_the_bot(
     ticket: dict[str, Any] = {}
     while time.monotonic() < deadline:
         _, ticket = call(local_stack, "GET", f"/v1/tickets/{ticket_id}", headers=agent)
-        if ticket.get("status") == "open":
+        # Completed (open), then announced: two writes, so wait for the second as well.
+        if ticket.get("status") == "open" and ticket.get("notified"):
             break
         time.sleep(0.2)
     assert ticket["status"] == "open", ticket
